@@ -1,0 +1,83 @@
+"""Turn every way a request can be wrong into a 4xx a person can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+_TYPE_WORDS = {
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "missing": "is required",
+    "too_short": "must not be empty",
+}
+
+
+class BadRequest(Exception):
+    """A client error: the message is returned as the 400 body's `error`."""
+
+    status_code = 400
+
+
+class PayloadTooLarge(BadRequest):
+    status_code = 413
+
+
+def _path(loc: Sequence[Any]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "header", "path"):
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def describe_validation_error(error: dict[str, Any]) -> str:
+    """One sentence for one Pydantic/Powertools validation error."""
+    loc = tuple(error.get("loc", ()))
+    kind = error.get("type", "")
+    where = _path(loc)
+    if kind == "json_invalid":
+        detail = (error.get("ctx") or {}).get("error", "")
+        return f"the request body is not valid JSON ({detail}); send a JSON object"
+    if loc and loc[0] == "query" and kind == "missing":
+        return f"query parameter '{where}' is required"
+    if loc and loc[0] == "query":
+        return f"query parameter '{where}': {error.get('msg', 'is invalid')}"
+    if not where:
+        if kind == "missing":
+            return "the request body is missing; send a JSON object"
+        return "the request body must be a JSON object with 'count' and 'visits'"
+    if kind == "value_error":
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        return f"{where}: {message}"
+    if kind == "too_short":
+        return f"{where} must not be empty"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"{where} {error.get('msg', 'is too small').lower()}"
+    words = _TYPE_WORDS.get(kind)
+    if words:
+        return f"{where} {words}"
+    return f"{where}: {error.get('msg', 'is invalid')}"
+
+
+def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
+    """Join the first few errors; more than that would bury the first one."""
+    sentences = []
+    for error in errors:
+        sentence = describe_validation_error(error)
+        if sentence not in sentences:
+            sentences.append(sentence)
+    shown = "; ".join(sentences[:3])
+    if len(sentences) > 3:
+        shown += f"; and {len(sentences) - 3} more"
+    return shown
