@@ -27,17 +27,17 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
-import json  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-import boto3  # noqa: E402
-import pytest  # noqa: E402
-from moto import mock_aws  # noqa: E402
+import boto3
+import pytest
+from moto import mock_aws
 
-from retail_pulse.settings import get_settings  # noqa: E402
-from tests.support.image_server import ImageServer  # noqa: E402
+from retail_pulse.settings import get_settings
+from tests.support.image_server import ImageServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_STORE_MASTER = ROOT.parent / "shared" / "data" / "StoreMasterAssignment.csv"
@@ -65,8 +65,7 @@ class Aws:
             self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(batch)
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
                 ],
             )
         return messages

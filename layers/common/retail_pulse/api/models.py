@@ -78,9 +78,7 @@ class Visit(BaseModel):
             if not re.match(r"^https?://[^/\s?#]+", url, re.IGNORECASE) or any(
                 c.isspace() for c in url
             ):
-                raise ValueError(
-                    f"image_url[{position}] '{url[:100]}' is not an http or https URL"
-                )
+                raise ValueError(f"image_url[{position}] '{url[:100]}' is not an http or https URL")
         return urls
 
     @field_validator("visit_time")
@@ -137,7 +135,13 @@ class SubmitResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: str
+    error: str = Field(description="What was wrong with the request, and what to do")
+
+
+class UnknownJobBody(BaseModel):
+    """The SPEC's body for an unknown job id: exactly `{}`."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Progress(BaseModel):
@@ -154,5 +158,6 @@ class StoreError(BaseModel):
 class StatusResponse(BaseModel):
     status: Literal["ongoing", "completed", "failed"]
     job_id: str
-    error: list[StoreError] | None = None
+    # Only a failed job has `error`; the SPEC's other bodies have no such key.
+    error: list[StoreError] | None = Field(default=None, exclude_if=lambda v: v is None)
     progress: Progress

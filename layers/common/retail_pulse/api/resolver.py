@@ -3,11 +3,12 @@ place, so each handler holds only its route."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.router import Router
+from pydantic import BaseModel
 
 from retail_pulse.api.errors import BadRequest, describe_validation_errors
 from retail_pulse.observability import logger
@@ -19,11 +20,13 @@ SECURITY_HEADERS = {
 }
 
 
-def json_response(status_code: int, body: object) -> Response:
+def json_response(status_code: int, body: BaseModel | dict[str, Any]) -> Response:
+    """A JSON response with the security headers; models are validated against the route's
+    declared response type, so the OpenAPI document cannot drift from what is returned."""
     return Response(
         status_code=status_code,
         content_type="application/json",
-        body=json.dumps(body),
+        body=body,
         headers=dict(SECURITY_HEADERS),
     )
 
@@ -35,6 +38,10 @@ def make_resolver(router: Router) -> APIGatewayRestResolver:
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(error: RequestValidationError) -> Response:
+        if any(e.get("loc", ("",))[0] == "response" for e in error.errors()):
+            # Our own response broke its declared model: a bug on our side, never a 400.
+            logger.error("response failed validation", extra={"errors": str(error.errors())})
+            return json_response(500, {"error": "internal error; it has been logged"})
         message = describe_validation_errors(error.errors())
         logger.info("request rejected", extra={"reason": message})
         return json_response(400, {"error": message})

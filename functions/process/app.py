@@ -1,0 +1,41 @@
+"""SQS batch -> one measured image per record, the records of a batch concurrently.
+
+Each record mostly waits (download, then the GPU stand-in), so a batch of 10 takes about
+as long as its slowest image; only failed records are reported back for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from aws_lambda_powertools.utilities.batch import (
+    AsyncBatchProcessor,
+    EventType,
+    async_process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from retail_pulse.jobs.process import process_image_message
+from retail_pulse.observability import logger, metrics, tracer
+
+# One thread per record of the largest batch (the event source's BatchSize is 10).
+_workers = ThreadPoolExecutor(max_workers=10, thread_name_prefix="image")
+processor = AsyncBatchProcessor(event_type=EventType.SQS)
+
+
+async def handle_record(record: SQSRecord) -> None:
+    receive_count = int(record.attributes.approximate_receive_count or 1)
+    await asyncio.get_running_loop().run_in_executor(
+        _workers, process_image_message, record.body, receive_count, record.receipt_handle
+    )
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return async_process_partial_response(
+        event=event, record_handler=handle_record, processor=processor, context=context
+    )

@@ -1,0 +1,75 @@
+"""The only code that talks to the image queue (SQS)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from retail_pulse.settings import get_settings
+
+# SendMessageBatch takes 10 messages; batches go out in parallel so 10,000 images
+# (1,000 requests) are enqueued in a few seconds.
+_SEND_THREADS = 16
+_SEND_ATTEMPTS = 5
+
+
+class EnqueueError(Exception):
+    """Some messages could not be enqueued even after retries."""
+
+
+@lru_cache(maxsize=1)
+def _sqs() -> Any:
+    settings = get_settings()
+    return boto3.client(
+        "sqs",
+        region_name=settings.region,
+        endpoint_url=settings.endpoint_url,
+        config=Config(max_pool_connections=_SEND_THREADS, retries={"mode": "standard"}),
+    )
+
+
+def _send_batch(bodies: Sequence[dict[str, Any]]) -> None:
+    """Send up to 10 messages, retrying the entries SQS reports as failed."""
+    entries = {str(i): json.dumps(body) for i, body in enumerate(bodies)}
+    queue_url = get_settings().image_queue_url
+    for attempt in range(_SEND_ATTEMPTS):
+        response = _sqs().send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": key, "MessageBody": body} for key, body in entries.items()],
+        )
+        failed = response.get("Failed", [])
+        entries = {f["Id"]: entries[f["Id"]] for f in failed}
+        if not entries:
+            return
+        if any(f.get("SenderFault") for f in failed):
+            break
+        time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
+    raise EnqueueError(f"{len(entries)} messages could not be enqueued: {failed[0]}")
+
+
+def enqueue_images(bodies: Sequence[dict[str, Any]]) -> None:
+    """One message per image, 10 a request, requests in parallel."""
+    batches = [bodies[i : i + 10] for i in range(0, len(bodies), 10)]
+    if len(batches) <= 1:
+        for batch in batches:
+            _send_batch(batch)
+        return
+    with ThreadPoolExecutor(max_workers=min(_SEND_THREADS, len(batches))) as pool:
+        list(pool.map(_send_batch, batches))
+
+
+def delay_message(receipt_handle: str, seconds: int) -> None:
+    """Hide a message for `seconds` so its retry waits without holding a Lambda."""
+    _sqs().change_message_visibility(
+        QueueUrl=get_settings().image_queue_url,
+        ReceiptHandle=receipt_handle,
+        VisibilityTimeout=max(0, min(int(seconds), 43_200)),
+    )

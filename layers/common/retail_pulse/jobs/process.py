@@ -1,0 +1,132 @@
+"""Measure one image and file its result exactly once; decide when trouble is worth a retry."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime
+
+from retail_pulse.data.jobs import ImageFailure, ImageSuccess, mark_finished, record_outcome
+from retail_pulse.data.queue import delay_message
+from retail_pulse.imaging.download import fetch_image
+from retail_pulse.imaging.errors import ImageError, TransientImageError
+from retail_pulse.imaging.measure import measure_image
+from retail_pulse.jobs.messages import ImageMessage
+from retail_pulse.observability import logger, metrics
+from retail_pulse.settings import Settings, get_settings
+
+_PREFIX = {
+    "download": "image download failed",
+    "refused": "image download refused",
+    "not_image": "image unreadable",
+    "too_large": "image rejected",
+}
+
+
+class RetryLater(Exception):
+    """Transient trouble with attempts left: the message comes back after `delay_s`."""
+
+    def __init__(self, cause: ImageError, delay_s: int) -> None:
+        super().__init__(f"{cause} (retrying in {delay_s} s)")
+        self.cause = cause
+        self.delay_s = delay_s
+
+
+def retry_delay(attempt: int, retry_after_s: float | None, settings: Settings) -> int:
+    """Exponential backoff with full jitter; a server's Retry-After wins, up to the cap."""
+    ceiling = min(settings.retry_max_delay_s, settings.retry_base_delay_s * 2 ** (attempt - 1))
+    delay = random.uniform(ceiling / 2, ceiling)
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, settings.retry_max_delay_s))
+    return max(1, round(delay))
+
+
+def describe_failure(error: ImageError, url: str) -> str:
+    """The error a client reads in the job status: the cause, and the URL if not named."""
+    text = str(error)
+    if error.reason == "refused":
+        text = text.removeprefix("refused: ")
+    if url not in text:
+        text = f"{text} for {url}"
+    return f"{_PREFIX.get(error.reason, 'image failed')}: {text}"
+
+
+def process_image_message(body: str, receive_count: int, receipt_handle: str) -> None:
+    """Process one queue message. Raises to have SQS deliver it again (a batch item failure);
+    a transient failure with attempts left first pushes the redelivery out by a backoff."""
+    message = ImageMessage.model_validate_json(body)
+    settings = get_settings()
+    # Records of a batch run on threads of one process: keys must be per thread.
+    logger.thread_safe_clear_keys()
+    logger.thread_safe_append_keys(
+        job_id=message.job_id, image=f"{message.job_id}/{message.image_index}"
+    )
+    try:
+        outcome = measure_url(message, receive_count, settings)
+    except RetryLater as retry:
+        metrics.add_metric(name="ImageRetries", unit="Count", value=1)
+        logger.info("image retry scheduled", extra={"cause": str(retry.cause)})
+        delay_message(receipt_handle, retry.delay_s)
+        raise
+    recorded = record_outcome(message.job_id, message.image_index, outcome, receive_count)
+    if not recorded:
+        logger.info("duplicate delivery ignored")
+        metrics.add_metric(name="DuplicateDeliveries", unit="Count", value=1)
+        return
+    if isinstance(outcome, ImageSuccess):
+        metrics.add_metric(name="ImagesSucceeded", unit="Count", value=1)
+    finish_job(message.job_id)
+
+
+def measure_url(
+    message: ImageMessage, attempt: int, settings: Settings
+) -> ImageSuccess | ImageFailure:
+    try:
+        data = fetch_image(message.url, settings)
+        size = measure_image(data, settings)
+    except TransientImageError as error:
+        if attempt < settings.max_attempts:
+            raise RetryLater(error, retry_delay(attempt, error.retry_after_s, settings)) from error
+        failure = ImageFailure(
+            f"{describe_failure(error, message.url)} (gave up after {attempt} attempts)"
+        )
+        _log_failure("retries_exhausted", failure.error)
+        return failure
+    except ImageError as error:
+        failure = ImageFailure(describe_failure(error, message.url))
+        _log_failure(error.reason, failure.error)
+        return failure
+    # Stands in for GPU inference: the pipeline must treat each image as slow.
+    time.sleep(random.uniform(settings.gpu_sleep_min_s, settings.gpu_sleep_max_s))
+    return ImageSuccess(
+        perimeter=size.perimeter,
+        width=size.width,
+        height=size.height,
+        store_id=message.store_id,
+        area=message.area,
+    )
+
+
+def _log_failure(reason: str, error: str) -> None:
+    logger.info("image failed", extra={"reason": reason, "error": error})
+    metrics.add_metric(name=f"ImagesFailed_{reason}", unit="Count", value=1)
+
+
+def finish_job(job_id: str) -> None:
+    """Log a job's end once, from whichever invocation filed its last image."""
+    job = mark_finished(job_id)
+    if job is None:
+        return
+    duration = (datetime.now(UTC) - job.created_at).total_seconds()
+    outcome = "failed" if job.failed else "completed"
+    logger.info(
+        "job finished",
+        extra={
+            "job_id": job_id,
+            "outcome": outcome,
+            "duration_s": round(duration, 3),
+            "succeeded": job.succeeded,
+            "failed": job.failed,
+        },
+    )
+    metrics.add_metric(name="JobDuration", unit="Seconds", value=duration)

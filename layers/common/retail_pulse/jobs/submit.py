@@ -1,0 +1,90 @@
+"""Accept a job: record it and its images, then fan out one queue message per image."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from retail_pulse.api.models import SubmitRequest
+from retail_pulse.data.jobs import create_job, mark_finished
+from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord
+from retail_pulse.data.queue import enqueue_images
+from retail_pulse.data.stores import find_stores
+from retail_pulse.jobs.messages import ImageMessage
+from retail_pulse.observability import logger, metrics
+
+UNKNOWN_STORE = "store_id not found in store master"
+
+
+def new_job_id() -> str:
+    """122 random bits: one client cannot find another's jobs by counting."""
+    return str(uuid.uuid4())
+
+
+def submit_job(request: SubmitRequest) -> str:
+    """Record the job and enqueue its images; returns the job id once every message is queued.
+
+    Images of stores missing from the store master are recorded failed at once and never
+    enqueued, so the job can still end (as `failed`) without them.
+    """
+    job_id = new_job_id()
+    stores = find_stores({visit.store_id for visit in request.visits})
+    images: list[ImageRecord] = []
+    messages: list[dict] = []
+    for visit in request.visits:
+        store = stores.get(visit.store_id)
+        for url in visit.image_url:
+            index = len(images)
+            image = ImageRecord(
+                job_id=job_id,
+                image_index=index,
+                store_id=visit.store_id,
+                area=store.area_code if store else None,
+                url=url,
+                visit_time=visit.visit_time,
+                visit_key=f"{visit.visit_time}#{job_id}#{index:05d}",
+            )
+            if store is None:
+                image.state = FAILED
+                image.error = UNKNOWN_STORE
+                image.failed_job_id = job_id
+            else:
+                image.state = PENDING
+                messages.append(
+                    ImageMessage(
+                        job_id=job_id,
+                        image_index=index,
+                        url=url,
+                        store_id=visit.store_id,
+                        area=store.area_code,
+                    ).model_dump()
+                )
+            images.append(image)
+
+    unknown = len(images) - len(messages)
+    job = JobRecord(
+        job_id=job_id,
+        total=len(images),
+        succeeded=0,
+        failed=unknown,
+        visit_count=len(request.visits),
+        created_at=datetime.now(UTC),
+    )
+    create_job(job, images)
+    enqueue_images(messages)
+    logger.info(
+        "job accepted",
+        extra={
+            "job_id": job_id,
+            "images": len(images),
+            "visits": len(request.visits),
+            "unknown_store_images": unknown,
+        },
+    )
+    metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
+    metrics.add_metric(name="ImagesSubmitted", unit="Count", value=len(images))
+    if unknown:
+        metrics.add_metric(name="ImagesFailed_store_unknown", unit="Count", value=unknown)
+    if not messages:
+        mark_finished(job_id)
+    return job_id

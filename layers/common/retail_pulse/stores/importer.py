@@ -1,0 +1,58 @@
+"""Import a store master CSV into the Stores table: parse, save the good rows, report.
+
+Bad rows never stop the import: the good ones load and the report names every line that
+did not, so a person can fix the file and run the import again (it overwrites, so that
+is safe).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from retail_pulse.data.stores import save_stores
+from retail_pulse.stores.master import Rejection, read_store_master
+
+ProgressCallback = Callable[[int, int], None]
+"""on_progress(done, total): stores written so far out of the stores to write."""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did, in the numbers a person checks after running it."""
+
+    read: int  # data rows in the file (header and blank lines excluded)
+    loaded: int  # distinct stores written to the table
+    rejected: tuple[Rejection, ...]
+    duplicates: int  # rows repeating an earlier store exactly; harmless, loaded once
+
+    @property
+    def ok(self) -> bool:
+        """Something loaded and nothing was turned away."""
+        return self.loaded > 0 and not self.rejected
+
+
+def import_stores(
+    path: str | os.PathLike[str],
+    on_progress: ProgressCallback | None = None,
+) -> ImportReport:
+    """Load the store master at `path` into the Stores table.
+
+    Raises master.StoreMasterError when the file cannot be read at all, and PynamoDB's
+    errors when the table cannot be written.
+    """
+    master = read_store_master(path)
+    total = len(master.rows)
+    if on_progress is not None:
+        on_progress(0, total)
+    loaded = save_stores(
+        master.rows,
+        on_saved=(lambda done: on_progress(done, total)) if on_progress is not None else None,
+    )
+    return ImportReport(
+        read=master.read,
+        loaded=loaded,
+        rejected=tuple(master.rejections),
+        duplicates=master.duplicates,
+    )

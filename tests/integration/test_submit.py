@@ -1,0 +1,181 @@
+"""POST /api/submit/: the SPEC's contract, every 400, and what a job leaves behind."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord
+from retail_pulse.settings import get_settings
+from tests.integration.conftest import job, visit
+
+A = "https://images.example.com/a.jpg"
+B = "https://images.example.com/b.jpg"
+
+
+def test_accepts_the_spec_example_and_enqueues_one_message_per_image(aws, stores, call_api):
+    payload = job(
+        visit("S00339218", [A, B], "2026-11-28T10:15:00Z"),
+        visit("S01408764", [B], "2026-11-28T11:40:00+05:30"),
+    )
+    result = call_api("POST", "/api/submit/", body=payload)
+
+    assert result.status_code == 201
+    assert set(result.body) == {"job_id"}
+    job_id = result.body["job_id"]
+    assert uuid.UUID(job_id).version == 4
+    record = JobRecord.get(job_id)
+    assert (record.total, record.succeeded, record.failed) == (3, 0, 0)
+    images = sorted(ImageRecord.query(job_id), key=lambda i: i.image_index)
+    assert [(i.store_id, i.url, i.state) for i in images] == [
+        ("S00339218", A, PENDING),
+        ("S00339218", B, PENDING),
+        ("S01408764", B, PENDING),
+    ]
+    # +05:30 is stored in UTC.
+    assert images[2].visit_time == "2026-11-28T06:10:00Z"
+    bodies = sorted(
+        (json.loads(m["Body"]) for m in aws.queued_messages()), key=lambda b: b["image_index"]
+    )
+    assert bodies == [
+        {"job_id": job_id, "image_index": 0, "url": A, "store_id": "S00339218", "area": "710006"},
+        {"job_id": job_id, "image_index": 1, "url": B, "store_id": "S00339218", "area": "710006"},
+        {"job_id": job_id, "image_index": 2, "url": B, "store_id": "S01408764", "area": "710006"},
+    ]
+
+
+def test_route_without_trailing_slash_is_the_same_route(aws, stores, call_api):
+    result = call_api("POST", "/api/submit", body=job(visit("S00339218", [A])))
+    assert result.status_code == 201
+    assert result.headers["Content-Type"] == "application/json"
+
+
+def test_visit_time_without_offset_is_utc(aws, stores, call_api):
+    result = call_api(
+        "POST", "/api/submit/", body=job(visit("S00339218", [A], "2026-11-28T10:15:00"))
+    )
+    image = ImageRecord.get(result.body["job_id"], 0)
+    assert image.visit_time == "2026-11-28T10:15:00Z"
+
+
+def test_unknown_store_is_accepted_recorded_failed_and_never_enqueued(aws, stores, call_api):
+    payload = job(visit("S00339218", [A]), visit("S_NOT_A_STORE", [A, B]))
+    result = call_api("POST", "/api/submit/", body=payload)
+
+    assert result.status_code == 201
+    record = JobRecord.get(result.body["job_id"])
+    assert (record.total, record.failed) == (3, 2)
+    failed = [i for i in ImageRecord.query(record.job_id) if i.state == FAILED]
+    assert {i.error for i in failed} == {"store_id not found in store master"}
+    assert [json.loads(m["Body"])["store_id"] for m in aws.queued_messages()] == ["S00339218"]
+
+
+def test_job_of_only_unknown_stores_is_failed_at_once(aws, stores, call_api):
+    result = call_api("POST", "/api/submit/", body=job(visit("S_NOPE", [A])))
+    status = call_api("GET", "/api/status", query={"jobid": result.body["job_id"]})
+    assert status.body == {
+        "status": "failed",
+        "job_id": result.body["job_id"],
+        "error": [{"store_id": "S_NOPE", "error": "store_id not found in store master"}],
+        "progress": {"total": 1, "succeeded": 0, "failed": 1},
+    }
+    assert JobRecord.get(result.body["job_id"]).finished_at is not None
+
+
+GOOD = visit("S00339218", [A])
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("this is not json", ["not valid JSON"]),
+        ("", ["body is missing"]),
+        (None, ["body is missing"]),
+        ("[1, 2]", ["JSON object"]),
+        ('"a string"', ["JSON object"]),
+        ({"visits": [GOOD]}, ["count", "required"]),
+        ({"count": 1}, ["visits", "required"]),
+        ({"count": "1", "visits": [GOOD]}, ["count", "integer"]),
+        ({"count": True, "visits": [GOOD]}, ["count", "integer"]),
+        ({"count": 1.5, "visits": [GOOD]}, ["count", "integer"]),
+        ({"count": 2, "visits": [GOOD]}, ["count is 2", "visits has 1"]),
+        ({"count": 0, "visits": []}, ["count"]),
+        ({"count": 1, "visits": []}, ["visits", "empty"]),
+        ({"count": 1, "visits": GOOD}, ["visits", "list"]),
+        ({"count": 1, "visits": ["S00339218"]}, ["visits[0]", "object"]),
+        (
+            {"count": 1, "visits": [{"image_url": [A], "visit_time": "2026-11-28T10:15:00Z"}]},
+            ["visits[0].store_id", "required"],
+        ),
+        (
+            {
+                "count": 1,
+                "visits": [{"store_id": "S00339218", "visit_time": "2026-11-28T10:15:00Z"}],
+            },
+            ["visits[0].image_url", "required"],
+        ),
+        (
+            {"count": 1, "visits": [{"store_id": "S00339218", "image_url": [A]}]},
+            ["visits[0].visit_time", "required"],
+        ),
+        ({"count": 1, "visits": [visit(339218, [A])]}, ["visits[0].store_id", "string"]),
+        ({"count": 1, "visits": [visit("  ", [A])]}, ["store_id", "blank"]),
+        ({"count": 1, "visits": [visit("S00339218", A)]}, ["visits[0].image_url", "list"]),
+        ({"count": 1, "visits": [visit("S00339218", [])]}, ["visits[0].image_url", "empty"]),
+        (
+            {"count": 1, "visits": [visit("S00339218", [A, 42])]},
+            ["visits[0].image_url[1]", "string"],
+        ),
+        ({"count": 1, "visits": [visit("S00339218", ["ftp://x/a.jpg"])]}, ["image_url[0]", "http"]),
+        ({"count": 1, "visits": [visit("S00339218", ["not a url"])]}, ["image_url[0]", "http"]),
+        (
+            {"count": 1, "visits": [visit("S00339218", [A], "yesterday")]},
+            ["visit_time", "RFC 3339"],
+        ),
+        (
+            {"count": 1, "visits": [visit("S00339218", [A], "2026-11-28")]},
+            ["visit_time", "RFC 3339"],
+        ),
+        ({"count": 1, "visits": [visit("S00339218", [A], "2026-13-45T10:15:00Z")]}, ["visit_time"]),
+        ({"count": 1, "visits": [visit("S00339218", [A], 1732788900)]}, ["visit_time", "string"]),
+    ],
+)
+def test_bad_requests_get_400_with_a_readable_error(aws, stores, call_api, body, words):
+    result = call_api("POST", "/api/submit/", body=body)
+    assert result.status_code == 400, result.body
+    assert set(result.body) == {"error"}
+    for word in words:
+        assert word in result.body["error"], result.body["error"]
+    assert aws.queued_messages() == []
+    assert list(JobRecord.scan()) == []
+
+
+@pytest.fixture
+def small_limits(monkeypatch):
+    monkeypatch.setenv("MAX_IMAGES_PER_JOB", "3")
+    monkeypatch.setenv("MAX_URLS_PER_VISIT", "2")
+    monkeypatch.setenv("MAX_URL_LENGTH", "40")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("visits", "words"),
+    [
+        (
+            [visit("S00339218", [A, A]), visit("S00339218", [A, A])],
+            ["4 images", "MAX_IMAGES_PER_JOB"],
+        ),
+        ([visit("S00339218", [A, A, A])], ["at most 2 image URLs", "MAX_URLS_PER_VISIT"]),
+        ([visit("S00339218", ["https://images.example.com/" + "x" * 30])], ["MAX_URL_LENGTH"]),
+    ],
+)
+def test_limits_are_400s_that_name_the_limit(aws, stores, call_api, small_limits, visits, words):
+    result = call_api("POST", "/api/submit/", body={"count": len(visits), "visits": visits})
+    assert result.status_code == 400
+    for word in words:
+        assert word in result.body["error"], result.body["error"]
