@@ -36,6 +36,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from local_stack.moto_locking import serialize_dynamodb
 from retail_pulse.settings import get_settings
 from tests.support.image_server import ImageServer
 
@@ -49,8 +50,23 @@ class Aws:
     queue_url: str
     dlq_url: str
 
+    def receive(self, max_messages: int = 10_000) -> list[dict]:
+        """Receive (not delete) what is visible on the image queue, as a poller would."""
+        messages: list[dict] = []
+        while len(messages) < max_messages:
+            batch = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=10,
+                AttributeNames=["All"],
+                MessageSystemAttributeNames=["All"],
+            ).get("Messages", [])
+            if not batch:
+                break
+            messages.extend(batch)
+        return messages
+
     def queued_messages(self, max_messages: int = 10_000) -> list[dict]:
-        """Drain the image queue (visibility 0 is not used: messages leave the queue)."""
+        """Drain the image queue: messages are received and deleted."""
         messages: list[dict] = []
         while len(messages) < max_messages:
             batch = self.sqs.receive_message(
@@ -76,6 +92,7 @@ def aws() -> Iterator[Aws]:
     """Fresh moto DynamoDB tables (from the PynamoDB models) and SQS queues per test."""
     from retail_pulse.data.models import ALL_MODELS
 
+    serialize_dynamodb()  # moto's DynamoDB is not atomic under concurrent requests
     with mock_aws():
         for model in ALL_MODELS:
             model._connection = None  # never reuse a client from another mock

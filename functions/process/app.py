@@ -17,19 +17,30 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from retail_pulse.jobs.process import process_image_message
+from retail_pulse.jobs.process import RetryLater, process_image_message
 from retail_pulse.observability import logger, metrics, tracer
 
 # One thread per record of the largest batch (the event source's BatchSize is 10).
 _workers = ThreadPoolExecutor(max_workers=10, thread_name_prefix="image")
-processor = AsyncBatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is still a partial response: raising would count as a
+# function error and hide which records to retry.
+processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 async def handle_record(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
-    await asyncio.get_running_loop().run_in_executor(
-        _workers, process_image_message, record.body, receive_count, record.receipt_handle
-    )
+    try:
+        await asyncio.get_running_loop().run_in_executor(
+            _workers, process_image_message, record.body, receive_count, record.receipt_handle
+        )
+    except RetryLater:
+        raise  # already logged, and its redelivery is scheduled
+    except Exception:
+        logger.exception(
+            "image message failed; SQS will deliver it again",
+            extra={"message_id": record.message_id, "receive_count": receive_count},
+        )
+        raise
 
 
 @logger.inject_lambda_context

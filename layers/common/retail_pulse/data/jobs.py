@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data.models import FAILED, PENDING, SUCCEEDED, ImageRecord, JobRecord
@@ -18,6 +20,7 @@ from retail_pulse.settings import get_settings
 # seconds (each thread's batch_write retries unprocessed items with backoff).
 _WRITE_SLICE = 500
 _WRITE_THREADS = 8
+_TRANSACTION_ATTEMPTS = 8
 
 
 def _write_images(images: Sequence[ImageRecord]) -> None:
@@ -97,16 +100,30 @@ def record_outcome(
             *common,
         ]
         job_actions = [JobRecord.failed.add(1)]
-    try:
-        with _transaction() as transaction:
-            transaction.update(image, actions=image_actions, condition=ImageRecord.state == PENDING)
-            transaction.update(job, actions=job_actions, condition=JobRecord.job_id.exists())
-    except TransactWriteError as error:
-        reasons = error.cancellation_reasons or []
-        if reasons and reasons[0] is not None and reasons[0].code == "ConditionalCheckFailed":
-            return False
-        raise
-    return True
+    for attempt in range(_TRANSACTION_ATTEMPTS):
+        try:
+            with _transaction() as transaction:
+                transaction.update(
+                    image, actions=image_actions, condition=ImageRecord.state == PENDING
+                )
+                transaction.update(job, actions=job_actions, condition=JobRecord.job_id.exists())
+            return True
+        except TransactWriteError as error:
+            codes = [r.code if r is not None else None for r in error.cancellation_reasons or []]
+            if codes and codes[0] == "ConditionalCheckFailed":
+                return False
+            # Images of one job finishing together contend for the job item; DynamoDB
+            # cancels one side with TransactionConflict, which is safe to try again.
+            retryable = "TransactionConflict" in codes or error.cause_response_code in (
+                "TransactionConflictException",
+                "ThrottlingException",
+                "ProvisionedThroughputExceededException",
+                "InternalServerError",
+            )
+            if not retryable or attempt == _TRANSACTION_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+    return False  # not reached: the loop returns or raises
 
 
 def mark_finished(job_id: str) -> JobRecord | None:
@@ -123,7 +140,7 @@ def mark_finished(job_id: str) -> JobRecord | None:
             actions=[JobRecord.finished_at.set(datetime.now(UTC))],
             condition=JobRecord.finished_at.does_not_exist(),
         )
-    except JobRecord.UpdateError as error:
+    except UpdateError as error:
         if error.cause_response_code == "ConditionalCheckFailedException":
             return None
         raise

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from retail_pulse.data.jobs import ImageFailure, ImageSuccess, mark_finished, record_outcome
 from retail_pulse.data.queue import delay_message
-from retail_pulse.imaging.download import fetch_image
+from retail_pulse.imaging.download import fetch
 from retail_pulse.imaging.errors import ImageError, TransientImageError
 from retail_pulse.imaging.measure import measure_image
 from retail_pulse.jobs.messages import ImageMessage
@@ -45,7 +45,7 @@ def describe_failure(error: ImageError, url: str) -> str:
     """The error a client reads in the job status: the cause, and the URL if not named."""
     text = str(error)
     if error.reason == "refused":
-        text = text.removeprefix("refused: ")
+        text = text.removeprefix("refused: ")  # the prefix already says it
     if url not in text:
         text = f"{text} for {url}"
     return f"{_PREFIX.get(error.reason, 'image failed')}: {text}"
@@ -72,9 +72,10 @@ def process_image_message(body: str, receive_count: int, receipt_handle: str) ->
     if not recorded:
         logger.info("duplicate delivery ignored")
         metrics.add_metric(name="DuplicateDeliveries", unit="Count", value=1)
-        return
-    if isinstance(outcome, ImageSuccess):
+    elif isinstance(outcome, ImageSuccess):
         metrics.add_metric(name="ImagesSucceeded", unit="Count", value=1)
+    # Also after a duplicate: the first delivery may have died between its transaction and
+    # stamping the job finished.
     finish_job(message.job_id)
 
 
@@ -82,8 +83,8 @@ def measure_url(
     message: ImageMessage, attempt: int, settings: Settings
 ) -> ImageSuccess | ImageFailure:
     try:
-        data = fetch_image(message.url, settings)
-        size = measure_image(data, settings)
+        image = fetch(message.url, settings)
+        size = measure_image(image.data, settings, content_type=image.content_type)
     except TransientImageError as error:
         if attempt < settings.max_attempts:
             raise RetryLater(error, retry_delay(attempt, error.retry_after_s, settings)) from error

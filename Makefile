@@ -1,0 +1,56 @@
+# Retail Pulse: `make run` serves the API on one machine; `make test` runs every test.
+# Both create the virtualenv when it is missing. Needs python3 (3.11+); Java 17 is optional
+# (extra tests against DynamoDB Local).
+
+PYTHON ?= python3
+VENV ?= .venv
+SAM_VENV ?= .venv-sam
+SAM_CLI_VERSION ?= 1.170.0
+PY := $(VENV)/bin/python
+SAM := $(SAM_VENV)/bin/sam
+PYTEST_WORKERS ?= 2
+
+.PHONY: install run test test-fast lint format check-template bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# SAM CLI pins its own boto3, so it lives in a virtualenv of its own.
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m local_stack
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+check-template: install $(SAM)
+	SAM=$(SAM) VENV=$(VENV) scripts/check_template.sh
+
+# Unit and integration tests in parallel, then the end-to-end tests (each starts the local
+# stack) on their own. pytest exits 5 when it collects nothing, which fails the target.
+test: install $(SAM) lint
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not e2e"
+	$(PY) -m pytest -m e2e
+	$(MAKE) --no-print-directory check-template
+
+test-fast: install
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not e2e"
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf .aws-sam .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,145 @@
+"""The process function on real-shaped SQS batches: perimeters, failures, partial batch
+responses and exactly-once accounting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from retail_pulse.data.models import FAILED, PENDING, SUCCEEDED, ImageRecord, JobRecord
+from tests.integration.conftest import job, visit
+from tests.support.events import sqs_event
+from tests.support.handlers import FakeContext, load_handler
+
+
+@pytest.fixture(autouse=True)
+def no_gpu_pause(monkeypatch):
+    """The 0.1-0.4 s pause is the benchmark's business, not these tests'."""
+    monkeypatch.setenv("GPU_SLEEP_MIN_S", "0")
+    monkeypatch.setenv("GPU_SLEEP_MAX_S", "0.01")
+    from retail_pulse.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def submit(call_api, urls, store_id="S00339218"):
+    result = call_api("POST", "/api/submit/", body=job(visit(store_id, urls)))
+    assert result.status_code == 201
+    return result.body["job_id"]
+
+
+def event_from_queue(aws, receive_count=None):
+    """An SQS event of the messages on the queue, with their real receipt handles."""
+    messages = aws.receive()
+    event = sqs_event(
+        [m["Body"] for m in messages], receive_count and [receive_count] * len(messages)
+    )
+    for record, message in zip(event["Records"], messages, strict=True):
+        record["messageId"] = message["MessageId"]
+        record["receiptHandle"] = message["ReceiptHandle"]
+    return event
+
+
+def process(event):
+    return load_handler("process").lambda_handler(event, FakeContext())
+
+
+def images_of(job_id):
+    return sorted(ImageRecord.query(job_id), key=lambda i: i.image_index)
+
+
+@pytest.mark.parametrize(
+    ("path", "perimeter"),
+    [
+        ("/img/550x404.jpg", 1908),
+        ("/img/1280x720.png", 4000),
+        ("/img/1280x720.webp", 4000),
+        ("/img/320x240.gif", 1120),
+        ("/img/640x480.bmp", 2240),
+        ("/img/4000x3000.jpg", 14000),
+    ],
+)
+def test_perimeter_of_each_format(aws, stores, call_api, image_server, path, perimeter):
+    job_id = submit(call_api, [image_server.url(path)])
+    response = process(event_from_queue(aws))
+
+    assert response == {"batchItemFailures": []}
+    (image,) = images_of(job_id)
+    assert (image.state, image.perimeter) == (SUCCEEDED, perimeter)
+    assert call_api("GET", "/api/status", query={"jobid": job_id}).body["status"] == "completed"
+
+
+def test_a_batch_of_ten_is_measured_and_counted(aws, stores, call_api, image_server):
+    urls = [image_server.url(f"/img/{100 + i}x100.jpg") for i in range(10)]
+    job_id = submit(call_api, urls)
+    assert process(event_from_queue(aws)) == {"batchItemFailures": []}
+    assert [i.perimeter for i in images_of(job_id)] == [2 * (200 + i) for i in range(10)]
+    record = JobRecord.get(job_id)
+    assert (record.succeeded, record.failed, record.finished_at is not None) == (10, 0, True)
+
+
+def test_http_404_and_not_an_image_fail_the_job_with_the_cause(aws, stores, call_api, image_server):
+    missing = image_server.url("/status/404")
+    job_id = submit(call_api, [image_server.url("/img/10x10.jpg")])
+    other = call_api(
+        "POST",
+        "/api/submit/",
+        body=job(visit("S00339218", [missing]), visit("S01408764", [image_server.url("/text")])),
+    ).body["job_id"]
+    assert process(event_from_queue(aws)) == {"batchItemFailures": []}
+
+    assert call_api("GET", "/api/status", query={"jobid": job_id}).body["status"] == "completed"
+    status = call_api("GET", "/api/status", query={"jobid": other}).body
+    assert status["status"] == "failed"
+    errors = {e["store_id"]: e["error"] for e in status["error"]}
+    assert "HTTP 404" in errors["S00339218"] and missing in errors["S00339218"]
+    assert "not an image" in errors["S01408764"]
+
+
+def test_duplicate_delivery_changes_no_counter(aws, stores, call_api, image_server):
+    job_id = submit(call_api, [image_server.url("/img/550x404.jpg")])
+    event = event_from_queue(aws)
+    assert process(event) == {"batchItemFailures": []}
+    assert process(event) == {"batchItemFailures": []}
+
+    record = JobRecord.get(job_id)
+    assert (record.total, record.succeeded, record.failed) == (1, 1, 0)
+
+
+def test_only_the_bad_record_of_a_batch_is_reported(aws, stores, call_api, image_server):
+    job_id = submit(call_api, [image_server.url("/img/550x404.jpg")] * 3)
+    event = event_from_queue(aws)
+    event["Records"][1]["body"] = "{not json"
+
+    response = process(event)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
+    assert JobRecord.get(job_id).succeeded == 2
+
+
+def test_transient_failure_is_retried_later_then_fails_with_the_attempt_count(
+    aws, stores, call_api, image_server
+):
+    url = image_server.url("/always/503")
+    job_id = submit(call_api, [url])
+    first = event_from_queue(aws, receive_count=1)
+
+    response = process(first)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": first["Records"][0]["messageId"]}]}
+    assert images_of(job_id)[0].state == PENDING
+    # The message was hidden for a backoff rather than retried at once.
+    assert aws.receive() == []
+
+    last = sqs_event([first["Records"][0]["body"]], [4])
+    assert process(last) == {"batchItemFailures": []}
+    (image,) = images_of(job_id)
+    assert image.state == FAILED
+    assert "HTTP 503" in image.error and "4 attempts" in image.error
+    status = call_api("GET", "/api/status", query={"jobid": job_id}).body
+    assert status["status"] == "failed"
+    assert json.dumps(status["error"]).count("S00339218") == 1

@@ -1,0 +1,131 @@
+"""template.yaml agrees with the code: table keys with the PynamoDB models, queue timing with
+the process function, and least privilege in every policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+from retail_pulse.data.models import ImageRecord, JobRecord, StoreRecord
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    parsed, errors = decode(str(TEMPLATE_PATH))
+    assert not errors, errors
+    return parsed
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def _keys(key_schema: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """(name, HASH|RANGE) pairs, hash key first, whatever order they were listed in."""
+    return sorted(((k["AttributeName"], k["KeyType"]) for k in key_schema), key=lambda k: k[1])
+
+
+def model_schema(model: Any) -> dict[str, Any]:
+    """The table description PynamoDB would create, in CloudFormation's shape."""
+    schema = model._get_schema()
+    indexes = {}
+    for index in schema.get("global_secondary_indexes", []):
+        projection = dict(index["projection"])
+        indexes[index["index_name"]] = {
+            "keys": _keys(index["key_schema"]),
+            "projection": projection["ProjectionType"],
+            "non_key": sorted(projection.get("NonKeyAttributes", [])),
+        }
+    return {
+        "keys": _keys(schema["key_schema"]),
+        "attributes": sorted(
+            (a["AttributeName"], a["AttributeType"]) for a in schema["attribute_definitions"]
+        ),
+        "indexes": indexes,
+    }
+
+
+def template_schema(table: dict[str, Any]) -> dict[str, Any]:
+    props = table["Properties"]
+    indexes = {}
+    for index in props.get("GlobalSecondaryIndexes", []):
+        indexes[index["IndexName"]] = {
+            "keys": _keys(index["KeySchema"]),
+            "projection": index["Projection"]["ProjectionType"],
+            "non_key": sorted(index["Projection"].get("NonKeyAttributes", [])),
+        }
+    return {
+        "keys": _keys(props["KeySchema"]),
+        "attributes": sorted(
+            (a["AttributeName"], a["AttributeType"]) for a in props["AttributeDefinitions"]
+        ),
+        "indexes": indexes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("logical_id", "model"),
+    [("JobsTable", JobRecord), ("ImagesTable", ImageRecord), ("StoresTable", StoreRecord)],
+)
+def test_table_keys_and_indexes_match_the_pynamodb_model(template, logical_id, model):
+    table = template["Resources"][logical_id]
+    assert template_schema(table) == model_schema(model)
+    assert table["Properties"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["Properties"]["PointInTimeRecoverySpecification"] == {
+        "PointInTimeRecoveryEnabled": True
+    }
+
+
+def test_every_table_is_one_the_code_knows(template):
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    for logical_id in resources(template, "AWS::DynamoDB::Table"):
+        assert {"Ref": logical_id} in env.values(), f"{logical_id} reaches no function"
+
+
+def test_functions_run_python313_on_arm64_with_the_common_layer(template):
+    globals_ = template["Globals"]["Function"]
+    assert globals_["Runtime"] == "python3.13"
+    assert globals_["Architectures"] == ["arm64"]
+    assert globals_["Layers"] == [{"Ref": "CommonLayer"}]
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        code = Path(TEMPLATE_PATH.parent, function["Properties"]["CodeUri"])
+        assert sorted(p.name for p in code.iterdir() if p.suffix == ".py") == ["app.py"], name
+
+
+def test_api_routes_are_the_specs(template):
+    routes = set()
+    for function in resources(template, "AWS::Serverless::Function").values():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] == "Api":
+                routes.add((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
+    assert {("POST", "/api/submit/"), ("POST", "/api/submit"), ("GET", "/api/status")} <= routes
+
+
+def test_image_queue_feeds_process_with_partial_batch_failures_and_a_dead_letter_queue(template):
+    queue = template["Resources"]["ImageQueue"]["Properties"]
+    process = template["Resources"]["ProcessFunction"]["Properties"]
+    event = process["Events"]["Images"]["Properties"]
+    assert event["Queue"] == {"Fn::GetAtt": ["ImageQueue", "Arn"]}
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert queue["VisibilityTimeout"] >= 6 * process["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["ImageDeadLetterQueue", "Arn"]
+    }
+    # Transient retries must end in a recorded failure before SQS gives up on a message.
+    max_attempts = int(template["Globals"]["Function"]["Environment"]["Variables"]["MAX_ATTEMPTS"])
+    assert queue["RedrivePolicy"]["maxReceiveCount"] > max_attempts
+
+
+def test_every_function_has_its_own_policy_with_named_actions_only(template):
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        policies = function["Properties"]["Policies"]
+        assert len(policies) == 1 and isinstance(policies[0], dict), name
+        for statement in policies[0]["Statement"]:
+            actions = statement["Action"]
+            assert all("*" not in action for action in actions), (name, actions)
+            assert statement["Resource"] != "*", name
