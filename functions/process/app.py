@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
@@ -29,9 +30,15 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_
 
 async def handle_record(record: SQSRecord) -> None:
     receive_count = int(record.attributes.approximate_receive_count or 1)
+    sent_at = datetime.fromtimestamp(int(record.attributes.sent_timestamp) / 1000, UTC)
     try:
         await asyncio.get_running_loop().run_in_executor(
-            _workers, process_image_message, record.body, receive_count, record.receipt_handle
+            _workers,
+            process_image_message,
+            record.body,
+            receive_count,
+            record.receipt_handle,
+            sent_at,
         )
     except RetryLater:
         raise  # already logged, and its redelivery is scheduled

@@ -6,13 +6,30 @@ import random
 import time
 from datetime import UTC, datetime
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from retail_pulse.data.jobs import ImageFailure, ImageSuccess, mark_finished, record_outcome
 from retail_pulse.data.queue import delay_message
 from retail_pulse.imaging.download import fetch
 from retail_pulse.imaging.errors import ImageError, TransientImageError
 from retail_pulse.imaging.measure import measure_image
 from retail_pulse.jobs.messages import ImageMessage
-from retail_pulse.observability import logger, metrics
+from retail_pulse.observability import (
+    DOWNLOAD_BYTES,
+    DOWNLOAD_TIME,
+    DUPLICATE_DELIVERIES,
+    IMAGE_RETRIES,
+    IMAGES_SUCCEEDED,
+    JOB_DURATION,
+    JOBS_COMPLETED,
+    JOBS_FAILED,
+    MEASURE_TIME,
+    QUEUE_AGE,
+    count,
+    count_failures,
+    logger,
+    tracer,
+)
 from retail_pulse.settings import Settings, get_settings
 
 _PREFIX = {
@@ -51,10 +68,15 @@ def describe_failure(error: ImageError, url: str) -> str:
     return f"{_PREFIX.get(error.reason, 'image failed')}: {text}"
 
 
-def process_image_message(body: str, receive_count: int, receipt_handle: str) -> None:
+def process_image_message(
+    body: str, receive_count: int, receipt_handle: str, sent_at: datetime | None = None
+) -> None:
     """Process one queue message. Raises to have SQS deliver it again (a batch item failure);
     a transient failure with attempts left first pushes the redelivery out by a backoff."""
     message = ImageMessage.model_validate_json(body)
+    if sent_at is not None:
+        age = (datetime.now(UTC) - sent_at).total_seconds()
+        count(QUEUE_AGE, max(0.0, age), MetricUnit.Seconds)
     settings = get_settings()
     # Records of a batch run on threads of one process: keys must be per thread.
     logger.thread_safe_clear_keys()
@@ -64,16 +86,16 @@ def process_image_message(body: str, receive_count: int, receipt_handle: str) ->
     try:
         outcome = measure_url(message, receive_count, settings)
     except RetryLater as retry:
-        metrics.add_metric(name="ImageRetries", unit="Count", value=1)
+        count(IMAGE_RETRIES)
         logger.info("image retry scheduled", extra={"cause": str(retry.cause)})
         delay_message(receipt_handle, retry.delay_s)
         raise
     recorded = record_outcome(message.job_id, message.image_index, outcome, receive_count)
     if not recorded:
         logger.info("duplicate delivery ignored")
-        metrics.add_metric(name="DuplicateDeliveries", unit="Count", value=1)
+        count(DUPLICATE_DELIVERIES)
     elif isinstance(outcome, ImageSuccess):
-        metrics.add_metric(name="ImagesSucceeded", unit="Count", value=1)
+        count(IMAGES_SUCCEEDED)
     # Also after a duplicate: the first delivery may have died between its transaction and
     # stamping the job finished.
     finish_job(message.job_id)
@@ -83,8 +105,16 @@ def measure_url(
     message: ImageMessage, attempt: int, settings: Settings
 ) -> ImageSuccess | ImageFailure:
     try:
-        image = fetch(message.url, settings)
-        size = measure_image(image.data, settings, content_type=image.content_type)
+        started = time.perf_counter()
+        with tracer.provider.in_subsegment("download") as subsegment:
+            subsegment.put_annotation("job_id", message.job_id)
+            image = fetch(message.url, settings)
+        measured = time.perf_counter()
+        with tracer.provider.in_subsegment("measure"):
+            size = measure_image(image.data, settings, content_type=image.content_type)
+        count(DOWNLOAD_TIME, (measured - started) * 1000, MetricUnit.Milliseconds)
+        count(MEASURE_TIME, (time.perf_counter() - measured) * 1000, MetricUnit.Milliseconds)
+        count(DOWNLOAD_BYTES, len(image.data), MetricUnit.Bytes)
     except TransientImageError as error:
         if attempt < settings.max_attempts:
             raise RetryLater(error, retry_delay(attempt, error.retry_after_s, settings)) from error
@@ -110,7 +140,7 @@ def measure_url(
 
 def _log_failure(reason: str, error: str) -> None:
     logger.info("image failed", extra={"reason": reason, "error": error})
-    metrics.add_metric(name=f"ImagesFailed_{reason}", unit="Count", value=1)
+    count_failures(reason)
 
 
 def finish_job(job_id: str) -> None:
@@ -130,4 +160,5 @@ def finish_job(job_id: str) -> None:
             "failed": job.failed,
         },
     )
-    metrics.add_metric(name="JobDuration", unit="Seconds", value=duration)
+    count(JOB_DURATION, duration, MetricUnit.Seconds)
+    count(JOBS_FAILED if job.failed else JOBS_COMPLETED)

@@ -11,7 +11,13 @@ from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord
 from retail_pulse.data.queue import enqueue_images
 from retail_pulse.data.stores import find_stores
 from retail_pulse.jobs.messages import ImageMessage
-from retail_pulse.observability import logger, metrics
+from retail_pulse.observability import (
+    IMAGES_SUBMITTED,
+    JOBS_SUBMITTED,
+    count,
+    count_failures,
+    logger,
+)
 
 UNKNOWN_STORE = "store_id not found in store master"
 
@@ -81,10 +87,10 @@ def submit_job(request: SubmitRequest) -> str:
             "unknown_store_images": unknown,
         },
     )
-    metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
-    metrics.add_metric(name="ImagesSubmitted", unit="Count", value=len(images))
+    count(JOBS_SUBMITTED)
+    count(IMAGES_SUBMITTED, len(images))
     if unknown:
-        metrics.add_metric(name="ImagesFailed_store_unknown", unit="Count", value=unknown)
+        count_failures("store_unknown", unknown)
     if not messages:
         mark_finished(job_id)
     return job_id
