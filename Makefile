@@ -6,11 +6,14 @@ PYTHON ?= python3
 VENV ?= .venv
 SAM_VENV ?= .venv-sam
 SAM_CLI_VERSION ?= 1.170.0
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VERSION ?= 3.3.30
 PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test test-fast lint format check-template bench clean
+.PHONY: install run test test-fast lint format check-template openapi bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +25,11 @@ $(VENV)/.installed: pyproject.toml
 $(SAM):
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+
+# checkov pins an older boto3 than the project's, so it too has a virtualenv of its own.
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
 
 install: $(VENV)/.installed
 
@@ -36,8 +44,8 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-check-template: install $(SAM)
-	SAM=$(SAM) VENV=$(VENV) scripts/check_template.sh
+check-template: install $(SAM) $(CHECKOV)
+	SAM=$(SAM) VENV=$(VENV) CHECKOV=$(CHECKOV) scripts/check_template.sh
 
 # Unit and integration tests in parallel, then the end-to-end tests (each starts the local
 # stack) on their own. pytest exits 5 when it collects nothing, which fails the target.
@@ -49,8 +57,17 @@ test: install $(SAM) lint
 test-fast: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not e2e"
 
+# openapi.json documents every route of every function; a test fails when it is stale.
+openapi: install
+	$(PY) scripts/openapi.py --write
+
 bench: install
 	$(PY) -m bench
+
+# 5,000 images in 50 jobs through the local stack, with flaky and bad URLs and duplicate
+# deliveries; prints the audit (lost images, counter mismatches) and fails if it is not clean.
+soak: install
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf .aws-sam .pytest_cache .ruff_cache build *.egg-info

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Checks template.yaml the way AWS would: cfn-lint, `sam validate --lint`, and `sam build`
-# for the template's runtime and architecture when a matching interpreter exists here.
+# Checks template.yaml the way AWS would: cfn-lint, `sam validate --lint`, checkov's
+# security checks, and `sam build` for the template's runtime and architecture when a
+# matching interpreter exists here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 SAM="${SAM:-.venv-sam/bin/sam}"
+CHECKOV="${CHECKOV:-.venv-checkov/bin/checkov}"
 export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 
 echo "== cfn-lint template.yaml"
 "$VENV/bin/cfn-lint" template.yaml
 echo "== sam validate --lint"
 "$SAM" validate --lint --template template.yaml
+# Zero failed checks; every skip is a resource's Metadata.checkov.skip with its reason.
+# --skip-download: no calls to the vendor's API (guidelines), so it runs offline.
+echo "== checkov (cloudformation)"
+"$CHECKOV" --file template.yaml --framework cloudformation --compact --quiet --skip-download
 
 runtime=$(sed -n 's/^ *Runtime: python\([0-9.]*\)$/\1/p' template.yaml | head -n1)
 interpreter=""

@@ -36,7 +36,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local_stack.moto_locking import serialize_dynamodb
+from local_stack.moto_locking import patch_moto
 from retail_pulse.settings import get_settings
 from tests.support.image_server import ImageServer
 
@@ -87,16 +87,27 @@ class Aws:
         return messages
 
 
+def create_idempotency_table(dynamodb: object, name: str = "Idempotency") -> None:
+    """The IdempotencyTable of template.yaml (Powertools' key `id`)."""
+    dynamodb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
 @pytest.fixture
 def aws() -> Iterator[Aws]:
     """Fresh moto DynamoDB tables (from the PynamoDB models) and SQS queues per test."""
     from retail_pulse.data.models import ALL_MODELS
 
-    serialize_dynamodb()  # moto's DynamoDB is not atomic under concurrent requests
+    patch_moto()  # atomic DynamoDB, SQS sends O(1) in queue length, as in AWS
     with mock_aws():
         for model in ALL_MODELS:
             model._connection = None  # never reuse a client from another mock
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+        create_idempotency_table(boto3.client("dynamodb", region_name="us-east-1"))
         sqs = boto3.client("sqs", region_name="us-east-1")
         dlq_url = sqs.create_queue(QueueName="ImagesDeadLetter")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[

@@ -18,9 +18,11 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from retail_pulse.jobs.process import RetryLater, process_image_message
+from retail_pulse.data.jobs import connect
+from retail_pulse.jobs.process import RetryLater, finish_jobs, process_image_message
 from retail_pulse.observability import logger, metrics, tracer
 
+connect()
 # One thread per record of the largest batch (the event source's BatchSize is 10).
 _workers = ThreadPoolExecutor(max_workers=10, thread_name_prefix="image")
 # A batch whose every record failed is still a partial response: raising would count as a
@@ -29,16 +31,17 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_
 
 
 async def handle_record(record: SQSRecord) -> None:
+    await asyncio.get_running_loop().run_in_executor(_workers, process_record, record)
+
+
+def process_record(record: SQSRecord) -> None:
+    """Runs on a worker thread, whose log keys name this record's image: so does the line
+    of a failure, which the event loop's thread could not label."""
     receive_count = int(record.attributes.approximate_receive_count or 1)
     sent_at = datetime.fromtimestamp(int(record.attributes.sent_timestamp) / 1000, UTC)
     try:
-        await asyncio.get_running_loop().run_in_executor(
-            _workers,
-            process_image_message,
-            record.body,
-            receive_count,
-            record.receipt_handle,
-            sent_at,
+        process_image_message(
+            record.body, receive_count, record.receipt_handle, sent_at, finish=False
         )
     except RetryLater:
         raise  # already logged, and its redelivery is scheduled
@@ -50,10 +53,14 @@ async def handle_record(record: SQSRecord) -> None:
         raise
 
 
-@logger.inject_lambda_context
+# clear_state: no key of an earlier invocation labels this one's lines.
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    return async_process_partial_response(
+    response = async_process_partial_response(
         event=event, record_handler=handle_record, processor=processor, context=context
     )
+    # The processor keeps the raw records of the batch's successes (event dicts).
+    finish_jobs(record["body"] for record in processor.success_messages)
+    return response

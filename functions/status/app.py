@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from retail_pulse.api.models import StatusResponse, UnknownJobBody
+from retail_pulse.api.models import ErrorBody, StatusResponse, UnknownJobBody
 from retail_pulse.api.resolver import json_response, make_resolver
 from retail_pulse.jobs.status import job_status
 from retail_pulse.observability import logger, metrics, tracer
@@ -18,11 +18,26 @@ from retail_pulse.observability import logger, metrics, tracer
 router = APIGatewayRouter()
 
 
-@router.get("/api/status")
+@router.get(
+    "/api/status",
+    summary="A job's status",
+    responses={
+        200: {
+            "description": "ongoing, completed, or failed with one error per failed store",
+            "content": {"application/json": {"model": StatusResponse}},
+        },
+        400: {
+            "description": "`{}` when no job has this id (the SPEC's contract); "
+            '`{"error": ...}` when jobid is missing',
+            "content": {"application/json": {"model": UnknownJobBody | ErrorBody}},
+        },
+    },
+)
 def status(
     jobid: Annotated[str, Query(description="The job_id that submit returned")],
 ) -> Response[StatusResponse | UnknownJobBody]:
     logger.append_keys(job_id=jobid)
+    tracer.put_annotation(key="job_id", value=jobid[:256])
     result = job_status(jobid)
     if result is None:
         # The SPEC's contract: an unknown job is a 400 with an empty object.
@@ -33,7 +48,10 @@ def status(
 app = make_resolver(router)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+# clear_state: a job_id appended in one request must not label the next one's lines.
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
+)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:

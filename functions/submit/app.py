@@ -1,4 +1,7 @@
-"""POST /api/submit/: validate a job, record it, enqueue its images, answer 201 {job_id}."""
+"""POST /api/submit/: validate a job, record it, enqueue its images, answer 201 {job_id}.
+
+With an `Idempotency-Key` header, the same request within 24 h answers the same job_id.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +11,73 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.api.errors import BadRequest
-from retail_pulse.api.models import SubmitRequest, SubmitResponse
+from retail_pulse.api.models import ErrorBody, SubmitRequest, SubmitResponse
 from retail_pulse.api.resolver import json_response, make_resolver
-from retail_pulse.jobs.submit import submit_job
+from retail_pulse.jobs.idempotency import (
+    HEADER,
+    SubmitInterrupted,
+    accept_job,
+    remember_invocation,
+)
 from retail_pulse.observability import logger, metrics, tracer
 
 router = APIGatewayRouter()
 
 
 # Powertools matches /api/submit and /api/submit/ alike; the template routes both here.
-@router.post("/api/submit/")
+@router.post(
+    "/api/submit/",
+    summary="Submit a job of store visits",
+    responses={
+        201: {
+            "description": "Job accepted",
+            "content": {"application/json": {"model": SubmitResponse}},
+        },
+        400: {
+            "description": "The body is not JSON, a field is missing or of the wrong type, "
+            "count != len(visits), or the job is over a size limit",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+        413: {
+            "description": "The body is over MAX_BODY_BYTES; it is refused before parsing",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+        409: {
+            "description": "A request with this Idempotency-Key is still being processed "
+            "(retry in a few seconds to get its job_id), or the key was used in the last "
+            "24 h for a different body (use a new key)",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+        503: {
+            "description": "Storage failed part-way through; send the same request again",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+    },
+)
 def submit(job: SubmitRequest) -> Response[SubmitResponse]:
     try:
         job.check_consistency()
     except ValueError as error:
         raise BadRequest(str(error)) from error
-    return json_response(201, SubmitResponse(job_id=submit_job(job)))
+    key = router.current_event.headers.get(HEADER)
+    return json_response(201, SubmitResponse(job_id=accept_job(job, key)))
 
 
 app = make_resolver(router)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@app.exception_handler(SubmitInterrupted)
+def _interrupted(error: SubmitInterrupted) -> Response:
+    logger.exception("submit interrupted", extra={"cause": repr(error.__cause__)})
+    return json_response(503, {"error": str(error)})
+
+
+# clear_state: a job_id appended in one request must not label the next one's lines.
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
+)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    remember_invocation(context)
     return app.resolve(event, context)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.events import api_event
 from tests.support.handlers import FakeContext, load_handler
+
+OPENAPI = Path(__file__).resolve().parents[2] / "openapi.json"
 
 KNOWN_STORES = {
     "S00339218": ("710006", "BHARAT STORE"),
@@ -38,14 +42,35 @@ class ApiResult:
         self.headers = headers
 
 
+@cache
+def documented_codes() -> dict[tuple[str, str], set[int]]:
+    """{(METHOD, path): status codes} of the committed openapi.json."""
+    from retail_pulse.api.openapi import documented_responses
+
+    return documented_responses(json.loads(OPENAPI.read_text()))
+
+
+def assert_documented(method: str, path: str, status: int) -> None:
+    """A handler answering a status that openapi.json does not promise fails the test."""
+    codes = documented_codes().get((method.upper(), path))
+    assert codes is not None, f"{method} {path} is not in openapi.json; run `make openapi`"
+    assert status in codes, (
+        f"{method} {path} answered {status}, which openapi.json does not document "
+        f"({sorted(codes)}): declare it in the route's responses= and run `make openapi`"
+    )
+
+
 @pytest.fixture
 def call_api() -> Callable[..., ApiResult]:
-    """Invoke the function behind a route with an API Gateway proxy event."""
+    """Invoke the function behind a route with an API Gateway proxy event; every answer's
+    status must be one openapi.json documents for that route."""
 
     def call(method: str, path: str, **kwargs: Any) -> ApiResult:
         name = "submit" if path.startswith("/api/submit") else path.split("/")[2]
         handler = load_handler(name).lambda_handler
-        return ApiResult(handler(api_event(method, path, **kwargs), FakeContext()))
+        result = ApiResult(handler(api_event(method, path, **kwargs), FakeContext()))
+        assert_documented(method, path, result.status_code)
+        return result
 
     return call
 

@@ -1,19 +1,27 @@
 """One logger, one metrics sink and one tracer for the whole service (Powertools).
 
 Metric names are constants here so that template.yaml's dashboard and alarms can be
-checked against what the code emits (tests/unit/test_observability.py).
+checked against what the code emits (tests/unit/test_observability_template.py).
 """
 
 from __future__ import annotations
 
+import json
+import sys
+import threading
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.base import SingleMetric
 
 # POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE, POWERTOOLS_LOG_LEVEL and
 # POWERTOOLS_LOGGER_SAMPLE_RATE come from template.yaml's Globals.
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
+# The process function records metrics from worker threads; Powertools' add_metric is a
+# read-modify-write of a shared dict, so two threads adding a new name at once lose one.
+_metrics_lock = threading.Lock()
 
 JOBS_SUBMITTED = "JobsSubmitted"
 IMAGES_SUBMITTED = "ImagesSubmitted"
@@ -29,6 +37,11 @@ QUEUE_AGE = "QueueAge"
 JOBS_COMPLETED = "JobsCompleted"
 JOBS_FAILED = "JobsFailed"
 STUCK_JOBS = "StuckJobs"
+IMAGES_REQUEUED = "ImagesRequeued"
+JOBS_EXPIRED = "JobsExpired"
+DEAD_LETTERS_UNREADABLE = "DeadLettersUnreadable"
+# Emitted by Powertools itself (capture_cold_start_metric), with a `function_name` dimension.
+COLD_START = "ColdStart"
 
 # Low-cardinality failure classes: the only values of the `reason` dimension.
 FAILURE_REASONS = (
@@ -44,17 +57,20 @@ FAILURE_REASONS = (
 
 
 def count(name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
-    metrics.add_metric(name=name, unit=unit, value=value)
+    with _metrics_lock:
+        metrics.add_metric(name=name, unit=unit, value=value)
 
 
 def count_failures(reason: str, value: int = 1) -> None:
     """ImagesFailed by reason: its own EMF blob, so the `reason` dimension applies to it
     alone and not to every metric of the invocation."""
-    with single_metric(
-        name=IMAGES_FAILED,
-        unit=MetricUnit.Count,
-        value=value,
-        namespace=metrics.namespace,
-        default_dimensions={"service": metrics.service or "retail-pulse"},
-    ) as metric:
-        metric.add_dimension(name="reason", value=reason)
+    if value <= 0:
+        return  # a zero would only add a blob per invocation to the logs
+    metric = SingleMetric(namespace=metrics.namespace)
+    metric.add_metric(name=IMAGES_FAILED, unit=MetricUnit.Count, value=value)
+    metric.add_dimension(name="service", value=metrics.service or "retail-pulse")
+    metric.add_dimension(name="reason", value=reason)
+    blob = json.dumps(metric.serialize_metric_set(), separators=(",", ":"))
+    # One write, where single_metric's print() makes two: a log line from another thread
+    # could land between the blob and its newline, and CloudWatch would drop the metric.
+    sys.stdout.write(blob + "\n")

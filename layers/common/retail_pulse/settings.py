@@ -31,6 +31,7 @@ class Settings:
     images_table: str = field(default_factory=lambda: _str("IMAGES_TABLE", "Images"))
     stores_table: str = field(default_factory=lambda: _str("STORES_TABLE", "Stores"))
     image_queue_url: str = field(default_factory=lambda: _str("IMAGE_QUEUE_URL"))
+    idempotency_table: str = field(default_factory=lambda: _str("IDEMPOTENCY_TABLE", "Idempotency"))
     # Empty in AWS; the local stack and `sam local` point it at moto on loopback.
     endpoint_url: str | None = field(default_factory=lambda: _str("AWS_ENDPOINT_URL") or None)
     region: str = field(
@@ -49,7 +50,10 @@ class Settings:
     connect_timeout_s: float = field(default_factory=lambda: _float("CONNECT_TIMEOUT_S", 3.05))
     read_timeout_s: float = field(default_factory=lambda: _float("READ_TIMEOUT_S", 10.0))
     image_deadline_s: float = field(default_factory=lambda: _float("IMAGE_DEADLINE_S", 30.0))
-    max_image_pixels: int = field(default_factory=lambda: _int("MAX_IMAGE_PIXELS", 100_000_000))
+    # Pillow's own DecompressionBombWarning threshold (PIL.Image.MAX_IMAGE_PIXELS): above it
+    # Pillow warns (an error where warnings are errors), so a higher limit would accept
+    # images that behave differently depending on the warning filter.
+    max_image_pixels: int = field(default_factory=lambda: _int("MAX_IMAGE_PIXELS", 89_478_485))
     allowed_private_hosts: frozenset[str] = field(
         default_factory=lambda: frozenset(
             h.strip().lower()
@@ -61,6 +65,15 @@ class Settings:
     max_attempts: int = field(default_factory=lambda: _int("MAX_ATTEMPTS", 4))
     retry_base_delay_s: int = field(default_factory=lambda: _int("RETRY_BASE_DELAY_S", 2))
     retry_max_delay_s: int = field(default_factory=lambda: _int("RETRY_MAX_DELAY_S", 120))
+    # The image queue's maxReceiveCount (template.yaml sets both): a dead-lettered message
+    # was received this many times, whatever its receive count on the dead-letter queue says.
+    image_max_receives: int = field(default_factory=lambda: _int("IMAGE_MAX_RECEIVES", 6))
+
+    # The reconciler. A job with no progress for RECONCILE_AFTER_S gets its pending images
+    # enqueued again; at JOB_HARD_DEADLINE_S after submit, whatever is still pending fails.
+    # The SPEC allows a job an hour, so the hard deadline is two.
+    reconcile_after_s: int = field(default_factory=lambda: _int("RECONCILE_AFTER_S", 900))
+    job_hard_deadline_s: int = field(default_factory=lambda: _int("JOB_HARD_DEADLINE_S", 7200))
 
     # The stand-in for GPU inference: a uniform pause per image.
     gpu_sleep_min_s: float = field(default_factory=lambda: _float("GPU_SLEEP_MIN_S", 0.1))

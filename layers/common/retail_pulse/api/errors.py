@@ -28,6 +28,12 @@ class PayloadTooLarge(BadRequest):
     status_code = 413
 
 
+class Conflict(BadRequest):
+    """The request conflicts with another one that used the same Idempotency-Key (409)."""
+
+    status_code = 409
+
+
 def _path(loc: Sequence[Any]) -> str:
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "header", "path"):

@@ -16,12 +16,18 @@ _RFC3339 = re.compile(
 )
 
 
+def shown(text: str) -> str:
+    """`text` fit to quote in an error message: characters UTF-8 cannot carry (lone
+    surrogates from a JSON escape) are written as escapes; Pydantic fails on them."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def parse_timestamp(value: str) -> datetime:
     """Parse an RFC 3339 timestamp to an aware UTC datetime; no offset means UTC."""
     text = value.strip()
     if not _RFC3339.match(text):
         raise ValueError(
-            f"'{value}' is not an RFC 3339 timestamp; use a form like 2026-11-28T10:15:00Z"
+            f"'{shown(value)}' is not an RFC 3339 timestamp; use a form like 2026-11-28T10:15:00Z"
         )
     text = text.replace("z", "Z").replace("Z", "+00:00")
     fraction = re.search(r"\.(\d+)", text)
@@ -30,7 +36,7 @@ def parse_timestamp(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.replace("t", "T"))
     except ValueError as exc:
-        raise ValueError(f"'{value}' is not a valid date and time ({exc})") from exc
+        raise ValueError(f"'{shown(value)}' is not a valid date and time ({exc})") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
@@ -75,10 +81,16 @@ class Visit(BaseModel):
                     f"image_url[{position}] is {len(url)} characters long; the limit is "
                     f"{limits.max_url_length} (MAX_URL_LENGTH)"
                 )
-            if not re.match(r"^https?://[^/\s?#]+", url, re.IGNORECASE) or any(
-                c.isspace() for c in url
-            ):
-                raise ValueError(f"image_url[{position}] '{url[:100]}' is not an http or https URL")
+            # Unprintable characters include lone surrogates, which no store can encode.
+            if any(c.isspace() or not c.isprintable() for c in url):
+                raise ValueError(
+                    f"image_url[{position}] is not an http or https URL: it contains a space "
+                    "or an unprintable character (percent-encode it)"
+                )
+            if not re.match(r"^https?://[^/?#]+", url, re.IGNORECASE):
+                raise ValueError(
+                    f"image_url[{position}] '{shown(url[:100])}' is not an http or https URL"
+                )
         return urls
 
     @field_validator("visit_time")
@@ -161,3 +173,29 @@ class StatusResponse(BaseModel):
     # Only a failed job has `error`; the SPEC's other bodies have no such key.
     error: list[StoreError] | None = Field(default=None, exclude_if=lambda v: v is None)
     progress: Progress
+
+
+class VisitData(BaseModel):
+    """One successfully measured image."""
+
+    date: str = Field(description="The visit's time, RFC 3339 in UTC")
+    perimeter: int = Field(description="2 * (width + height) of the image, in pixels")
+
+
+class StoreVisits(BaseModel):
+    store_id: str
+    area: str = Field(description="The store's area code in the store master")
+    store_name: str
+    data: list[VisitData] = Field(description="One entry per measured image, oldest first")
+
+
+class VisitsResponse(BaseModel):
+    """The body of GET /api/visits: stores in store-id order."""
+
+    results: list[StoreVisits]
+    # Only when more results exist: the SPEC's body has no such key.
+    next: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Present when more results exist: pass it back as `next` for the next page",
+    )

@@ -3,6 +3,10 @@ place, so each handler holds only its route."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -10,8 +14,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.router import Router
 from pydantic import BaseModel
 
-from retail_pulse.api.errors import BadRequest, describe_validation_errors
+from retail_pulse.api.errors import BadRequest, PayloadTooLarge, describe_validation_errors
 from retail_pulse.observability import logger
+from retail_pulse.settings import get_settings
 
 SECURITY_HEADERS = {
     "Content-Type": "application/json",
@@ -31,9 +36,75 @@ def json_response(status_code: int, body: BaseModel | dict[str, Any]) -> Respons
     )
 
 
+def check_body(event: Mapping[str, Any]) -> None:
+    """Refuse a body over MAX_BODY_BYTES, one that is not JSON by its Content-Type, or one
+    that is not UTF-8 text, before anything parses it. Powertools' validation would parse
+    first, and answers what it cannot parse its own way: a 500 for bytes that are not UTF-8
+    or multipart without a boundary, a 415 in its own shape for other types."""
+    body = event.get("body")
+    if not body or not isinstance(body, str):
+        return
+    limit = get_settings().max_body_bytes
+    base64_encoded = bool(event.get("isBase64Encoded"))
+    # Base64 holds 3 bytes per 4 characters: no need to decode a body that is too big.
+    size = (
+        len(body) * 3 // 4 - body[-2:].count("=")
+        if base64_encoded
+        else len(body.encode("utf-8", errors="surrogatepass"))
+    )
+    if size > limit:
+        raise PayloadTooLarge(_too_large(size, limit))
+    content_type = _content_type(event)
+    # Exactly what Powertools then parses as JSON (it compares case-sensitively).
+    if content_type and not content_type.startswith("application/json"):
+        raise BadRequest(
+            f"the request body must be JSON: send it with Content-Type: application/json, "
+            f"not {content_type[:100]}"
+        )
+    if base64_encoded:
+        try:
+            raw = base64.b64decode(body, validate=True)
+            raw.decode("utf-8")
+        except (binascii.Error, ValueError) as error:
+            raise BadRequest("the request body is not UTF-8 text; send a JSON object") from error
+
+
+def _content_type(event: Mapping[str, Any]) -> str:
+    """The request's Content-Type as Powertools reads it: the last one, stripped."""
+    found = ""
+    for name, value in (event.get("headers") or {}).items():
+        if name.lower() == "content-type":
+            found = str(value or "").strip()
+    return found
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"request body is {size} bytes; the limit is {limit} (MAX_BODY_BYTES)"
+
+
+class _Resolver(APIGatewayRestResolver):
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            check_body(event)
+        except BadRequest as error:
+            logger.info("request rejected", extra={"reason": str(error)})
+            return _proxy_response(error.status_code, {"error": str(error)})
+        return super().resolve(event, context)
+
+
+def _proxy_response(status_code: int, body: dict[str, Any]) -> dict[str, Any]:
+    """The Lambda proxy result Powertools would build for json_response(status_code, body)."""
+    return {
+        "statusCode": status_code,
+        "multiValueHeaders": {name: [value] for name, value in SECURITY_HEADERS.items()},
+        "body": json.dumps(body, separators=(",", ":")),
+        "isBase64Encoded": False,
+    }
+
+
 def make_resolver(router: Router) -> APIGatewayRestResolver:
     """A REST API resolver with request validation and the project's error shape."""
-    app = APIGatewayRestResolver(enable_validation=True, strip_prefixes=None)
+    app = _Resolver(enable_validation=True, strip_prefixes=None)
     app.include_router(router)
 
     @app.exception_handler(RequestValidationError)

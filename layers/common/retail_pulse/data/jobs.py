@@ -9,12 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data.models import FAILED, PENDING, SUCCEEDED, ImageRecord, JobRecord
-from retail_pulse.settings import get_settings
 
 # BatchWriteItem takes 25 items; a thread per slice keeps a 10,000-image submit to a few
 # seconds (each thread's batch_write retries unprocessed items with backoff).
@@ -63,9 +61,17 @@ class ImageFailure:
     error: str
 
 
+def connect() -> None:
+    """Build the DynamoDB client now, in the init phase: left to the first batch, each of
+    its ten threads found no client yet and built its own (about 0.5 s of CPU apiece)."""
+    _ = JobRecord._get_connection().connection.client
+
+
 def _transaction() -> TransactWrite:
-    settings = get_settings()
-    return TransactWrite(connection=Connection(region=settings.region, host=settings.endpoint_url))
+    """A transaction on the models' own cached connection: a new Connection per call built a
+    new botocore client each time (loading DynamoDB's service model from JSON), which was
+    most of the process function's CPU per image (see docs/capacity.md)."""
+    return TransactWrite(connection=JobRecord._get_connection().connection)
 
 
 def record_outcome(
@@ -91,7 +97,7 @@ def record_outcome(
         ]
         if outcome.area:
             image_actions.append(ImageRecord.result_area.set(outcome.area))
-        job_actions = [JobRecord.succeeded.add(1)]
+        job_actions = [JobRecord.succeeded.add(1), JobRecord.progressed_at.set(now)]
     else:
         image_actions = [
             ImageRecord.state.set(FAILED),
@@ -99,7 +105,7 @@ def record_outcome(
             ImageRecord.failed_job_id.set(job_id),
             *common,
         ]
-        job_actions = [JobRecord.failed.add(1)]
+        job_actions = [JobRecord.failed.add(1), JobRecord.progressed_at.set(now)]
     for attempt in range(_TRANSACTION_ATTEMPTS):
         try:
             with _transaction() as transaction:
@@ -137,7 +143,11 @@ def mark_finished(job_id: str) -> JobRecord | None:
         return None
     try:
         job.update(
-            actions=[JobRecord.finished_at.set(datetime.now(UTC))],
+            # Leaving OngoingJobs: the reconciler never looks at a finished job again.
+            actions=[
+                JobRecord.finished_at.set(datetime.now(UTC)),
+                JobRecord.ongoing_shard.remove(),
+            ],
             condition=JobRecord.finished_at.does_not_exist(),
         )
     except UpdateError as error:

@@ -6,8 +6,18 @@ the two agree.
 
 from __future__ import annotations
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.attributes import (
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import (
+    AllProjection,
+    GlobalSecondaryIndex,
+    IncludeProjection,
+    KeysOnlyProjection,
+)
 from pynamodb.models import Model
 
 from retail_pulse.settings import get_settings
@@ -26,6 +36,27 @@ class _Meta:
     max_pool_connections = 32
 
 
+# Ongoing jobs spread over this many index partitions; the reconciler queries each.
+ONGOING_SHARDS = 4
+
+
+def ongoing_shard(job_id: str) -> str:
+    """A job's partition of the OngoingJobs index, fixed by its id."""
+    return str(sum(job_id.encode()) % ONGOING_SHARDS)
+
+
+class OngoingJobsIndex(GlobalSecondaryIndex["JobRecord"]):
+    """Sparse: only unfinished jobs carry `ongoing_shard` (set at submit, removed when the
+    job finishes), so the reconciler finds old unfinished jobs without a table scan."""
+
+    class Meta:
+        index_name = "OngoingJobs"
+        projection = KeysOnlyProjection()
+
+    ongoing_shard = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
 class JobRecord(Model):
     """One submitted job; its counters make status O(1) whatever the job's size."""
 
@@ -39,6 +70,13 @@ class JobRecord(Model):
     visit_count = NumberAttribute()
     created_at = UTCDateTimeAttribute()
     finished_at = UTCDateTimeAttribute(null=True)
+    ongoing_shard = UnicodeAttribute(null=True)
+    # When an image of the job last finished: the reconciler leaves a progressing job alone.
+    progressed_at = UTCDateTimeAttribute(null=True)
+    # When the reconciler last enqueued the job's pending images again.
+    requeued_at = UTCDateTimeAttribute(null=True)
+
+    ongoing_jobs = OngoingJobsIndex()
 
     @property
     def done(self) -> bool:
@@ -109,8 +147,24 @@ class ImageRecord(Model):
     area_visits = AreaVisitsIndex()
 
 
+class StoresByAreaIndex(GlobalSecondaryIndex["StoreRecord"]):
+    """The stores of an area: answers "does this area exist?" with a one-item query."""
+
+    class Meta:
+        index_name = "StoresByArea"
+        projection = KeysOnlyProjection()
+
+    area_code = UnicodeAttribute(hash_key=True)
+    store_id = UnicodeAttribute(range_key=True)
+
+
+# The one Stores item that is not a store: the area codes every import has loaded, so the
+# visits API can list areas without a scan. "#" never starts a store id of the master.
+AREA_REGISTRY_ID = "#areas"
+
+
 class StoreRecord(Model):
-    """One store of the store master."""
+    """One store of the store master (or, at AREA_REGISTRY_ID, the set of known areas)."""
 
     class Meta(_Meta):
         table_name = _settings.stores_table
@@ -118,6 +172,10 @@ class StoreRecord(Model):
     store_id = UnicodeAttribute(hash_key=True)
     area_code = UnicodeAttribute()
     store_name = UnicodeAttribute()
+    # Only on the area registry item, which has no area_code and so stays out of the index.
+    areas = UnicodeSetAttribute(null=True)
+
+    stores_by_area = StoresByAreaIndex()
 
 
 ALL_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, StoreRecord)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from retail_pulse.data.models import StoreRecord
+from retail_pulse.data.models import AREA_REGISTRY_ID, StoreRecord
 
 # DynamoDB's BatchWriteItem limit; PynamoDB commits (and retries unprocessed items) per 25.
 _WRITE_BATCH = 25
@@ -70,7 +70,45 @@ def find_stores(store_ids: Iterable[str]) -> dict[str, StoreRecord]:
     Ids are deduplicated first; PynamoDB pages the keys 100 to a request and retries
     unprocessed keys. An empty id cannot be a DynamoDB key, so it is never asked for.
     """
-    wanted = {store_id for store_id in store_ids if isinstance(store_id, str) and store_id}
+    wanted = {
+        store_id
+        for store_id in store_ids
+        if isinstance(store_id, str) and store_id and store_id != AREA_REGISTRY_ID
+    }
     if not wanted:
         return {}
     return {record.store_id: record for record in StoreRecord.batch_get(wanted)}
+
+
+def get_store(store_id: str) -> StoreRecord | None:
+    """One store by id; None when the master has no such store."""
+    if not store_id or store_id == AREA_REGISTRY_ID:
+        return None
+    try:
+        return StoreRecord.get(store_id)
+    except StoreRecord.DoesNotExist:
+        return None
+
+
+def area_exists(area_code: str) -> bool:
+    """Whether any store of the master is in this area: one key-only item of StoresByArea."""
+    if not area_code:
+        return False
+    return any(True for _ in StoreRecord.stores_by_area.query(area_code, limit=1))
+
+
+def register_areas(area_codes: Iterable[str]) -> None:
+    """Add area codes to the registry item (a set union, so imports of different files add
+    up and a repeated import changes nothing)."""
+    codes = {code for code in area_codes if code}
+    if codes:
+        StoreRecord(store_id=AREA_REGISTRY_ID).update(actions=[StoreRecord.areas.add(codes)])
+
+
+def known_areas() -> list[str]:
+    """Every area code an import has registered, sorted; one GetItem."""
+    try:
+        registry = StoreRecord.get(AREA_REGISTRY_ID)
+    except StoreRecord.DoesNotExist:
+        return []
+    return sorted(registry.areas or ())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -69,17 +71,27 @@ def describe_failure(error: ImageError, url: str) -> str:
 
 
 def process_image_message(
-    body: str, receive_count: int, receipt_handle: str, sent_at: datetime | None = None
+    body: str,
+    receive_count: int,
+    receipt_handle: str,
+    sent_at: datetime | None = None,
+    *,
+    finish: bool = True,
 ) -> None:
     """Process one queue message. Raises to have SQS deliver it again (a batch item failure);
-    a transient failure with attempts left first pushes the redelivery out by a backoff."""
+    a transient failure with attempts left first pushes the redelivery out by a backoff.
+
+    `finish=False` leaves the job's end to `finish_jobs`, called once per batch.
+    """
+    # Records of a batch run on threads of one process and a thread serves many records:
+    # keys are per thread, and cleared first so an unreadable body never logs with the
+    # previous record's image.
+    logger.thread_safe_clear_keys()
     message = ImageMessage.model_validate_json(body)
     if sent_at is not None:
         age = (datetime.now(UTC) - sent_at).total_seconds()
         count(QUEUE_AGE, max(0.0, age), MetricUnit.Seconds)
     settings = get_settings()
-    # Records of a batch run on threads of one process: keys must be per thread.
-    logger.thread_safe_clear_keys()
     logger.thread_safe_append_keys(
         job_id=message.job_id, image=f"{message.job_id}/{message.image_index}"
     )
@@ -98,7 +110,8 @@ def process_image_message(
         count(IMAGES_SUCCEEDED)
     # Also after a duplicate: the first delivery may have died between its transaction and
     # stamping the job finished.
-    finish_job(message.job_id)
+    if finish:
+        finish_job(message.job_id)
 
 
 def measure_url(
@@ -121,11 +134,11 @@ def measure_url(
         failure = ImageFailure(
             f"{describe_failure(error, message.url)} (gave up after {attempt} attempts)"
         )
-        _log_failure("retries_exhausted", failure.error)
+        _log_failure("retries_exhausted", failure.error, message.url)
         return failure
     except ImageError as error:
         failure = ImageFailure(describe_failure(error, message.url))
-        _log_failure(error.reason, failure.error)
+        _log_failure(error.reason, failure.error, message.url)
         return failure
     # Stands in for GPU inference: the pipeline must treat each image as slow.
     time.sleep(random.uniform(settings.gpu_sleep_min_s, settings.gpu_sleep_max_s))
@@ -138,9 +151,25 @@ def measure_url(
     )
 
 
-def _log_failure(reason: str, error: str) -> None:
-    logger.info("image failed", extra={"reason": reason, "error": error})
+def image_host(url: str) -> str:
+    """host[:port] of an image URL, never its userinfo: the key "top failing image hosts"
+    groups by, and a credential must not reach the logs."""
+    return urlsplit(url).netloc.rpartition("@")[2].lower()
+
+
+def _log_failure(reason: str, error: str, url: str) -> None:
+    logger.info("image failed", extra={"reason": reason, "error": error, "host": image_host(url)})
     count_failures(reason)
+
+
+def finish_jobs(bodies: Iterable[str]) -> None:
+    """Check each job of a batch once for its end, after all its records are filed: one
+    consistent read per job and batch instead of one per image (a batch is usually ten
+    images of one job). If the invocation dies first, the batch comes back and its
+    duplicates get here again. An error here fails the invocation, so the whole batch is
+    redelivered and the check runs again (its records are filed already: duplicates)."""
+    for job_id in dict.fromkeys(ImageMessage.model_validate_json(b).job_id for b in bodies):
+        finish_job(job_id)
 
 
 def finish_job(job_id: str) -> None:

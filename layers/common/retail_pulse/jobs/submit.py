@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from retail_pulse.api.models import SubmitRequest
 from retail_pulse.data.jobs import create_job, mark_finished
-from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord
+from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord, ongoing_shard
 from retail_pulse.data.queue import enqueue_images
 from retail_pulse.data.stores import find_stores
 from retail_pulse.jobs.messages import ImageMessage
@@ -17,6 +17,7 @@ from retail_pulse.observability import (
     count,
     count_failures,
     logger,
+    tracer,
 )
 
 UNKNOWN_STORE = "store_id not found in store master"
@@ -34,6 +35,9 @@ def submit_job(request: SubmitRequest) -> str:
     enqueued, so the job can still end (as `failed`) without them.
     """
     job_id = new_job_id()
+    # Every later line of this request names the job (the handler clears keys per request).
+    logger.append_keys(job_id=job_id)
+    tracer.put_annotation(key="job_id", value=job_id)
     stores = find_stores({visit.store_id for visit in request.visits})
     images: list[ImageRecord] = []
     messages: list[dict] = []
@@ -75,6 +79,7 @@ def submit_job(request: SubmitRequest) -> str:
         failed=unknown,
         visit_count=len(request.visits),
         created_at=datetime.now(UTC),
+        ongoing_shard=ongoing_shard(job_id),
     )
     create_job(job, images)
     enqueue_images(messages)

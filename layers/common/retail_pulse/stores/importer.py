@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from retail_pulse.data.stores import save_stores
+from retail_pulse.data.stores import register_areas, save_stores
 from retail_pulse.stores.master import Rejection, read_store_master
 
 ProgressCallback = Callable[[int, int], None]
@@ -50,6 +50,8 @@ def import_stores(
         master.rows,
         on_saved=(lambda done: on_progress(done, total)) if on_progress is not None else None,
     )
+    # The visits API lists areas from this registry: it cannot list them without a scan.
+    register_areas({row.area_code for row in master.rows})
     return ImportReport(
         read=master.read,
         loaded=loaded,

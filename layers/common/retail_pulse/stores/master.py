@@ -191,6 +191,8 @@ def _row(line: int, cells: list[str], columns: dict[str, int]) -> StoreRow | str
         return f"empty StoreName for store {store_id}"
     if any(ch.isspace() for ch in store_id):
         return f"StoreID {store_id!r} contains spaces"
+    if store_id.startswith("#"):  # the Stores table keeps its area registry under "#areas"
+        return f"StoreID {store_id!r} must not start with '#'"
     for column, value in (
         ("StoreID", store_id),
         ("AreaCode", area_code),

@@ -1,0 +1,482 @@
+"""`retail-pulse`: submit jobs, watch them, read visits back, import the store master.
+
+stdout carries results (a job id, a final status, visits) and stderr carries progress and
+messages, so `JOB=$(retail-pulse submit job.csv)` and `retail-pulse visits --format csv >
+out.csv` do what they say.
+
+Exit status: 0 done (the job completed, or is still going for `status` without --watch);
+1 the job failed (or, for `stores import`, some rows were rejected); 2 bad usage or bad
+input, with what to fix; 3 the service or the table could not be reached; 130 stopped by
+Ctrl-C (the job itself goes on).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from retail_pulse_client.client import (
+    DEFAULT_API_URL,
+    ApiError,
+    ClientError,
+    JobStatus,
+    RetailPulseClient,
+    ServiceUnavailable,
+    VisitResult,
+)
+from retail_pulse_client.display import JobProgress, is_terminal
+from retail_pulse_client.jobfile import JobFileError, load_job
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="retail-pulse",
+    help="Submit store-visit image jobs to Retail Pulse, watch them, and read the results.",
+    epilog="Example: retail-pulse submit visits.csv --wait",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # joins a docstring's wrapped lines into paragraphs
+)
+stores_app = typer.Typer(
+    help="Manage the store master in the Stores table (DynamoDB, from the environment).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(stores_app, name="stores")
+
+
+class TextOrJson(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class VisitsFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+ApiUrl = Annotated[
+    str,
+    typer.Option(
+        "--api",
+        envvar="RETAIL_PULSE_API",
+        help="Base URL of the Retail Pulse API (env RETAIL_PULSE_API).",
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="RETAIL_PULSE_API_KEY",
+        help="Sent as the x-api-key header (env RETAIL_PULSE_API_KEY).",
+        show_default=False,
+    ),
+]
+Format = Annotated[
+    TextOrJson, typer.Option("--format", help="json prints one machine-readable object.")
+]
+
+
+def main() -> None:
+    """The console script's entry point."""
+    app()
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    """A message for the person, never part of the results."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _stdout_console() -> Console:
+    """Rich on a terminal; on a pipe no colours and no wrapping at 80 columns."""
+    if is_terminal(sys.stdout):
+        return Console()
+    return Console(color_system=None, width=1000, soft_wrap=True)
+
+
+@contextmanager
+def _reporting_errors() -> Iterator[None]:
+    """Turn every expected failure into one readable line and its exit status."""
+    try:
+        yield
+    except JobFileError as error:
+        _say(f"error: {error}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except ApiError as error:
+        _say(f"error: the API said: {error}")
+        raise typer.Exit(EXIT_USAGE if error.status_code < 500 else EXIT_UNAVAILABLE) from None
+    except ServiceUnavailable as error:
+        _say(f"error: {error}\nIs the service running? Point --api (or RETAIL_PULSE_API) at it.")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+    except ClientError as error:
+        _say(f"error: {error}")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _watch(client: RetailPulseClient, job_id: str) -> JobStatus:
+    try:
+        with JobProgress(job_id) as progress:
+            return client.wait(job_id, on_progress=progress.update)
+    except KeyboardInterrupt:
+        _say(
+            f"\nStopped watching; job {job_id} goes on. "
+            f"Resume with: retail-pulse status {job_id} --watch"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _status_json(status: JobStatus) -> str:
+    """The SPEC's shape: `error` only on a failed job."""
+    body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not status.errors:
+        body.pop("error", None)
+    return json.dumps(body)
+
+
+def _report(status: JobStatus, output_format: TextOrJson) -> int:
+    """Print a job's status (stdout) and return the exit status it deserves."""
+    code = EXIT_FAILED if status.status == "failed" else EXIT_OK
+    if output_format is TextOrJson.json:
+        print(_status_json(status))
+        return code
+    progress = status.progress
+    counts = ""
+    if progress is not None:
+        counts = (
+            f": {progress.done}/{progress.total} images done, "
+            f"{progress.succeeded} succeeded, {progress.failed} failed"
+        )
+    print(f"Job {status.job_id} {status.status}{counts}")
+    if status.errors:
+        if is_terminal(sys.stdout):
+            table = Table(title="Failed stores", title_justify="left")
+            table.add_column("store_id", style="bold")
+            table.add_column("error", style="red")
+            for failure in status.errors:
+                table.add_row(failure.store_id, failure.error)
+            Console().print(table)
+        else:
+            for failure in status.errors:
+                print(f"{failure.store_id}: {failure.error}")
+    return code
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+@app.command(
+    epilog=(
+        "Example: `retail-pulse submit visits.csv --wait` where visits.csv has lines like "
+        "`S00339218,https://example.com/a.jpg,2026-11-28T10:15:00Z` "
+        "under the header `store_id,image_url,visit_time`."
+    )
+)
+def submit(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A SPEC submit body (.json) or a CSV with columns store_id,image_url,"
+            "visit_time, one image per row; rows of one store and visit time form a visit.",
+            show_default=False,
+        ),
+    ],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show live progress and wait until the job ends.")
+    ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Reuse a key to make re-running this submit safe (default: a fresh one).",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Format = TextOrJson.text,
+    api: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Check a job file locally, submit it, and print the job id.
+
+    With --wait, exit 0 when the job completed and 1 when it failed (the failed stores are
+    listed); bad input exits 2 and names the line to fix.
+    """
+    with _reporting_errors(), RetailPulseClient(api, api_key) as client:
+        job = load_job(file)
+        job_id = client.submit(job.payload, idempotency_key)
+        _say(
+            f"Submitted {_count(job.images, 'image')} in {_count(job.visits, 'visit')} "
+            f"as job {job_id}"
+        )
+        if not wait:
+            if output_format is TextOrJson.json:
+                print(json.dumps({"job_id": job_id, "visits": job.visits, "images": job.images}))
+            else:
+                print(job_id)
+            return
+        final = _watch(client, job_id)
+        raise typer.Exit(_report(final, output_format))
+
+
+@app.command(epilog="Example: retail-pulse status 0b6a6f3e-... --watch")
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job id that submit printed.")],
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show live progress until the job ends.")
+    ] = False,
+    output_format: Format = TextOrJson.text,
+    api: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Print a job's status and progress; failed stores are listed with their errors.
+
+    Exit 0 for a completed or ongoing job, 1 for a failed one, 2 for an unknown job id.
+    """
+    with _reporting_errors(), RetailPulseClient(api, api_key) as client:
+        final = _watch(client, job_id) if watch else client.status(job_id)
+        raise typer.Exit(_report(final, output_format))
+
+
+@app.command(
+    epilog=(
+        "Example: retail-pulse visits --area 710006 --from 2026-11-28T00:00:00Z "
+        "--format csv > visits.csv"
+    )
+)
+def visits(
+    store: Annotated[
+        str | None, typer.Option("--store", help="Only this store id.", show_default=False)
+    ] = None,
+    area: Annotated[
+        str | None, typer.Option("--area", help="Only this area code.", show_default=False)
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="Visits at or after this RFC 3339 time or date.", show_default=False
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Visits at or before this RFC 3339 time or date.", show_default=False
+        ),
+    ] = None,
+    output_format: Annotated[
+        VisitsFormat,
+        typer.Option("--format", help="csv and json are for programs: one row per image."),
+    ] = VisitsFormat.table,
+    page_size: Annotated[
+        int | None,
+        typer.Option(
+            "--page-size", min=1, max=1000, help="Images per request.", show_default=False
+        ),
+    ] = None,
+    api: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Print every measured image of the matching visits, across all result pages."""
+    for flag, value in (("--from", start), ("--to", end)):
+        problem = _time_problem(value)
+        if problem:
+            _say(f"error: {flag}: {problem}")
+            raise typer.Exit(EXIT_USAGE)
+    with _reporting_errors(), RetailPulseClient(api, api_key) as client:
+        results = client.visits(store=store, area=area, start=start, end=end, limit=page_size)
+        if output_format is VisitsFormat.csv:
+            _print_csv(results)
+        elif output_format is VisitsFormat.json:
+            print(json.dumps({"results": _merged(results)}, indent=2))
+        else:
+            _print_table(results)
+
+
+def _time_problem(value: str | None) -> str | None:
+    """The service takes an RFC 3339 time or a plain date (that whole UTC day)."""
+    from retail_pulse.api.models import parse_timestamp
+
+    if value is None:
+        return None
+    try:
+        date.fromisoformat(value.strip())
+        return None
+    except ValueError:
+        pass
+    try:
+        parse_timestamp(value)
+    except ValueError as error:
+        return f"{error}, or a date like 2026-11-28"
+    return None
+
+
+def _rows(results: Iterator[VisitResult]) -> Iterator[list[Any]]:
+    for result in results:
+        for image in result.data:
+            yield [result.store_id, result.area, result.store_name, image.date, image.perimeter]
+
+
+_COLUMNS = ["store_id", "area", "store_name", "date", "perimeter"]
+
+
+def _print_csv(results: Iterator[VisitResult]) -> None:
+    """Row by row as the pages arrive, so a large export starts at once."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(_COLUMNS)
+    for row in _rows(results):
+        writer.writerow(row)
+
+
+def _merged(results: Iterator[VisitResult]) -> list[dict[str, Any]]:
+    """One entry per store, as in the SPEC, even when a store's images span pages."""
+    by_store: dict[str, dict[str, Any]] = {}
+    for result in results:
+        entry = by_store.setdefault(
+            result.store_id,
+            {
+                "store_id": result.store_id,
+                "area": result.area,
+                "store_name": result.store_name,
+                "data": [],
+            },
+        )
+        entry["data"].extend(image.model_dump() for image in result.data)
+    return list(by_store.values())
+
+
+def _print_table(results: Iterator[VisitResult]) -> None:
+    table = Table(*_COLUMNS)
+    table.columns[-1].justify = "right"
+    stores: set[str] = set()
+    images = 0
+    for row in _rows(results):
+        table.add_row(*(str(value) for value in row))
+        stores.add(row[0])
+        images += 1
+    if not images:
+        _say("No measured images match these filters.")
+        return
+    _stdout_console().print(table)
+    _say(f"{_count(images, 'image')} from {_count(len(stores), 'store')}")
+
+
+@stores_app.command(
+    "import", epilog="Example: STORES_TABLE=Stores retail-pulse stores import stores.csv"
+)
+def import_stores(
+    file: Annotated[
+        Path, typer.Argument(help="Store master CSV with header AreaCode,StoreName,StoreID.")
+    ],
+) -> None:
+    """Load a store master CSV into the Stores table; safe to run again (it overwrites).
+
+    The table comes from the environment, as for the functions: STORES_TABLE, AWS_REGION,
+    and AWS_ENDPOINT_URL for a local stack. Exit 0 all rows loaded, 1 some rows rejected
+    (the good ones are still loaded), 2 the file cannot be read, 3 the table cannot be
+    written.
+    """
+    # Imported here: the PynamoDB models read the table and endpoint from the environment
+    # when first imported, and the API commands need neither.
+    from botocore.exceptions import BotoCoreError
+    from pynamodb.exceptions import PynamoDBException
+
+    from retail_pulse.settings import get_settings
+    from retail_pulse.stores import importer
+    from retail_pulse.stores.master import StoreMasterError
+
+    settings = get_settings()
+    where = settings.endpoint_url or f"AWS {settings.region}"
+    _say(f"Importing {file} into table {settings.stores_table} at {where}")
+    try:
+        with _StoreProgress() as progress:
+            report = importer.import_stores(file, on_progress=progress.update)
+    except StoreMasterError as error:
+        _say(f"error: {error}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except (PynamoDBException, BotoCoreError) as error:
+        reason = getattr(error, "msg", None) or str(error)
+        _say(f"error: could not write to the table {settings.stores_table}: {reason}")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+    print(
+        f"Read {_count(report.read, 'row')}, loaded {_count(report.loaded, 'store')}, "
+        f"rejected {_count(len(report.rejected), 'row')}"
+    )
+    if report.duplicates:
+        print(
+            f"{_count(report.duplicates, 'row')} repeated an earlier store exactly and loaded once"
+        )
+    if report.rejected:
+        if is_terminal(sys.stdout):
+            table = Table("line", "reason", title="Rejected rows", title_justify="left")
+            for rejection in report.rejected:
+                table.add_row(str(rejection.line), rejection.reason)
+            Console().print(table)
+        else:
+            for rejection in report.rejected:
+                print(f"line {rejection.line}: {rejection.reason}")
+    if report.ok:
+        return
+    if not report.rejected:
+        _say(f"error: no stores found in {file}")
+    raise typer.Exit(EXIT_FAILED)
+
+
+class _StoreProgress:
+    """A Rich bar on a terminal; otherwise a line at each tenth of the way."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._bar = (
+            Progress(
+                TextColumn("writing stores"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=Console(file=sys.stderr),
+            )
+            if is_terminal(sys.stderr)
+            else None
+        )
+        self._task = self._bar.add_task("stores", total=None) if self._bar else None
+        self._last_tenth = -1
+
+    def __enter__(self) -> _StoreProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=done, total=total)
+            return
+        tenth = done * 10 // total if total else 10
+        if tenth != self._last_tenth:
+            self._last_tenth = tenth
+            _say(f"writing stores: {done}/{total}")

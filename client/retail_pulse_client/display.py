@@ -1,0 +1,148 @@
+"""How a job's progress looks: a live Rich bar on a terminal, plain lines anywhere else.
+
+Progress goes to stderr so stdout carries only results (a job id, a final status, visits)
+that a script can read. Plain lines carry no ANSI codes or carriage returns, so a CI log or
+a file shows exactly what a person would want to read later.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+)
+from rich.text import Text
+
+from retail_pulse_client.client import JobStatus
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """A live display only where a person watches: stdout and the stream itself a tty."""
+    try:
+        return stream.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+class _RateColumn(ProgressColumn):
+    """Images finished per second (Rich's own speed column counts bytes)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- img/s" if speed is None else f"{speed:.1f} img/s", style="cyan")
+
+
+class _TimeColumn(ProgressColumn):
+    """Elapsed and estimated time left, in words rather than bare clock faces."""
+
+    def render(self, task: Task) -> Text:
+        text = f"{_duration(task.finished_time or task.elapsed or 0)} elapsed"
+        if not task.finished and task.time_remaining is not None:
+            text += f", about {_duration(task.time_remaining)} left"
+        return Text(text, style="yellow")
+
+
+class _CountsColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        text = Text(f"{task.fields.get('succeeded', 0)} ok", style="green")
+        failed = task.fields.get("failed", 0)
+        text.append(f"  {failed} failed", style="red" if failed else "dim")
+        text.append(f"  of {task.total:.0f}" if task.total is not None else "", style="bold")
+        return text
+
+
+class JobProgress:
+    """Show a job's progress from successive status reads; use as a context manager."""
+
+    def __init__(self, job_id: str, stream: TextIO | None = None) -> None:
+        self.job_id = job_id
+        self.stream = stream or sys.stderr
+        self.live = is_terminal(self.stream)
+        self._started = time.monotonic()
+        self._first_done: int | None = None
+        self._last_line: tuple[str, int, int, int] | None = None
+        self._bar: Progress | None = None
+        self._task = None
+        if self.live:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                _CountsColumn(),
+                _RateColumn(),
+                _TimeColumn(),
+                console=Console(file=self.stream),
+                transient=False,
+            )
+            self._task = self._bar.add_task("waiting", total=None, succeeded=0, failed=0)
+
+    def __enter__(self) -> JobProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, status: JobStatus) -> None:
+        progress = status.progress
+        succeeded, failed, total = (
+            (progress.succeeded, progress.failed, progress.total) if progress else (0, 0, 0)
+        )
+        if self._bar is not None and self._task is not None:
+            self._bar.update(
+                self._task,
+                description=status.status,
+                total=total or None,
+                completed=succeeded + failed,
+                succeeded=succeeded,
+                failed=failed,
+            )
+            return
+        self._plain_line(status.status, succeeded, failed, total)
+
+    def _plain_line(self, state: str, succeeded: int, failed: int, total: int) -> None:
+        """One line per change; an unchanged poll prints nothing, so a long wait stays short."""
+        key = (state, succeeded, failed, total)
+        if key == self._last_line:
+            return
+        self._last_line = key
+        done = succeeded + failed
+        elapsed = time.monotonic() - self._started
+        if self._first_done is None:
+            self._first_done = done  # the rate counts only what finished while we watched
+        line = f"{state}: {done}/{total} images done ({succeeded} succeeded, {failed} failed)"
+        rate = (done - self._first_done) / elapsed if elapsed > 0 else 0.0
+        if rate > 0:
+            line += f", {rate:.1f} images/s"
+            if done < total:
+                line += f", about {_duration((total - done) / rate)} left"
+        line += f", {_duration(elapsed)} elapsed"
+        print(line, file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -1,0 +1,139 @@
+"""No job stays `ongoing` forever: find jobs that stopped moving and push them to an end.
+
+Runs on a schedule. A job is *stuck* when it was submitted more than RECONCILE_AFTER_S ago
+and nothing has happened to it (no image finished, no requeue) for as long: its pending
+images are enqueued again (exactly-once accounting makes a duplicate harmless). A job past
+JOB_HARD_DEADLINE_S since submit has every still-pending image recorded failed, and so ends.
+A job whose images are all done but that was never stamped finished is finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from retail_pulse.data.jobs import ImageFailure, get_job, record_outcome
+from retail_pulse.data.models import JobRecord
+from retail_pulse.data.queue import enqueue_images
+from retail_pulse.data.recovery import (
+    note_requeued,
+    pending_images,
+    record_unwritten_image,
+    recorded_indexes,
+    unfinished_jobs,
+)
+from retail_pulse.jobs.messages import ImageMessage
+from retail_pulse.jobs.process import finish_job
+from retail_pulse.observability import (
+    IMAGES_REQUEUED,
+    JOBS_EXPIRED,
+    STUCK_JOBS,
+    count,
+    count_failures,
+    logger,
+)
+from retail_pulse.settings import get_settings
+
+# Failing a 10,000-image job is 10,000 transactions: done in parallel, they fit one run.
+_FAIL_THREADS = 8
+# Stop starting new jobs when the invocation has less than this left; the next run goes on.
+_RESERVE_S = 30.0
+
+UNWRITTEN = "job submission did not complete; this image was never recorded"
+
+
+@dataclass
+class ReconcileReport:
+    """What one run found and did (logged, and returned for tests)."""
+
+    stuck_jobs: int = 0
+    requeued_images: int = 0
+    expired_jobs: int = 0
+    expired_images: int = 0
+    finished_jobs: int = 0
+    out_of_time: bool = False
+
+
+def reconcile(
+    now: datetime | None = None, time_left_s: Callable[[], float] | None = None
+) -> ReconcileReport:
+    """One pass over the unfinished jobs older than the soft deadline."""
+    settings = get_settings()
+    now = now or datetime.now(UTC)
+    soft_cutoff = now - timedelta(seconds=settings.reconcile_after_s)
+    hard_cutoff = now - timedelta(seconds=settings.job_hard_deadline_s)
+    report = ReconcileReport()
+    for job_id in unfinished_jobs(created_before=soft_cutoff):
+        if time_left_s is not None and time_left_s() < _RESERVE_S:
+            report.out_of_time = True
+            break
+        job = get_job(job_id)
+        if job is None or job.finished_at is not None:
+            continue
+        if job.done:
+            # The last image's invocation died between its transaction and the stamp.
+            finish_job(job_id)
+            report.finished_jobs += 1
+        elif job.created_at <= hard_cutoff:
+            report.stuck_jobs += 1
+            report.expired_jobs += 1
+            report.expired_images += _expire(job, settings.job_hard_deadline_s)
+            report.finished_jobs += 1
+        elif _last_activity(job) <= soft_cutoff:
+            report.stuck_jobs += 1
+            report.requeued_images += _requeue(job_id)
+    _publish(report)
+    return report
+
+
+def _last_activity(job: JobRecord) -> datetime:
+    moments = [job.created_at, job.progressed_at, job.requeued_at]
+    return max(moment for moment in moments if moment is not None)
+
+
+def _requeue(job_id: str) -> int:
+    messages = [
+        ImageMessage(
+            job_id=image.job_id,
+            image_index=image.image_index,
+            url=image.url,
+            store_id=image.store_id,
+            area=image.area,
+        ).model_dump()
+        for image in pending_images(job_id)
+    ]
+    enqueue_images(messages)
+    note_requeued(job_id)
+    logger.warning("stuck job requeued", extra={"job_id": job_id, "images": len(messages)})
+    return len(messages)
+
+
+def _expire(job: JobRecord, deadline_s: int) -> int:
+    """Fail what is still pending, file what submit never wrote, and finish the job."""
+    minutes = round(deadline_s / 60)
+    failure = ImageFailure(f"processing did not finish within {minutes} minutes")
+    indexes = [image.image_index for image in pending_images(job.job_id)]
+    with ThreadPoolExecutor(max_workers=_FAIL_THREADS) as pool:
+        failed = sum(pool.map(lambda index: record_outcome(job.job_id, index, failure, 0), indexes))
+    current = get_job(job.job_id)
+    if current is not None and not current.done:
+        recorded = recorded_indexes(job.job_id)
+        missing = [i for i in range(current.total) if i not in recorded]
+        failed += sum(record_unwritten_image(job.job_id, i, UNWRITTEN) for i in missing)
+    count_failures("deadline", failed)
+    finish_job(job.job_id)
+    logger.warning(
+        "job expired: pending images recorded failed",
+        extra={"job_id": job.job_id, "images": failed, "deadline_minutes": minutes},
+    )
+    return failed
+
+
+def _publish(report: ReconcileReport) -> None:
+    # Zeros too: the StuckJobs alarm then sees data on every run, not a gap.
+    count(STUCK_JOBS, report.stuck_jobs)
+    count(IMAGES_REQUEUED, report.requeued_images)
+    count(JOBS_EXPIRED, report.expired_jobs)
+    logger.info("reconcile pass done", extra=dict(report.__dict__))

@@ -1,0 +1,155 @@
+"""`python -m local_stack`: run the stack until Ctrl-C or SIGTERM.
+
+Prints one line `Retail Pulse local stack ready at http://127.0.0.1:<port>` (tests parse
+it) followed by an example request; everything else is logs, prefixed by their source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from local_stack.runtime import LogSink
+from local_stack.stack import LocalStack, StackConfig
+
+READY_PREFIX = "Retail Pulse local stack ready at "
+EXAMPLE_STORE = "S00339218"
+
+
+class _SinkHandler(logging.Handler):
+    """The stack's own log lines go through the same sink as the functions', whole lines."""
+
+    def __init__(self, sink: LogSink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.write("local-stack", self.format(record))
+
+
+def parse_args(argv: list[str] | None) -> StackConfig:
+    config = StackConfig.from_env()
+    parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__)
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=config.port,
+        help="API port on 127.0.0.1; 0 picks a free one (env PORT, 3000)",
+    )
+    parser.add_argument(
+        "--moto-port",
+        type=int,
+        default=config.moto_port,
+        help="moto port; 0 picks a free one (env MOTO_PORT, 0)",
+    )
+    parser.add_argument(
+        "--pollers",
+        type=int,
+        default=config.pollers,
+        help="pollers per work-queue SQS source (env LOCAL_PROCESS_POLLERS, 4)",
+    )
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=config.api_workers,
+        help="workers per API function (env LOCAL_API_WORKERS, 2)",
+    )
+    parser.add_argument(
+        "--template",
+        type=Path,
+        default=config.template,
+        help="SAM template (env LOCAL_TEMPLATE, the repo's template.yaml)",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=config.state_file,
+        help="write endpoints, queue URLs and table names here as JSON "
+        "(env LOCAL_STACK_STATE_FILE)",
+    )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a template parameter (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    config.port, config.moto_port, config.pollers = args.port, args.moto_port, args.pollers
+    config.api_workers, config.template, config.state_file = (
+        args.api_workers,
+        args.template.resolve(),
+        args.state_file,
+    )
+    for item in args.parameter:
+        key, _, value = item.partition("=")
+        config.parameter_overrides[key] = value
+    return config
+
+
+def _exit_with_parent(stopping: threading.Event) -> None:
+    """LOCAL_STACK_EXIT_WITH_PARENT=1: stop cleanly if whoever started us dies (tests)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stopping.is_set():
+            if os.getppid() != parent:
+                stopping.set()
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    sink = LogSink()
+    handler = _SinkHandler(sink)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.getLogger("local_stack").addHandler(handler)
+    logging.getLogger("local_stack").setLevel(logging.INFO)
+
+    stopping = threading.Event()
+    interrupts = 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            os._exit(130)  # a second Ctrl-C: children follow via their parent watch
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    if os.environ.get("LOCAL_STACK_EXIT_WITH_PARENT") == "1":
+        _exit_with_parent(stopping)
+
+    stack = LocalStack(config, sink)
+    try:
+        endpoints = stack.start()
+    except Exception as error:
+        logging.getLogger("local_stack").exception("local stack failed to start: %s", error)
+        return 1
+    api = endpoints.api_url
+    sink.raw(f"{READY_PREFIX}{api} (AWS endpoint {endpoints.aws_endpoint_url})")
+    sink.raw(
+        f"  curl -s -X POST {api}/api/submit/ -H 'Content-Type: application/json' -d "
+        f'\'{{"count": 1, "visits": [{{"store_id": "{EXAMPLE_STORE}", '
+        f'"image_url": ["https://www.gstatic.com/webp/gallery/2.jpg"], '
+        f'"visit_time": "2026-11-28T10:15:00Z"}}]}}\''
+    )
+    sink.raw(f"  curl -s '{api}/api/status?jobid=<job_id>'")
+    sink.raw("  Ctrl-C stops everything.")
+    while not stopping.wait(1):
+        pass
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""API Gateway (REST API, Lambda proxy integration) on 127.0.0.1.
+
+Routes come from the functions' `Api` events. Each request becomes the version 1.0 proxy
+event API Gateway sends, and the function's response (statusCode, headers,
+multiValueHeaders, body, isBase64Encoded) goes back to the client. Errors take API
+Gateway's shapes: a function that fails or answers malformed is a 502
+`{"message": "Internal server error"}`, a body over 10 MB is a 413, and when an API key is
+configured (LOCAL_API_KEY), a route called without it in `x-api-key` is a 403
+`{"message": "Forbidden"}`, as with the template's RequireApiKey.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from local_stack.model import ApiRoute
+from local_stack.runtime import Invocation, LogSink
+from local_stack.template import ACCOUNT_ID
+
+log = logging.getLogger("local_stack")
+
+STAGE = "Prod"
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's request payload quota
+_TEXT_TYPES = re.compile(
+    r"^(text/.*|application/(json|xml|javascript|x-www-form-urlencoded|[\w.+-]+\+(json|xml)))$"
+)
+_INTERNAL_ERROR = {"message": "Internal server error"}
+# Local stack only: what CloudWatch would have received as metrics, totalled.
+METRICS_PATH = "/local/metrics"
+_FORBIDDEN = {"message": "Forbidden"}
+
+Invoke = Callable[[str, dict[str, Any]], Invocation]
+# A local-only endpoint (OpenAPI document, later metrics): returns (status, headers, body),
+# or None to fall through to the template's routes.
+LocalEndpoint = Callable[[], tuple[int, dict[str, str], bytes] | None]
+
+
+@dataclass(frozen=True)
+class _CompiledRoute:
+    route: ApiRoute
+    pattern: re.Pattern[str]
+    specificity: tuple[int, int]
+
+
+def _compile(route: ApiRoute) -> _CompiledRoute:
+    """`/a/{id}` matches one segment, `/a/{proxy+}` the rest of the path."""
+    regex, params, greedy = "", 0, 0
+    for part in re.split(r"(\{[^}]+\})", route.path):
+        if part.startswith("{") and part.endswith("+}"):
+            regex += f"(?P<{part[1:-2]}>.+)"
+            greedy += 1
+        elif part.startswith("{"):
+            regex += f"(?P<{part[1:-1]}>[^/]+)"
+            params += 1
+        else:
+            regex += re.escape(part)
+    # API Gateway prefers static paths to parameters, and parameters to greedy ones.
+    return _CompiledRoute(route, re.compile(f"^{regex}$"), (greedy, params))
+
+
+class ApiGateway:
+    def __init__(
+        self,
+        routes: list[ApiRoute],
+        invoke: Invoke,
+        sink: LogSink,
+        port: int = 3000,
+        local_endpoints: dict[tuple[str, str], LocalEndpoint] | None = None,
+        api_key: str | None = None,
+        gateway_response_headers: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        self._routes = sorted((_compile(r) for r in routes), key=lambda c: c.specificity)
+        # None: no key is checked (the default locally, like RequireApiKey=false).
+        self.api_key = api_key or None
+        self.gateway_response_headers = dict(gateway_response_headers or {})
+        self._invoke = invoke
+        self._sink = sink
+        self.local_endpoints = dict(local_endpoints or {})
+        self.local_endpoints.setdefault(("GET", METRICS_PATH), self._metrics)
+        gateway = self
+
+        class Handler(_RequestHandler):
+            api = gateway
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128
+
+        self._server = Server(("127.0.0.1", port), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="api-gateway", daemon=True
+        )
+
+    def start(self) -> str:
+        self._thread.start()
+        return self.url
+
+    def _metrics(self) -> tuple[int, dict[str, str], bytes]:
+        """The totals of every EMF metric the functions printed (local_stack/logs.py)."""
+        body = json.dumps(self._sink.metrics.snapshot(), indent=2, sort_keys=True)
+        return 200, {"Content-Type": "application/json"}, body.encode()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def match(self, method: str, path: str) -> tuple[ApiRoute | None, dict[str, str], list[str]]:
+        """The route for method+path, its path parameters, and the methods the path allows."""
+        allowed: list[str] = []
+        for compiled in self._routes:
+            found = compiled.pattern.match(path)
+            if not found:
+                continue
+            if compiled.route.method in (method, "ANY"):
+                return compiled.route, {k: unquote(v) for k, v in found.groupdict().items()}, []
+            allowed.append(compiled.route.method)
+        return None, {}, allowed
+
+    def build_event(
+        self,
+        handler: _RequestHandler,
+        route: ApiRoute,
+        path: str,
+        query: str,
+        path_parameters: dict[str, str],
+        body: bytes,
+    ) -> dict[str, Any]:
+        """The REST API (v1) Lambda proxy event for one request."""
+        multi_headers: dict[str, list[str]] = {}
+        for name, value in handler.headers.items():
+            multi_headers.setdefault(name, []).append(value)
+        multi_query: dict[str, list[str]] = {}
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            multi_query.setdefault(name, []).append(value)
+        content_type = (handler.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        text_body, is_base64 = _body_text(body, content_type)
+        now = time.time()
+        request_id = str(uuid.uuid4())
+        return {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": handler.command,
+            "headers": {k: v[-1] for k, v in multi_headers.items()} or None,
+            "multiValueHeaders": multi_headers or None,
+            "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "pathParameters": path_parameters or None,
+            "stageVariables": None,
+            "requestContext": {
+                "accountId": ACCOUNT_ID,
+                "apiId": "local",
+                "domainName": handler.headers.get("Host", f"127.0.0.1:{self.port}"),
+                "domainPrefix": "local",
+                "extendedRequestId": request_id,
+                "httpMethod": handler.command,
+                "identity": {
+                    "accessKey": None,
+                    "accountId": None,
+                    "caller": None,
+                    "cognitoAuthenticationProvider": None,
+                    "cognitoAuthenticationType": None,
+                    "cognitoIdentityId": None,
+                    "cognitoIdentityPoolId": None,
+                    "principalOrgId": None,
+                    "sourceIp": handler.client_address[0],
+                    "user": None,
+                    "userAgent": handler.headers.get("User-Agent"),
+                    "userArn": None,
+                },
+                "path": f"/{STAGE}{path}",
+                "protocol": handler.request_version,
+                "requestId": request_id,
+                "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "requestTimeEpoch": int(now * 1000),
+                "resourceId": "local",
+                "resourcePath": route.path,
+                "stage": STAGE,
+            },
+            "body": text_body,
+            "isBase64Encoded": is_base64,
+        }
+
+
+def _body_text(body: bytes, content_type: str) -> tuple[str | None, bool]:
+    """Text bodies pass as strings; anything else (or undecodable) as base64."""
+    if not body:
+        return None, False
+    if not content_type or _TEXT_TYPES.match(content_type):
+        try:
+            return body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(body).decode("ascii"), True
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    api: ApiGateway
+    protocol_version = "HTTP/1.1"
+    server_version = "LocalApiGateway"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per request is written by _handle
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def __getattr__(self, name: str) -> Any:
+        # Every other method (TRACE, QUERY...) too: http.server would answer it with its
+        # own 501 HTML page, where API Gateway answers in JSON (here a 405 or 404).
+        if name.startswith("do_"):
+            return self.do_GET
+        raise AttributeError(name)
+
+    def _handle(self) -> None:
+        started = time.perf_counter()
+        parts = urlsplit(self.path)
+        path = unquote(parts.path) or "/"
+        status = self._dispatch(path, parts.query)
+        self.api._sink.write(
+            "api",
+            f"{self.command} {self.path} -> {status} "
+            f"({(time.perf_counter() - started) * 1000:.0f} ms)",
+        )
+
+    def _dispatch(self, path: str, query: str) -> int:
+        body = self._read_body()
+        if body is None:
+            return self._json(413, {"message": "Request Too Long"}, close=True)
+        local = self.api.local_endpoints.get((self.command, path))
+        if local is not None and (answer := local()) is not None:
+            status, headers, content = answer
+            return self._send(status, headers, content)
+        route, path_parameters, allowed = self.api.match(self.command, path)
+        if route is None:
+            if allowed:
+                return self._json(
+                    405,
+                    {"error": f"method {self.command} not allowed for {path}"},
+                    {"Allow": ", ".join(sorted(set(allowed)))},
+                )
+            return self._json(404, {"error": f"no route for {self.command} {path}"})
+        if self.api.api_key is not None and not hmac.compare_digest(
+            self.headers.get("x-api-key", "").encode(), self.api.api_key.encode()
+        ):
+            return self._json(403, _FORBIDDEN, {"x-amzn-ErrorType": "ForbiddenException"})
+        event = self.api.build_event(self, route, path, query, path_parameters, body)
+        invocation = self.api._invoke(route.function, event)
+        return self._respond(invocation)
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None when it is over API Gateway's 10 MB."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks, total = [], 0
+            while (size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)) > 0:
+                total += size
+                if total > MAX_PAYLOAD_BYTES:
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_PAYLOAD_BYTES:
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _respond(self, invocation: Invocation) -> int:
+        payload = invocation.payload
+        if not invocation.ok or not isinstance(payload, dict) or "statusCode" not in payload:
+            if invocation.ok:
+                log.error("malformed Lambda proxy response: %.500r", payload)
+            return self._json(
+                502, _INTERNAL_ERROR, {"x-amzn-ErrorType": "InternalServerErrorException"}
+            )
+        try:
+            status = int(payload["statusCode"])
+            body = payload.get("body")
+            content = b"" if body is None else str(body).encode()
+            if payload.get("isBase64Encoded"):
+                content = base64.b64decode(content)
+            headers: list[tuple[str, str]] = [
+                (k, str(v)) for k, v in (payload.get("headers") or {}).items()
+            ]
+            for name, values in (payload.get("multiValueHeaders") or {}).items():
+                headers.extend((name, str(v)) for v in values)
+        except (TypeError, ValueError, AttributeError) as error:
+            log.error("malformed Lambda proxy response (%s): %.500r", error, payload)
+            return self._json(502, _INTERNAL_ERROR)
+        names = {name.lower() for name, _ in headers}
+        if "content-type" not in names:
+            headers.append(("Content-Type", "application/json"))
+        headers.append(("x-amzn-RequestId", invocation.request_id))
+        return self._send(status, headers, content)
+
+    def _json(
+        self,
+        status: int,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+    ) -> int:
+        kind = "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
+        all_headers = {
+            "Content-Type": "application/json",
+            **self.api.gateway_response_headers.get(kind, {}),
+            **(headers or {}),
+        }
+        if close:
+            all_headers["Connection"] = "close"
+            self.close_connection = True
+        return self._send(status, all_headers, json.dumps(body).encode())
+
+    def _send(
+        self, status: int, headers: dict[str, str] | list[tuple[str, str]], content: bytes
+    ) -> int:
+        self.send_response(status)
+        items = headers.items() if isinstance(headers, dict) else headers
+        for name, value in items:
+            if name.lower() not in ("content-length", "date", "server"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(content)
+        return status

@@ -1,0 +1,353 @@
+"""The whole service on one machine: moto, the template's resources, function workers,
+API Gateway, SQS pollers and schedules, wired from template.yaml alone.
+
+`LocalStack(config).start()` brings everything up and returns its endpoints; `stop()`
+takes everything down, children first. Tests use it in-process or through
+`python -m local_stack`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local_stack.api_gateway import ApiGateway, LocalEndpoint
+from local_stack.aws import DUMMY_CREDENTIALS, MotoServer, create_resources
+from local_stack.event_sources import Schedule, SqsPoller
+from local_stack.model import FunctionSpec, StackModel
+from local_stack.runtime import FunctionRuntime, Invocation, LogSink
+from local_stack.template import REGION
+
+log = logging.getLogger("local_stack")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POLLER_JOIN_S = 5.0  # an invocation in flight at shutdown gets this long to finish
+
+# Reads the store master with the functions' own environment, so the importer writes to
+# the table the functions read. Prints one JSON line: the ImportReport's counts.
+_IMPORT_SCRIPT = """
+import json, sys
+from retail_pulse.stores.importer import import_stores
+report = import_stores(sys.argv[1])
+print(json.dumps({"read": report.read, "loaded": report.loaded,
+                  "rejected": [str(r) for r in report.rejected]}))
+"""
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+@dataclass
+class StackConfig:
+    """Every knob of the local stack; `from_env()` reads the documented variables."""
+
+    template: Path = REPO_ROOT / "template.yaml"
+    port: int = 3000
+    moto_port: int = 0
+    pollers: int = 4  # for SQS sources on work queues; dead-letter consumers get 1
+    api_workers: int = 2
+    visibility_timeout_s: int | None = None
+    schedule_period_s: float = 10.0
+    poll_wait_s: int = 1
+    store_master_csv: Path | None = REPO_ROOT / "data" / "stores_sample.csv"
+    allowed_private_hosts: str = ""
+    stack_name: str = "retail-pulse-local"
+    state_file: Path | None = None
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+    function_pollers: dict[str, int] = field(default_factory=dict)
+    # Routes answer 403 without this x-api-key; None (LOCAL_API_KEY unset) checks none.
+    api_key: str | None = None
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        env = os.environ
+        csv = env.get("STORE_MASTER_CSV")
+        return cls(
+            template=Path(env.get("LOCAL_TEMPLATE") or cls.template),
+            port=_env_int("PORT", 3000) or 0,
+            moto_port=_env_int("MOTO_PORT", 0) or 0,
+            pollers=_env_int("LOCAL_PROCESS_POLLERS", 4) or 1,
+            api_workers=_env_int("LOCAL_API_WORKERS", 2) or 1,
+            visibility_timeout_s=_env_int("LOCAL_VISIBILITY_TIMEOUT_S", None),
+            schedule_period_s=float(env.get("LOCAL_SCHEDULE_PERIOD_S") or 10),
+            poll_wait_s=_env_int("LOCAL_POLL_WAIT_S", 1) or 0,
+            store_master_csv=(Path(csv) if csv else (None if csv == "" else cls.store_master_csv)),
+            allowed_private_hosts=env.get("ALLOWED_PRIVATE_HOSTS", ""),
+            stack_name=env.get("LOCAL_STACK_NAME") or cls.stack_name,
+            state_file=Path(env["LOCAL_STACK_STATE_FILE"])
+            if env.get("LOCAL_STACK_STATE_FILE")
+            else None,
+            function_pollers={
+                key.removeprefix("LOCAL_POLLERS_"): int(value)
+                for key, value in env.items()
+                if key.startswith("LOCAL_POLLERS_") and value.strip()
+            },
+            api_key=env.get("LOCAL_API_KEY") or None,
+        )
+
+
+@dataclass
+class StackEndpoints:
+    """What a client of the local stack needs: written to the state file as JSON."""
+
+    api_url: str
+    aws_endpoint_url: str
+    region: str
+    queues: dict[str, str]  # logical id -> queue URL
+    tables: dict[str, str]  # logical id -> table name
+    functions: dict[str, str]  # logical id -> function name
+    routes: list[str]  # "METHOD /path"
+    pid: int
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig | None = None, sink: LogSink | None = None) -> None:
+        self.config = config or StackConfig()
+        self.sink = sink or LogSink()
+        self.moto = MotoServer(self.config.moto_port)
+        self.model: StackModel | None = None
+        self.functions: dict[str, FunctionRuntime] = {}
+        self.api: ApiGateway | None = None
+        self.local_endpoints: dict[tuple[str, str], LocalEndpoint] = {
+            ("GET", "/api/openapi.json"): self._openapi,
+        }
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.endpoints: StackEndpoints | None = None
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start_aws(self) -> StackModel:
+        """moto and the template's tables and queues only (what template tests need)."""
+        moto_url = self.moto.start()
+        self.model = StackModel(
+            self.config.template, self._overrides(moto_url), self.config.stack_name
+        )
+        create_resources(self.model, moto_url, self.config.visibility_timeout_s)
+        return self.model
+
+    def _overrides(self, moto_url: str) -> dict[str, str]:
+        from local_stack.template import load_template
+
+        declared = (load_template(self.config.template).get("Parameters") or {}).keys()
+        overrides = dict(self.config.parameter_overrides)
+        if "AwsEndpointUrl" in declared:
+            overrides["AwsEndpointUrl"] = moto_url
+        if "AllowedPrivateHosts" in declared:
+            # Whatever the person running the stack allows, never more.
+            overrides["AllowedPrivateHosts"] = self.config.allowed_private_hosts
+        return overrides
+
+    def start(self) -> StackEndpoints:
+        started = time.monotonic()
+        try:
+            model = self.start_aws()
+            specs = model.functions()
+            pollers = self._spawn_workers(model, specs)
+            import_process = self._start_store_import(model)
+            with ThreadPoolExecutor(max_workers=max(1, len(self.functions))) as pool:
+                inits = dict(
+                    zip(
+                        self.functions,
+                        pool.map(FunctionRuntime.wait_init, self.functions.values()),
+                        strict=True,
+                    )
+                )
+            for name, ok in inits.items():
+                if not ok:
+                    log.error("%s failed to initialise; its invocations will fail", name)
+            self._finish_store_import(import_process)
+            self.api = ApiGateway(
+                [route for spec in specs for route in spec.api_routes],
+                self._invoke,
+                self.sink,
+                self.config.port,
+                self.local_endpoints,
+                api_key=self.config.api_key,
+                gateway_response_headers=model.gateway_response_headers(),
+            )
+            api_url = self.api.start()
+            for thread in pollers:
+                thread.start()
+            self._threads.extend(pollers)
+            self._start_schedules(specs)
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints = StackEndpoints(
+            api_url=api_url,
+            aws_endpoint_url=self.moto.url,
+            region=REGION,
+            queues={q.logical_id: model.resolver.refs[q.logical_id] for q in model.queues},
+            tables={t.logical_id: t.name for t in model.tables},
+            functions={s.logical_id: s.name for s in specs},
+            routes=[f"{r.method} {r.path}" for s in specs for r in s.api_routes],
+            pid=os.getpid(),
+        )
+        if self.config.state_file:
+            self.config.state_file.write_text(json.dumps(asdict(self.endpoints), indent=2))
+        log.info("started in %.1f s", time.monotonic() - started)
+        return self.endpoints
+
+    def _spawn_workers(self, model: StackModel, specs: list[FunctionSpec]) -> list[SqsPoller]:
+        """Start every function's workers at once (their inits overlap); return the pollers."""
+        dead_letter_arns = model.dead_letter_arns
+        queue_urls = {q.arn: model.resolver.refs[q.logical_id] for q in model.queues}
+        pollers: list[SqsPoller] = []
+        for spec in specs:
+            pool_size = self.config.api_workers if spec.api_routes else int(bool(spec.schedules))
+            function = FunctionRuntime(spec, self.sink, pool_size)
+            self.functions[spec.logical_id] = function
+            for source in spec.sqs_sources:
+                if not source.enabled:
+                    continue
+                if source.queue_arn not in queue_urls:
+                    log.warning(
+                        "%s: queue %s is not in the template; not polled",
+                        spec.logical_id,
+                        source.queue_arn,
+                    )
+                    continue
+                count = self.config.function_pollers.get(
+                    spec.logical_id.upper(),
+                    1 if source.queue_arn in dead_letter_arns else self.config.pollers,
+                )
+                if source.maximum_concurrency:
+                    count = min(count, source.maximum_concurrency)
+                for index in range(count):
+                    pollers.append(
+                        SqsPoller(
+                            source,
+                            queue_urls[source.queue_arn],
+                            function.new_slot(),
+                            self.moto.url,
+                            self._stopping,
+                            self.config.poll_wait_s,
+                            index,
+                            dead_letter_queue=source.queue_arn in dead_letter_arns,
+                        )
+                    )
+                log.info(
+                    "%s <- %s: %d poller(s), batch %d",
+                    spec.logical_id,
+                    source.queue_arn.rsplit(":", 1)[-1],
+                    count,
+                    source.batch_size,
+                )
+        return pollers
+
+    def _start_schedules(self, specs: list[FunctionSpec]) -> None:
+        for spec in specs:
+            for source in spec.schedules:
+                if not source.enabled:
+                    continue
+                schedule = Schedule(
+                    source,
+                    self.functions[spec.logical_id],
+                    self.config.stack_name,
+                    self.config.schedule_period_s,
+                    self._stopping,
+                )
+                schedule.start()
+                self._threads.append(schedule)
+                log.info(
+                    "%s: %s (%s) every %.0f s locally",
+                    spec.logical_id,
+                    source.event,
+                    source.expression,
+                    self.config.schedule_period_s,
+                )
+
+    def _start_store_import(self, model: StackModel) -> subprocess.Popen[str] | None:
+        csv = self.config.store_master_csv
+        if csv is None:
+            log.info("store master: none (STORE_MASTER_CSV is empty)")
+            return None
+        if not csv.exists():
+            log.error("store master: %s does not exist; the Stores table stays empty", csv)
+            return None
+        globals_env = (model.template.get("Globals") or {}).get("Function") or {}
+        env = model.resolver.resolve((globals_env.get("Environment") or {}).get("Variables") or {})
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            **DUMMY_CREDENTIALS,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            **{k: str(v) for k, v in env.items()},
+        }
+        return subprocess.Popen(
+            [sys.executable, "-c", _IMPORT_SCRIPT, str(csv.resolve())],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def _finish_store_import(self, process: subprocess.Popen[str] | None) -> None:
+        if process is None:
+            return
+        out, err = process.communicate(timeout=120)
+        csv = self.config.store_master_csv
+        if process.returncode != 0:
+            if "retail_pulse.stores.importer" in err and "No module named" in err:
+                log.error(
+                    "store master NOT loaded: retail_pulse.stores.importer.import_stores "
+                    "is not available yet"
+                )
+            else:
+                log.error("store master NOT loaded from %s:\n%s", csv, err.strip()[-2000:])
+            return
+        report = json.loads(out.strip().splitlines()[-1])
+        log.info(
+            "store master %s: read %d rows, loaded %d stores, rejected %d",
+            csv,
+            report["read"],
+            report["loaded"],
+            len(report["rejected"]),
+        )
+        for rejection in report["rejected"]:
+            log.warning("store master rejected: %s", rejection)
+
+    # -- serve ---------------------------------------------------------------------------
+
+    def _invoke(self, function: str, event: dict[str, Any]) -> Invocation:
+        return self.functions[function].invoke(event)
+
+    def _openapi(self) -> tuple[int, dict[str, str], bytes] | None:
+        document = self.config.template.parent / "openapi.json"
+        if not document.exists():
+            return None
+        return 200, {"Content-Type": "application/json"}, document.read_bytes()
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Pollers and schedules first (no new invocations), then HTTP, workers, moto."""
+        self._stopping.set()
+        deadline = time.monotonic() + POLLER_JOIN_S
+        for thread in self._threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+        for function in self.functions.values():
+            with contextlib.suppress(Exception):
+                function.stop()
+        self.functions.clear()
+        self.moto.stop()
+        if self.config.state_file and self.config.state_file.exists():
+            self.config.state_file.unlink()
+        log.info("stopped")

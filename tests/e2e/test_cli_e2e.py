@@ -1,0 +1,98 @@
+"""`retail-pulse` against the local stack, run as a user runs it: a separate process, no tty."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import OTHER_STORE, STORE, Stack
+
+pytestmark = pytest.mark.e2e
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Visit times no other test uses, so the visits read back are this test's alone.
+MORNING, EVENING = "2031-05-17T08:00:00Z", "2031-05-17T18:30:00+05:30"
+# The other tests' visits are on another day, so they never join the perimeters read back.
+ELSEWHEN = "2031-06-01T09:00:00Z"
+
+
+def cli(stack: Stack, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "retail_pulse_client", *args, "--api", stack.api_url],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as stuck:
+        pytest.fail(
+            f"retail-pulse {' '.join(args)} still running after {timeout} s\n"
+            f"stdout: {stuck.stdout!r}\nstderr: {stuck.stderr!r}\n{stack.log_tail()}"
+        )
+
+
+def test_submit_a_csv_wait_for_it_and_read_the_perimeters_back(
+    stack: Stack, tmp_path: Path
+) -> None:
+    sizes = {STORE: [(100 + i, 60 + i % 5) for i in range(12)], OTHER_STORE: [(640, 480)] * 3}
+    job = tmp_path / "job.csv"
+    with job.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["store_id", "image_url", "visit_time"])
+        for store, store_sizes in sizes.items():
+            for n, (width, height) in enumerate(store_sizes):
+                url = stack.images.url(f"/img/{width}x{height}.{'png' if n % 2 else 'jpg'}")
+                writer.writerow([store, url, MORNING if n % 3 else EVENING])
+
+    submitted = cli(stack, "submit", str(job), "--wait")
+
+    assert submitted.returncode == 0, submitted.stderr + submitted.stdout
+    assert "completed: 15/15 images done, 15 succeeded, 0 failed" in submitted.stdout
+    assert "Submitted 15 images in 4 visits" in submitted.stderr
+    assert not CONTROL.search(submitted.stdout + submitted.stderr)
+
+    read = cli(stack, "visits", "--from", "2031-05-17", "--to", "2031-05-17", "--format", "csv")
+    if read.returncode != 0 and "no route" in read.stderr:
+        pytest.skip("the visits API is not in this stack yet")
+    assert read.returncode == 0, read.stderr
+    rows = list(csv.DictReader(io.StringIO(read.stdout)))
+    for store, store_sizes in sizes.items():
+        got = Counter(int(r["perimeter"]) for r in rows if r["store_id"] == store)
+        assert got == Counter(2 * (w + h) for w, h in store_sizes), store
+
+
+def test_a_failed_job_exits_1_and_names_the_store(stack: Stack, tmp_path: Path) -> None:
+    job = tmp_path / "job.csv"
+    job.write_text(
+        "store_id,image_url,visit_time\n"
+        f"{STORE},{stack.images.url('/img/50x50.gif')},{ELSEWHEN}\n"
+        f"{OTHER_STORE},{stack.images.url('/status/404')},{ELSEWHEN}\n"
+    )
+
+    result = cli(stack, "submit", str(job), "--wait")
+
+    assert result.returncode == 1, result.stderr + result.stdout
+    failures = [line for line in result.stdout.splitlines() if ": " in line]
+    assert any(line.startswith(f"{OTHER_STORE}: ") and "404" in line for line in failures)
+    assert not any(line.startswith(f"{STORE}: ") for line in failures)
+
+
+def test_the_same_idempotency_key_gives_the_same_job(stack: Stack, tmp_path: Path) -> None:
+    job = tmp_path / "job.csv"
+    job.write_text(
+        f"store_id,image_url,visit_time\n{STORE},{stack.images.url('/img/30x40.png')},{ELSEWHEN}\n"
+    )
+
+    first = cli(stack, "submit", str(job), "--idempotency-key", f"cli-e2e-{tmp_path.name}")
+    again = cli(stack, "submit", str(job), "--idempotency-key", f"cli-e2e-{tmp_path.name}")
+
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout.strip() == again.stdout.strip() != ""

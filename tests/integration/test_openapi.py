@@ -1,0 +1,163 @@
+"""openapi.json is current, and every response it documents is one a handler really gives,
+with the body it documents. (Every call through `call_api`, in every integration test,
+also fails on a status code the document does not list for that route.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from retail_pulse.api import models
+from retail_pulse.api.openapi import documented_responses
+from tests.integration.conftest import OPENAPI, ApiResult, job, visit
+from tests.support.handlers import load_handler
+
+ROOT = Path(__file__).resolve().parents[2]
+A = "https://images.example/2.jpg"
+
+
+def generator() -> Any:
+    spec = importlib.util.spec_from_file_location("openapi_script", ROOT / "scripts" / "openapi.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return json.loads(OPENAPI.read_text())
+
+
+def test_the_committed_openapi_json_is_the_generated_one():
+    assert OPENAPI.read_text() == generator().generate(), (
+        "openapi.json is out of date: run `make openapi` "
+        "(.venv/bin/python scripts/openapi.py --write) and commit it"
+    )
+
+
+# -- one scenario per documented response -------------------------------------------------
+
+Call = Callable[..., ApiResult]
+
+
+def submit_201(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("POST", path, body=job(visit("S00339218", [A])))
+
+
+def submit_400(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("POST", path, body={"count": 2, "visits": [visit("S00339218", [A])]})
+
+
+def submit_413(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
+    from retail_pulse.settings import get_settings
+
+    monkeypatch.setenv("MAX_BODY_BYTES", "100")
+    get_settings.cache_clear()
+    try:
+        return call_api("POST", path, body=job(visit("S00339218", [A, A, A])))
+    finally:
+        monkeypatch.delenv("MAX_BODY_BYTES")
+        get_settings.cache_clear()
+
+
+def submit_503(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
+    from retail_pulse.jobs.idempotency import SubmitInterrupted
+
+    def interrupted(*_: Any, **__: Any) -> str:
+        raise SubmitInterrupted("storage failed part-way; send the same request again")
+
+    monkeypatch.setattr(load_handler("submit"), "accept_job", interrupted)
+    return call_api("POST", path, body=job(visit("S00339218", [A])))
+
+
+def submit_409(call_api: Call, path: str, **_: Any) -> ApiResult:
+    # The same Idempotency-Key for a different body (test_idempotency.py has the other 409).
+    call_api("POST", path, body=job(visit("S00339218", [A])), headers={"Idempotency-Key": "k"})
+    return call_api(
+        "POST", path, body=job(visit("S01408764", [A])), headers={"Idempotency-Key": "k"}
+    )
+
+
+def status_200(call_api: Call, path: str, **_: Any) -> ApiResult:
+    job_id = submit_201(call_api, "/api/submit/").body["job_id"]
+    return call_api("GET", path, query={"jobid": job_id})
+
+
+def status_400(call_api: Call, path: str, **_: Any) -> ApiResult:
+    # Both documented bodies: {} for an unknown job, {"error"} for a missing jobid.
+    missing = call_api("GET", path)
+    assert missing.status_code == 400 and "jobid" in missing.body["error"]
+    return call_api("GET", path, query={"jobid": "no-such-job"})
+
+
+def visits_200(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("GET", path, query={"storeid": "S00339218"})
+
+
+def visits_400(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("GET", path, query={"area": "no-such-area"})
+
+
+SCENARIOS: dict[tuple[str, str, int], Callable[..., ApiResult]] = {
+    ("POST", "/api/submit/", 201): submit_201,
+    ("POST", "/api/submit/", 400): submit_400,
+    ("POST", "/api/submit/", 409): submit_409,
+    ("POST", "/api/submit/", 413): submit_413,
+    ("POST", "/api/submit/", 503): submit_503,
+    ("POST", "/api/submit", 201): submit_201,
+    ("POST", "/api/submit", 400): submit_400,
+    ("POST", "/api/submit", 409): submit_409,
+    ("POST", "/api/submit", 413): submit_413,
+    ("POST", "/api/submit", 503): submit_503,
+    ("GET", "/api/status", 200): status_200,
+    ("GET", "/api/status", 400): status_400,
+    ("GET", "/api/visits", 200): visits_200,
+    ("GET", "/api/visits", 400): visits_400,
+}
+
+
+def test_every_documented_response_has_a_scenario(document):
+    documented = {
+        (method, path, code)
+        for (method, path), codes in documented_responses(document).items()
+        for code in codes
+    }
+    assert documented == set(SCENARIOS), (
+        "openapi.json and SCENARIOS in this file disagree: a documented response needs a "
+        "scenario that produces it, and a scenario needs a documented response"
+    )
+
+
+def body_models(document: dict[str, Any], method: str, path: str, code: int) -> list[type]:
+    """The models the document promises for that response's JSON body."""
+    response = document["paths"][path][method.lower()]["responses"][str(code)]
+    schema = response["content"]["application/json"]["schema"]
+    refs = [schema["$ref"]] if "$ref" in schema else [s["$ref"] for s in schema["anyOf"]]
+    return [getattr(models, ref.rsplit("/", 1)[1]) for ref in refs]
+
+
+def matches_one(body: Any, candidates: list[type[BaseModel]]) -> bool:
+    for model in candidates:
+        try:
+            model.model_validate(body)
+        except ValidationError:
+            continue
+        return True
+    return False
+
+
+@pytest.mark.parametrize(("method", "path", "code"), sorted(SCENARIOS))
+def test_each_documented_response_happens_with_its_documented_body(
+    aws, stores, call_api, monkeypatch, document, method, path, code
+):
+    result = SCENARIOS[(method, path, code)](call_api, path, monkeypatch=monkeypatch)
+
+    assert result.status_code == code, result.body
+    assert matches_one(result.body, body_models(document, method, path, code)), result.body

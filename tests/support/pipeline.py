@@ -1,0 +1,130 @@
+"""Drive the pipeline in-process as SQS and Lambda would, and check a job's books.
+
+`Pipeline.drain()` plays the event source mapping: it receives image messages, invokes the
+process handler in batches of 10, deletes what succeeded, and redelivers what failed with
+its receive count raised (at once: waiting out visibility timeouts teaches nothing here).
+A message that fails `max_receives` times goes to the dead-letter handler, as the queue's
+redrive policy sends it to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from retail_pulse.data.models import FAILED, PENDING, SUCCEEDED, ImageRecord, JobRecord
+from tests.support.events import sqs_event
+from tests.support.handlers import FakeContext, load_handler
+
+MAX_RECEIVES = 6  # the image queue's maxReceiveCount in template.yaml
+
+
+@dataclass
+class Delivery:
+    body: str
+    receive_count: int = 1
+    receipt_handle: str = field(default_factory=lambda: f"receipt-{uuid.uuid4()}")
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+def sqs_batch(deliveries: list[Delivery]) -> dict[str, Any]:
+    event = sqs_event([d.body for d in deliveries], [d.receive_count for d in deliveries])
+    for record, delivery in zip(event["Records"], deliveries, strict=True):
+        record["messageId"] = delivery.message_id
+        record["receiptHandle"] = delivery.receipt_handle
+    return event
+
+
+def invoke_process(deliveries: list[Delivery]) -> list[Delivery]:
+    """One process invocation; returns the deliveries it reported as failed."""
+    try:
+        response = load_handler("process").lambda_handler(sqs_batch(deliveries), FakeContext())
+    except Exception:
+        return list(deliveries)  # a function error: Lambda deletes none of the batch
+    failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+    return [d for d in deliveries if d.message_id in failed]
+
+
+def invoke_dead_letter(bodies: list[str]) -> dict[str, Any]:
+    return load_handler("dead_letter").lambda_handler(sqs_event(bodies), FakeContext())
+
+
+@dataclass
+class Pipeline:
+    aws: Any
+    dead_lettered: list[str] = field(default_factory=list)
+
+    def receive(self) -> list[Delivery]:
+        """Everything visible on the image queue, received (not deleted)."""
+        return [
+            Delivery(
+                body=m["Body"],
+                receive_count=int(m["Attributes"]["ApproximateReceiveCount"]),
+                receipt_handle=m["ReceiptHandle"],
+                message_id=m["MessageId"],
+            )
+            for m in self.aws.receive()
+        ]
+
+    def drain(
+        self,
+        deliveries: list[Delivery] | None = None,
+        invoke: Callable[[list[Delivery]], list[Delivery]] = invoke_process,
+    ) -> None:
+        """Process until nothing is left to deliver (failures come back, then dead-letter)."""
+        queue = self.receive() if deliveries is None else list(deliveries)
+        while queue:
+            batch, queue = queue[:10], queue[10:]
+            for delivery in invoke(batch):
+                if delivery.receive_count >= MAX_RECEIVES:
+                    self.dead_lettered.append(delivery.body)
+                    invoke_dead_letter([delivery.body])
+                else:
+                    delivery.receive_count += 1
+                    queue.append(delivery)
+
+
+def assert_accounted(job_id: str, terminal: bool = True) -> JobRecord:
+    """The job's counters equal its image records, and (by default) it has ended."""
+    job = JobRecord.get(job_id, consistent_read=True)
+    images = list(ImageRecord.query(job_id, consistent_read=True))
+    states = [image.state for image in images]
+    assert len(images) == job.total, (job_id, len(images), job.total)
+    assert (job.succeeded, job.failed) == (states.count(SUCCEEDED), states.count(FAILED))
+    if terminal:
+        assert PENDING not in states, job_id
+        assert job.finished_at is not None, job_id
+        assert job.ongoing_shard is None, job_id
+    return job
+
+
+def all_job_ids() -> list[str]:
+    """Every job in the table (tests only: the service itself never scans)."""
+    return [job.job_id for job in JobRecord.scan(consistent_read=True)]
+
+
+@pytest.fixture
+def no_gpu_pause(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The 0.1-0.4 s pause is the benchmark's business, not these tests'."""
+    from retail_pulse.settings import get_settings
+
+    monkeypatch.setenv("GPU_SLEEP_MIN_S", "0")
+    monkeypatch.setenv("GPU_SLEEP_MAX_S", "0.01")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def age_job(job_id: str, created_ago: timedelta, progressed_ago: timedelta | None = None) -> None:
+    """Move a job's submit time (and last progress) into the past, as if time had passed."""
+    now = datetime.now(UTC)
+    actions = [JobRecord.created_at.set(now - created_ago)]
+    if progressed_ago is not None:
+        actions.append(JobRecord.progressed_at.set(now - progressed_ago))
+    JobRecord(job_id=job_id).update(actions=actions)
