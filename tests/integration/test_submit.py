@@ -52,6 +52,18 @@ def test_route_without_trailing_slash_is_the_same_route(aws, stores, call_api):
     assert result.headers["Content-Type"] == "application/json"
 
 
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"]
+)
+def test_a_json_body_is_read_as_json_whatever_its_content_type(
+    aws, stores, call_api, content_type
+):
+    """`curl -d` labels JSON as a form; the API speaks only JSON, so it reads it as such."""
+    body = json.dumps(job(visit("S00339218", [A])))
+    result = call_api("POST", "/api/submit/", body=body, headers={"Content-Type": content_type})
+    assert result.status_code == 201, result.body
+
+
 def test_visit_time_without_offset_is_utc(aws, stores, call_api):
     result = call_api(
         "POST", "/api/submit/", body=job(visit("S00339218", [A], "2026-11-28T10:15:00"))

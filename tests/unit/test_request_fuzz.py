@@ -224,7 +224,7 @@ def test_a_body_that_is_not_utf8_is_a_400_not_a_crash(aws: Any) -> None:
     assert result.body == {"error": "the request body is not UTF-8 text; send a JSON object"}
 
 
-def test_multipart_without_a_boundary_is_a_400_not_a_crash(aws: Any) -> None:
+def test_multipart_without_a_boundary_is_read_as_json_not_a_crash(aws: Any) -> None:
     event = api_event(
         "POST", "/api/submit/", body="{}", headers={"Content-Type": "multipart/form-data"}
     )
@@ -232,7 +232,4 @@ def test_multipart_without_a_boundary_is_a_400_not_a_crash(aws: Any) -> None:
         "POST", "/api/submit/", load_handler("submit").lambda_handler(event, FakeContext())
     )
     assert result.status_code == 400
-    assert result.body == {
-        "error": "the request body must be JSON: send it with Content-Type: application/json, "
-        "not multipart/form-data"
-    }
+    assert "count" in result.body["error"]

@@ -37,10 +37,9 @@ def json_response(status_code: int, body: BaseModel | dict[str, Any]) -> Respons
 
 
 def check_body(event: Mapping[str, Any]) -> None:
-    """Refuse a body over MAX_BODY_BYTES, one that is not JSON by its Content-Type, or one
-    that is not UTF-8 text, before anything parses it. Powertools' validation would parse
-    first, and answers what it cannot parse its own way: a 500 for bytes that are not UTF-8
-    or multipart without a boundary, a 415 in its own shape for other types."""
+    """Refuse a body over MAX_BODY_BYTES, or one that is not UTF-8 text, before anything
+    parses it: Powertools' validation would parse first and answer a 500 for bytes that are
+    not UTF-8."""
     body = event.get("body")
     if not body or not isinstance(body, str):
         return
@@ -54,13 +53,6 @@ def check_body(event: Mapping[str, Any]) -> None:
     )
     if size > limit:
         raise PayloadTooLarge(_too_large(size, limit))
-    content_type = _content_type(event)
-    # Exactly what Powertools then parses as JSON (it compares case-sensitively).
-    if content_type and not content_type.startswith("application/json"):
-        raise BadRequest(
-            f"the request body must be JSON: send it with Content-Type: application/json, "
-            f"not {content_type[:100]}"
-        )
     if base64_encoded:
         try:
             raw = base64.b64decode(body, validate=True)
@@ -69,13 +61,25 @@ def check_body(event: Mapping[str, Any]) -> None:
             raise BadRequest("the request body is not UTF-8 text; send a JSON object") from error
 
 
-def _content_type(event: Mapping[str, Any]) -> str:
-    """The request's Content-Type as Powertools reads it: the last one, stripped."""
-    found = ""
-    for name, value in (event.get("headers") or {}).items():
-        if name.lower() == "content-type":
-            found = str(value or "").strip()
-    return found
+def as_json_request(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Every body is read as JSON, whatever its Content-Type says.
+
+    `curl -d` labels a JSON body application/x-www-form-urlencoded, and other clients send
+    text/plain or nothing; the API only speaks JSON, so such a body is parsed as JSON (and
+    answered with the usual 400 if it is not). Powertools would otherwise parse it as a
+    form, as multipart (a 500 without a boundary) or answer 415 in its own shape.
+    """
+    if not event.get("body"):
+        return event
+    headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
+    multi = {
+        k: v
+        for k, v in (event.get("multiValueHeaders") or {}).items()
+        if k.lower() != "content-type"
+    }
+    headers["Content-Type"] = "application/json"
+    multi["Content-Type"] = ["application/json"]
+    return {**event, "headers": headers, "multiValueHeaders": multi}
 
 
 def _too_large(size: int, limit: int) -> str:
@@ -89,7 +93,7 @@ class _Resolver(APIGatewayRestResolver):
         except BadRequest as error:
             logger.info("request rejected", extra={"reason": str(error)})
             return _proxy_response(error.status_code, {"error": str(error)})
-        return super().resolve(event, context)
+        return super().resolve(as_json_request(event), context)
 
 
 def _proxy_response(status_code: int, body: dict[str, Any]) -> dict[str, Any]:
