@@ -28,14 +28,14 @@ os.environ.update(
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
-import boto3  # noqa: E402
-from moto import mock_aws  # noqa: E402
+import boto3
+from moto import mock_aws
 
-from local_stack.moto_locking import patch_moto  # noqa: E402
-from retail_pulse.settings import get_settings  # noqa: E402
-from tests.support.events import api_event, sqs_event  # noqa: E402
-from tests.support.handlers import FakeContext, load_handler  # noqa: E402
-from tests.support.image_server import ImageServer  # noqa: E402
+from local_stack.moto_locking import patch_moto
+from retail_pulse.settings import get_settings
+from tests.support.events import api_event, sqs_event
+from tests.support.handlers import FakeContext, load_handler
+from tests.support.image_server import ImageServer
 
 
 def _setup() -> None:
@@ -69,8 +69,8 @@ def submit_seconds(images: int, url: str) -> float:
 
 def batch_of_ten(server: ImageServer) -> tuple[float, float]:
     """(wall time of one batch of 10, sum of the 10 images' own processing times)."""
-    from retail_pulse.jobs.process import measure_url
     from retail_pulse.jobs.messages import ImageMessage
+    from retail_pulse.jobs.process import measure_url
 
     sqs = boto3.client("sqs", region_name="us-east-1")
     queue_url = get_settings().image_queue_url

@@ -125,4 +125,3 @@ def speed_up_sqs() -> None:
 def patch_moto() -> None:
     serialize_dynamodb()
     speed_up_sqs()
-

@@ -106,8 +106,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("local-stack")
     log_path, state_path = workdir / "stack.log", workdir / "state.json"
     images = ImageServer().start()
+    # A developer's own stack settings (an API key, a port) must not leak into the tests'.
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("LOCAL_API_KEY", "PORT", "MOTO_PORT")
+    }
     env = {
-        **os.environ,
+        **inherited,
         "ALLOWED_PRIVATE_HOSTS": images.host_port,
         "LOCAL_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
         "LOCAL_STACK_STATE_FILE": str(state_path),

@@ -55,9 +55,7 @@ def test_route_without_trailing_slash_is_the_same_route(aws, stores, call_api):
 @pytest.mark.parametrize(
     "content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"]
 )
-def test_a_json_body_is_read_as_json_whatever_its_content_type(
-    aws, stores, call_api, content_type
-):
+def test_a_json_body_is_read_as_json_whatever_its_content_type(aws, stores, call_api, content_type):
     """`curl -d` labels JSON as a form; the API speaks only JSON, so it reads it as such."""
     body = json.dumps(job(visit("S00339218", [A])))
     result = call_api("POST", "/api/submit/", body=body, headers={"Content-Type": content_type})
