@@ -67,21 +67,13 @@ class Aws:
 
     def queued_messages(self, max_messages: int = 10_000) -> list[dict]:
         """Drain the image queue: messages are received and deleted."""
-        messages: list[dict] = []
-        while len(messages) < max_messages:
-            batch = self.sqs.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=10,
-                AttributeNames=["All"],
-                MessageSystemAttributeNames=["All"],
-            ).get("Messages", [])
-            if not batch:
-                break
-            messages.extend(batch)
+        messages = self.receive(max_messages)
+        for start in range(0, len(messages), 10):
             self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages[start : start + 10])
                 ],
             )
         return messages

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any, get_args
 
-import pytest
 from cfnlint.api import ManualArgs, lint_file
-from cfnlint.decode import decode
 
 from retail_pulse import observability
 from retail_pulse.imaging.errors import FailureReason
+from tests.support.template import TEMPLATE_PATH, resources
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 NAMESPACE = "RetailPulse"
 # Every metric name the code emits: the constants of observability.py.
 EMITTED = {
@@ -24,17 +21,6 @@ EMITTED = {
     for name, value in vars(observability).items()
     if name.isupper() and isinstance(value, str) and name != "FAILURE_REASONS"
 }
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    parsed, errors = decode(str(TEMPLATE_PATH))
-    assert not errors, errors
-    return parsed
-
-
-def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
 
 
 def service_name(template: dict[str, Any]) -> str:

@@ -7,22 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cfnlint.decode import decode
 
 from retail_pulse.data.models import ImageRecord, JobRecord, StoreRecord
-
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    parsed, errors = decode(str(TEMPLATE_PATH))
-    assert not errors, errors
-    return parsed
-
-
-def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+from tests.support.template import TEMPLATE_PATH, resources
 
 
 def _keys(key_schema: list[dict[str, str]]) -> list[tuple[str, str]]:

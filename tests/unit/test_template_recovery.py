@@ -3,20 +3,7 @@ schedule and index, and the idempotency table submit needs."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-import pytest
-from cfnlint.decode import decode
-
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    parsed, errors = decode(str(TEMPLATE_PATH))
-    assert not errors, errors
-    return parsed
 
 
 def env(template: dict[str, Any]) -> dict[str, Any]:
