@@ -13,7 +13,7 @@ SAM := $(SAM_VENV)/bin/sam
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test test-fast lint format check-template openapi bench soak clean
+.PHONY: install sam run test test-fast lint format check-template openapi bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ $(CHECKOV):
 	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
 
 install: $(VENV)/.installed
+
+# The AWS SAM CLI, for `sam build` / `sam deploy` (.venv-sam/bin/sam).
+sam: $(SAM)
 
 run: install
 	$(PY) -m local_stack
