@@ -24,13 +24,6 @@ _LOCK = threading.RLock()
 _PATCHED: set[str] = set()
 _sending = threading.local()
 
-_COUNT_ATTRIBUTES = frozenset(
-    {
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesDelayed",
-        "ApproximateNumberOfMessagesNotVisible",
-    }
-)
 
 
 def serialize_dynamodb() -> None:
@@ -66,16 +59,13 @@ def speed_up_sqs() -> None:
     Message.delayed = property(delayed)  # type: ignore[assignment,method-assign]
 
     full_attributes = Queue.attributes.fget  # type: ignore[attr-defined]
-    base = tuple(Queue.BASE_ATTRIBUTES)
 
     def attributes(self: Queue) -> dict[str, Any]:
-        if not getattr(_sending, "active", False):
-            return full_attributes(self)
-        Queue.BASE_ATTRIBUTES = [a for a in base if a not in _COUNT_ATTRIBUTES]
-        try:
-            return full_attributes(self)
-        finally:
-            Queue.BASE_ATTRIBUTES = list(base)
+        # SendMessage reads only ContentBasedDeduplication, an attribute FIFO queues alone
+        # have: a standard queue's answer there is the empty dict, with no queue scan.
+        if getattr(_sending, "active", False) and not self.fifo_queue:
+            return {}
+        return full_attributes(self)
 
     Queue.attributes = property(attributes)  # type: ignore[assignment,method-assign]
 
