@@ -25,7 +25,6 @@ _PATCHED: set[str] = set()
 _sending = threading.local()
 
 
-
 def serialize_dynamodb() -> None:
     """Idempotent: wrap moto's DynamoDB request handler in one process-wide lock."""
     if "dynamodb" in _PATCHED:
