@@ -11,11 +11,10 @@ from retail_pulse.data.jobs import ImageSuccess, record_outcome
 from retail_pulse.data.models import FAILED, SUCCEEDED, ImageRecord
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
-from tests.support.pipeline import (  # noqa: F401
+from tests.support.pipeline import (
     MAX_RECEIVES,
     assert_accounted,
     invoke_dead_letter,
-    no_gpu_pause,
 )
 
 pytestmark = pytest.mark.usefixtures("backend_stores", "no_gpu_pause")

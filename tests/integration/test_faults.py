@@ -25,13 +25,12 @@ from retail_pulse.jobs.process import process_image_message
 from retail_pulse.jobs.reconcile import reconcile
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
-from tests.support.pipeline import (  # noqa: F401
+from tests.support.pipeline import (
     Delivery,
     Pipeline,
     all_job_ids,
     assert_accounted,
     invoke_process,
-    no_gpu_pause,
 )
 
 pytestmark = pytest.mark.usefixtures("no_gpu_pause")

@@ -16,10 +16,9 @@ import pytest
 from tests.integration.conftest import job, visit
 from tests.support.events import api_event
 from tests.support.handlers import FakeContext, load_handler
-from tests.support.pipeline import Delivery, invoke_dead_letter, invoke_process, no_gpu_pause
+from tests.support.pipeline import Delivery, invoke_dead_letter, invoke_process
 
 pytestmark = pytest.mark.usefixtures("stores", "no_gpu_pause")
-no_gpu_pause = no_gpu_pause  # a fixture, used by name above
 
 Lines = list[dict[str, Any]]
 

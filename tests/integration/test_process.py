@@ -12,18 +12,7 @@ from tests.integration.conftest import job, visit
 from tests.support.events import sqs_event
 from tests.support.handlers import FakeContext, load_handler
 
-
-@pytest.fixture(autouse=True)
-def no_gpu_pause(monkeypatch):
-    """The 0.1-0.4 s pause is the benchmark's business, not these tests'."""
-    monkeypatch.setenv("GPU_SLEEP_MIN_S", "0")
-    monkeypatch.setenv("GPU_SLEEP_MAX_S", "0.01")
-    from retail_pulse.settings import get_settings
-
-    get_settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("no_gpu_pause")
 
 
 def submit(call_api, urls, store_id="S00339218"):

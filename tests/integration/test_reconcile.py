@@ -19,11 +19,10 @@ from retail_pulse.jobs.reconcile import reconcile
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
 from tests.support.handlers import FakeContext, load_handler
-from tests.support.pipeline import (  # noqa: F401
+from tests.support.pipeline import (
     Pipeline,
     age_job,
     assert_accounted,
-    no_gpu_pause,
 )
 
 # Every test runs on moto and on DynamoDB Local, with the known stores and no GPU pause.

@@ -19,16 +19,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "data" / "stores_sample.csv"
 BHARAT, ASHA = "S00339218", "S01408764"  # area 710006 in the real master
 
 
-@pytest.fixture(autouse=True)
-def no_gpu_pause(monkeypatch):
-    monkeypatch.setenv("GPU_SLEEP_MIN_S", "0")
-    monkeypatch.setenv("GPU_SLEEP_MAX_S", "0")
-    from retail_pulse.settings import get_settings
-
-    get_settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("no_gpu_pause")
 
 
 def run_jobs(aws, call_api, *visits: dict[str, Any]) -> str:

@@ -10,12 +10,10 @@ redrive policy sends it to the dead-letter queue.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from retail_pulse.data.models import FAILED, PENDING, SUCCEEDED, ImageRecord, JobRecord
 from tests.support.events import sqs_event
@@ -106,19 +104,6 @@ def assert_accounted(job_id: str, terminal: bool = True) -> JobRecord:
 def all_job_ids() -> list[str]:
     """Every job in the table (tests only: the service itself never scans)."""
     return [job.job_id for job in JobRecord.scan(consistent_read=True)]
-
-
-@pytest.fixture
-def no_gpu_pause(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The 0.1-0.4 s pause is the benchmark's business, not these tests'."""
-    from retail_pulse.settings import get_settings
-
-    monkeypatch.setenv("GPU_SLEEP_MIN_S", "0")
-    monkeypatch.setenv("GPU_SLEEP_MAX_S", "0.01")
-    get_settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def age_job(job_id: str, created_ago: timedelta, progressed_ago: timedelta | None = None) -> None:
