@@ -8,6 +8,7 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -149,7 +150,7 @@ def test_a_job_of_three_images_with_one_404(aws, image_server, output):
 def test_lines_of_one_record_never_carry_another_records_image(aws, image_server, output):
     """Ten records of a batch run at once on ten threads: each failure names its own image,
     and a thread's next record, one that names no image, does not inherit the last one."""
-    urls = [image_server.url(f"/status/404?n={n}") for n in range(10)]
+    urls = [image_server.url(f"/missing-{n}.jpg") for n in range(10)]  # each a 404
     _, response = submit(job(visit("S00339218", urls)))
     job_id = json.loads(response["body"])["job_id"]
     output()
@@ -159,7 +160,7 @@ def test_lines_of_one_record_never_carry_another_records_image(aws, image_server
     assert sorted(line["image"] for line in failures) == sorted(f"{job_id}/{n}" for n in range(10))
     for line in failures:
         n = line["image"].rsplit("/", 1)[1]
-        assert line["error"].endswith(f"?n={n}"), line
+        assert line["error"].endswith(f"/missing-{n}.jpg"), line
 
     unreadable = invoke_process([Delivery(body="{not an image message")])
     assert len(unreadable) == 1
@@ -254,3 +255,75 @@ def test_the_reconciler_counts_stuck_jobs_and_deadline_failures(aws, image_serve
     assert total(found, "StuckJobs") == 1
     assert total(found, "JobsExpired") == 1
     assert total(found, "ImagesFailed", reason="deadline") == 2
+
+
+def test_logs_never_carry_an_image_urls_credentials_but_the_client_sees_its_url(
+    aws, image_server, output
+):
+    # A presigned-style URL with userinfo: both are credentials of the client's.
+    secret_url = image_server.url("/status/404?X-Amz-Signature=SECRET-SIG&X-Amz-Credential=KEY")
+    secret_url = secret_url.replace("http://", "http://agent:PASSWORD@")
+    retried = image_server.url("/always/503?token=RETRY-TOKEN")
+    _, response = submit(job(visit("S00339218", [secret_url, retried])))
+    job_id = json.loads(response["body"])["job_id"]
+    output()
+
+    last_attempts = [replace(d, receive_count=4) for d in deliveries(aws)]  # 503: no retry left
+    assert not invoke_process(last_attempts)
+    lines = output()
+
+    printed = json.dumps(lines)
+    for secret in ("SECRET-SIG", "KEY", "PASSWORD", "agent:", "RETRY-TOKEN"):
+        assert secret not in printed
+    failed = [line for line in log_lines(lines) if line["message"] == "image failed"]
+    assert len(failed) == 2
+    assert any("/status/404?<redacted>" in line["error"] for line in failed)
+    status = load_handler("status").lambda_handler(
+        api_event("GET", "/api/status", query={"jobid": job_id}), FakeContext()
+    )
+    errors = json.loads(status["body"])["error"]
+    # The client's own job status keeps its URLs whole: they are how it finds the image.
+    assert any(secret_url in e["error"] for e in errors)
+
+
+def test_an_unexpected_error_on_one_image_fails_that_image_once_not_the_batch(
+    aws, image_server, output, monkeypatch
+):
+    """A bug met on one image's bytes would fail every delivery alike: it becomes that
+    image's permanent failure (traceback logged once), never six redeliveries and a
+    dead letter, and the batch's other images are filed as usual."""
+    from retail_pulse.jobs import process as process_module
+
+    real_measure = process_module.measure_image
+
+    def measure_with_a_bug(data: bytes, *args: Any, **kwargs: Any) -> Any:
+        size = real_measure(data, *args, **kwargs)
+        if size.width == 13:
+            raise ZeroDivisionError("a bug only this image meets")
+        return size
+
+    monkeypatch.setattr(process_module, "measure_image", measure_with_a_bug)
+    urls = [image_server.url("/img/13x10.jpg"), image_server.url("/img/30x20.jpg")]
+    _, response = submit(job(visit("S00339218", urls)))
+    job_id = json.loads(response["body"])["job_id"]
+    output()
+
+    assert not invoke_process(deliveries(aws))  # no record failure: nothing is redelivered
+    printed = output()
+    lines = log_lines(printed)
+
+    tracebacks = [line for line in lines if "ZeroDivisionError" in str(line.get("exception"))]
+    assert len(tracebacks) == 1
+    status = json.loads(
+        load_handler("status").lambda_handler(
+            api_event("GET", "/api/status", query={"jobid": job_id}), FakeContext()
+        )["body"]
+    )
+    assert status["status"] == "failed"
+    assert status["progress"] == {"total": 2, "succeeded": 1, "failed": 1}
+    (error,) = status["error"]
+    assert error["error"] == (
+        "image failed: unexpected error (ZeroDivisionError) while downloading or measuring; "
+        f"it has been logged for the Retail Pulse team for {urls[0]}"
+    )
+    assert total(metrics(printed), "ImagesFailed", reason="internal") == 1

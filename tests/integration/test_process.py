@@ -132,3 +132,23 @@ def test_transient_failure_is_retried_later_then_fails_with_the_attempt_count(
     status = call_api("GET", "/api/status", query={"jobid": job_id}).body
     assert status["status"] == "failed"
     assert json.dumps(status["error"]).count("S00339218") == 1
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        (
+            "did not finish within 30 s for {url}",
+            "image download failed: did not finish within 30 s (gave up after 4 attempts)"
+            " for {url}",
+        ),
+        ("HTTP 503", "image download failed: HTTP 503 (gave up after 4 attempts) for {url}"),
+    ],
+)
+def test_the_last_failed_attempt_names_the_cause_the_attempts_and_the_url_last(cause, expected):
+    from retail_pulse.imaging.errors import TransientImageError
+    from retail_pulse.jobs.process import describe_failure
+
+    url = "https://img.example/a.jpg?sig=kept-for-the-client"
+    error = TransientImageError(cause.format(url=url))
+    assert describe_failure(error, url, "(gave up after 4 attempts)") == expected.format(url=url)

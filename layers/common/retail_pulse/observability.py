@@ -7,16 +7,51 @@ checked against what the code emits (tests/unit/test_observability_template.py).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.logging.types import LogRecord
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.base import SingleMetric
 
+# A URL as it appears in a JSON log line: it ends at a quote, a space or a backslash, except
+# the JSON escapes a URL's text may carry (\u00e9, \/).
+_URL_IN_JSON = re.compile(r"""https?://(?:[^\s"'<>\\]|\\u[0-9a-fA-F]{4}|\\/)+""", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` fit for a log line: no userinfo and no query string (a presigned URL's query is
+    a credential), no fragment. Scheme, host, port and path stay, to debug by."""
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<unparseable URL>"
+    query = "?<redacted>" if parts.query else ""
+    return f"{parts.scheme}://{host}{parts.path}{query}"
+
+
+def redact_urls(text: str) -> str:
+    """Every http(s) URL in `text` redacted as by redact_url."""
+    return _URL_IN_JSON.sub(lambda match: redact_url(match.group(0)), text)
+
+
+class _RedactingFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON lines, with every URL redacted on the way out: whatever a message,
+    an extra key or a traceback quotes (an image URL inside an error, a refused redirect),
+    no credential reaches CloudWatch. Clients still get their own URL in the job's error."""
+
+    def serialize(self, log: LogRecord) -> str:
+        return redact_urls(super().serialize(log))
+
+
 # POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE, POWERTOOLS_LOG_LEVEL and
 # POWERTOOLS_LOGGER_SAMPLE_RATE come from template.yaml's Globals.
-logger = Logger()
+logger = Logger(logger_formatter=_RedactingFormatter())
 metrics = Metrics()
 tracer = Tracer()
 # The process function records metrics from worker threads; Powertools' add_metric is a
@@ -53,6 +88,7 @@ FAILURE_REASONS = (
     "retries_exhausted",
     "dead_letter",
     "deadline",
+    "internal",
 )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-# Low-cardinality failure classes: metric dimensions and log fields use these.
-FailureReason = Literal["download", "not_image", "too_large", "refused"]
+# Low-cardinality failure classes: metric dimensions and log fields use these. "internal" is
+# an unexpected exception of ours while fetching or measuring: a bug, never the client's.
+FailureReason = Literal["download", "not_image", "too_large", "refused", "internal"]
 
 
 class ImageError(Exception):

@@ -39,6 +39,7 @@ _PREFIX = {
     "refused": "image download refused",
     "not_image": "image unreadable",
     "too_large": "image rejected",
+    "internal": "image failed",
 }
 
 
@@ -60,13 +61,21 @@ def retry_delay(attempt: int, retry_after_s: float | None, settings: Settings) -
     return max(1, round(delay))
 
 
-def describe_failure(error: ImageError, url: str) -> str:
-    """The error a client reads in the job status: the cause, and the URL if not named."""
+def describe_failure(error: ImageError, url: str, note: str = "") -> str:
+    """The error a client reads in the job status: the cause, a note such as "(gave up after
+    4 attempts)", and the URL last, unless the cause names it elsewhere. The client's own URL
+    is kept whole here (it is theirs); the logs redact it (observability.redact_urls)."""
     text = str(error)
     if error.reason == "refused":
         text = text.removeprefix("refused: ")  # the prefix already says it
-    if url not in text:
-        text = f"{text} for {url}"
+    suffix = f" {note}" if note else ""
+    for_url = f" for {url}"
+    if text.endswith(for_url):
+        text = f"{text.removesuffix(for_url)}{suffix}{for_url}"
+    elif url in text:
+        text = f"{text}{suffix}"
+    else:
+        text = f"{text}{suffix}{for_url}"
     return f"{_PREFIX.get(error.reason, 'image failed')}: {text}"
 
 
@@ -131,14 +140,26 @@ def measure_url(
     except TransientImageError as error:
         if attempt < settings.max_attempts:
             raise RetryLater(error, retry_delay(attempt, error.retry_after_s, settings)) from error
-        failure = ImageFailure(
-            f"{describe_failure(error, message.url)} (gave up after {attempt} attempts)"
-        )
+        note = f"(gave up after {attempt} attempts)"
+        failure = ImageFailure(describe_failure(error, message.url, note))
         _log_failure("retries_exhausted", failure.error, message.url)
         return failure
     except ImageError as error:
         failure = ImageFailure(describe_failure(error, message.url))
         _log_failure(error.reason, failure.error, message.url)
+        return failure
+    except Exception as error:
+        # A bug of ours, met on this image's bytes or URL: it would fail the same way on
+        # every delivery, so it is this image's permanent failure, not a record failure for
+        # SQS to redeliver six times into the dead-letter queue. The traceback is logged once.
+        logger.exception("unexpected error while fetching or measuring an image")
+        internal = ImageError(
+            f"unexpected error ({type(error).__name__}) while downloading or measuring; "
+            "it has been logged for the Retail Pulse team",
+            reason="internal",
+        )
+        failure = ImageFailure(describe_failure(internal, message.url))
+        _log_failure("internal", failure.error, message.url)
         return failure
     # Stands in for GPU inference: the pipeline must treat each image as slow.
     time.sleep(random.uniform(settings.gpu_sleep_min_s, settings.gpu_sleep_max_s))
