@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from retail_pulse.data.jobs import connect
+from retail_pulse.data import connect
 from retail_pulse.jobs.process import RetryLater, finish_jobs, process_image_message
 from retail_pulse.observability import logger, metrics, tracer
 

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from retail_pulse.data.jobs import ImageSuccess, record_outcome
+from retail_pulse.data.jobs import record_outcome
 from retail_pulse.data.models import FAILED, SUCCEEDED, ImageRecord
+from retail_pulse.domain import ImageSuccess
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
 from tests.support.pipeline import (

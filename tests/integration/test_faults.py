@@ -19,8 +19,9 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from retail_pulse.data.jobs import ImageSuccess, record_outcome
+from retail_pulse.data.jobs import record_outcome
 from retail_pulse.data.models import SUCCEEDED, ImageRecord, JobRecord
+from retail_pulse.domain import ImageSuccess
 from retail_pulse.jobs.process import process_image_message
 from retail_pulse.jobs.reconcile import reconcile
 from tests.integration.conftest import job, visit

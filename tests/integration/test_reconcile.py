@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from retail_pulse.data.jobs import ImageSuccess, create_job, record_outcome
+from retail_pulse.data.jobs import create_job, record_outcome
 from retail_pulse.data.models import (
     FAILED,
     ImageRecord,
@@ -15,6 +15,7 @@ from retail_pulse.data.models import (
     OngoingJobsIndex,
     ongoing_shard,
 )
+from retail_pulse.domain import ImageSuccess, Job
 from retail_pulse.jobs.reconcile import reconcile
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
@@ -122,14 +123,13 @@ def test_a_job_done_but_never_stamped_finished_is_finished(aws, call_api, image_
 def test_a_submit_that_died_before_writing_its_images_still_ends(aws):
     """Submit counted three images in the job, then died before writing any of them."""
     job_id = "3f1c2a9e-8d4b-4c61-9a57-0f2e6b1d7c55"
-    record = JobRecord(
+    record = Job(
         job_id=job_id,
         total=3,
         succeeded=0,
         failed=0,
         visit_count=1,
         created_at=datetime.now(UTC) - HARD,
-        ongoing_shard=ongoing_shard(job_id),
     )
     create_job(record, [])  # the job was written; its images never were
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from retail_pulse.data.jobs import ImageFailure, ImageSuccess, record_outcome
+from retail_pulse.data.jobs import record_outcome
+from retail_pulse.domain import ImageFailure, ImageSuccess
 from tests.integration.conftest import job, visit
 
 A = "https://images.example.com/a.jpg"

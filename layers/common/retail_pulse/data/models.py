@@ -1,5 +1,9 @@
-"""PynamoDB record models: the only definition of the tables the code uses.
+"""PynamoDB record models: the only definition of the tables the code uses, and private to
+this package (everything outside `retail_pulse.data` works on retail_pulse.domain's types).
 
+Table names, region and endpoint are read from the settings when a model first connects,
+not at import: a test or tool may point the models anywhere by changing the environment,
+clearing the settings cache and calling `reset_connections()`, in any order of imports.
 template.yaml declares the same keys and indexes; tests/unit/test_template.py checks that
 the two agree.
 """
@@ -12,6 +16,7 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
+from pynamodb.connection import Connection
 from pynamodb.indexes import (
     AllProjection,
     GlobalSecondaryIndex,
@@ -20,18 +25,32 @@ from pynamodb.indexes import (
 )
 from pynamodb.models import Model
 
+from retail_pulse.domain import FAILED, PENDING, SUCCEEDED
 from retail_pulse.settings import get_settings
 
-_settings = get_settings()
-
-PENDING = "pending"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
+__all__ = ["FAILED", "PENDING", "SUCCEEDED"]
 
 
-class _Meta:
-    region = _settings.region
-    host = _settings.endpoint_url
+class _FromSettings(type):
+    """The metaclass of a model's Meta: PynamoDB reads these when it connects."""
+
+    table_setting: str
+
+    @property
+    def table_name(cls) -> str:
+        return str(getattr(get_settings(), cls.table_setting))
+
+    @property
+    def region(cls) -> str:
+        return get_settings().region
+
+    @property
+    def host(cls) -> str | None:
+        return get_settings().endpoint_url
+
+
+class _Meta(metaclass=_FromSettings):
+    table_setting = ""
     # The process function writes from one thread per record of a batch.
     max_pool_connections = 32
 
@@ -61,7 +80,7 @@ class JobRecord(Model):
     """One submitted job; its counters make status O(1) whatever the job's size."""
 
     class Meta(_Meta):
-        table_name = _settings.jobs_table
+        table_setting = "jobs_table"
 
     job_id = UnicodeAttribute(hash_key=True)
     total = NumberAttribute()
@@ -121,7 +140,7 @@ class ImageRecord(Model):
     """One image of one job; `state` moves pending -> succeeded | failed exactly once."""
 
     class Meta(_Meta):
-        table_name = _settings.images_table
+        table_setting = "images_table"
 
     job_id = UnicodeAttribute(hash_key=True)
     image_index = NumberAttribute(range_key=True)
@@ -167,7 +186,7 @@ class StoreRecord(Model):
     """One store of the store master (or, at AREA_REGISTRY_ID, the set of known areas)."""
 
     class Meta(_Meta):
-        table_name = _settings.stores_table
+        table_setting = "stores_table"
 
     store_id = UnicodeAttribute(hash_key=True)
     area_code = UnicodeAttribute()
@@ -179,3 +198,22 @@ class StoreRecord(Model):
 
 
 ALL_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, StoreRecord)
+
+
+def connection() -> Connection:
+    """The low-level connection the models share (one botocore client per container),
+    for multi-item transactions."""
+    return JobRecord._get_connection().connection
+
+
+def connect() -> None:
+    """Build the DynamoDB client now, in the init phase: left to the first batch, each of
+    its ten threads found no client yet and built its own (about 0.5 s of CPU apiece)."""
+    _ = connection().client
+
+
+def reset_connections() -> None:
+    """Forget every model's connection, so the next call connects with the current settings
+    (endpoint, region): for tests and tools that move between stacks."""
+    for model in ALL_MODELS:
+        model._connection = None

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from retail_pulse.data.models import AREA_REGISTRY_ID, StoreRecord
+from retail_pulse.domain import Store
 
 # DynamoDB's BatchWriteItem limit; PynamoDB commits (and retries unprocessed items) per 25.
 _WRITE_BATCH = 25
@@ -64,7 +65,11 @@ def _write(records: list[StoreRecord]) -> int:
     return len(records)
 
 
-def find_stores(store_ids: Iterable[str]) -> dict[str, StoreRecord]:
+def _store(record: StoreRecord) -> Store:
+    return Store(store_id=record.store_id, area_code=record.area_code, store_name=record.store_name)
+
+
+def find_stores(store_ids: Iterable[str]) -> dict[str, Store]:
     """The stores that exist among `store_ids`, by id; unknown ids are simply absent.
 
     Ids are deduplicated first; PynamoDB pages the keys 100 to a request and retries
@@ -77,15 +82,15 @@ def find_stores(store_ids: Iterable[str]) -> dict[str, StoreRecord]:
     }
     if not wanted:
         return {}
-    return {record.store_id: record for record in StoreRecord.batch_get(wanted)}
+    return {record.store_id: _store(record) for record in StoreRecord.batch_get(wanted)}
 
 
-def get_store(store_id: str) -> StoreRecord | None:
+def get_store(store_id: str) -> Store | None:
     """One store by id; None when the master has no such store."""
     if not store_id or store_id == AREA_REGISTRY_ID:
         return None
     try:
-        return StoreRecord.get(store_id)
+        return _store(StoreRecord.get(store_id))
     except StoreRecord.DoesNotExist:
         return None
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from retail_pulse.data.jobs import ImageFailure, record_outcome
+from retail_pulse.data.jobs import record_outcome
+from retail_pulse.domain import ImageFailure
 from retail_pulse.jobs.messages import ImageMessage
 from retail_pulse.jobs.process import finish_job
 from retail_pulse.observability import DEAD_LETTERS_UNREADABLE, count, count_failures, logger

@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from retail_pulse.data.jobs import ImageFailure, ImageSuccess, mark_finished, record_outcome
+from retail_pulse.data.jobs import mark_finished, record_outcome
 from retail_pulse.data.queue import delay_message
+from retail_pulse.domain import ImageFailure, ImageSuccess
 from retail_pulse.imaging.download import fetch
 from retail_pulse.imaging.errors import ImageError, TransientImageError
 from retail_pulse.imaging.measure import measure_image

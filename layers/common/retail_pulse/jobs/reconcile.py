@@ -14,16 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from retail_pulse.data.jobs import ImageFailure, get_job, record_outcome
-from retail_pulse.data.models import JobRecord
+from retail_pulse.data.images import pending_images, record_unwritten_image, recorded_indexes
+from retail_pulse.data.jobs import get_job, note_requeued, record_outcome, unfinished_jobs
 from retail_pulse.data.queue import enqueue_images
-from retail_pulse.data.recovery import (
-    note_requeued,
-    pending_images,
-    record_unwritten_image,
-    recorded_indexes,
-    unfinished_jobs,
-)
+from retail_pulse.domain import ImageFailure, Job
 from retail_pulse.jobs.messages import ImageMessage
 from retail_pulse.jobs.process import finish_job
 from retail_pulse.observability import (
@@ -88,7 +82,7 @@ def reconcile(
     return report
 
 
-def _last_activity(job: JobRecord) -> datetime:
+def _last_activity(job: Job) -> datetime:
     moments = [job.created_at, job.progressed_at, job.requeued_at]
     return max(moment for moment in moments if moment is not None)
 
@@ -110,7 +104,7 @@ def _requeue(job_id: str) -> int:
     return len(messages)
 
 
-def _expire(job: JobRecord, deadline_s: int) -> int:
+def _expire(job: Job, deadline_s: int) -> int:
     """Fail what is still pending, file what submit never wrote, and finish the job."""
     minutes = round(deadline_s / 60)
     failure = ImageFailure(f"processing did not finish within {minutes} minutes")

@@ -23,6 +23,6 @@ def job_status(job_id: str) -> StatusResponse | None:
         return StatusResponse(status="completed", job_id=job_id, progress=progress)
     first_error_by_store: dict[str, str] = {}
     for image in failed_images(job_id):
-        first_error_by_store.setdefault(image.store_id, image.error or "image failed")
+        first_error_by_store.setdefault(image.store_id, image.error)
     errors = [StoreError(store_id=s, error=e) for s, e in first_error_by_store.items()]
     return StatusResponse(status="failed", job_id=job_id, error=errors, progress=progress)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from retail_pulse.api.models import SubmitRequest
 from retail_pulse.data.jobs import create_job, mark_finished
-from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord, ongoing_shard
 from retail_pulse.data.queue import enqueue_images
 from retail_pulse.data.stores import find_stores
+from retail_pulse.domain import FAILED, Image, Job
 from retail_pulse.jobs.messages import ImageMessage
 from retail_pulse.observability import (
     IMAGES_SUBMITTED,
@@ -39,27 +40,23 @@ def submit_job(request: SubmitRequest) -> str:
     logger.append_keys(job_id=job_id)
     tracer.put_annotation(key="job_id", value=job_id)
     stores = find_stores({visit.store_id for visit in request.visits})
-    images: list[ImageRecord] = []
+    images: list[Image] = []
     messages: list[dict] = []
     for visit in request.visits:
         store = stores.get(visit.store_id)
         for url in visit.image_url:
             index = len(images)
-            image = ImageRecord(
+            image = Image(
                 job_id=job_id,
                 image_index=index,
                 store_id=visit.store_id,
                 area=store.area_code if store else None,
                 url=url,
                 visit_time=visit.visit_time,
-                visit_key=f"{visit.visit_time}#{job_id}#{index:05d}",
             )
             if store is None:
-                image.state = FAILED
-                image.error = UNKNOWN_STORE
-                image.failed_job_id = job_id
+                image = replace(image, state=FAILED, error=UNKNOWN_STORE)
             else:
-                image.state = PENDING
                 messages.append(
                     ImageMessage(
                         job_id=job_id,
@@ -72,14 +69,13 @@ def submit_job(request: SubmitRequest) -> str:
             images.append(image)
 
     unknown = len(images) - len(messages)
-    job = JobRecord(
+    job = Job(
         job_id=job_id,
         total=len(images),
         succeeded=0,
         failed=unknown,
         visit_count=len(request.visits),
         created_at=datetime.now(UTC),
-        ongoing_shard=ongoing_shard(job_id),
     )
     create_job(job, images)
     enqueue_images(messages)

@@ -1,0 +1,59 @@
+"""The one way this package writes several items at once, and its one retry policy."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+# Images of one job finishing together contend for the job's item; DynamoDB cancels one
+# side with TransactionConflict. Eight tries with jittered backoff (20 ms doubling, at most
+# 1 s) outlast any burst seen in the soak test.
+_ATTEMPTS = 8
+_RETRYABLE_CAUSES = (
+    "TransactionConflictException",
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "InternalServerError",
+)
+
+
+class ConditionFailed(Exception):
+    """A condition of the transaction did not hold; `failed` has the positions of its
+    items whose condition failed (nothing was written)."""
+
+    def __init__(self, failed: list[int]) -> None:
+        super().__init__(f"condition failed on items {failed}")
+        self.failed = failed
+
+
+def transact_write(connection: Connection, build: Callable[[TransactWrite], None]) -> None:
+    """Run one TransactWriteItems built by `build`, retrying what is safe to retry.
+
+    Raises ConditionFailed when a condition did not hold: that answer is final.
+    """
+    for attempt in range(_ATTEMPTS):
+        try:
+            # The models' cached connection: a new Connection per call built a new botocore
+            # client each time (loading DynamoDB's service model from JSON), which was most
+            # of the process function's CPU per image (see docs/capacity.md).
+            with TransactWrite(connection=connection) as transaction:
+                build(transaction)
+            return
+        except TransactWriteError as error:
+            codes = [r.code if r is not None else None for r in error.cancellation_reasons or []]
+            failed = [i for i, code in enumerate(codes) if code == "ConditionalCheckFailed"]
+            if failed:
+                raise ConditionFailed(failed) from error
+            retryable = (
+                "TransactionConflict" in codes
+                or "ThrottlingError" in codes
+                or error.cause_response_code in _RETRYABLE_CAUSES
+            )
+            if not retryable or attempt == _ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
