@@ -336,7 +336,7 @@ def test_trickling_body_fails_on_the_deadline(scripted: ScriptedServer) -> None:
     started = time.monotonic()
     with pytest.raises(TransientImageError) as caught:
         fetch_image(url, settings)
-    assert str(caught.value) == f"download of {url} took longer than 0.5 s"
+    assert str(caught.value) == f"did not finish within 0.5 s for {url}"
     # Each byte arrives well inside the read timeout: only the deadline can stop it.
     assert time.monotonic() - started < 5
 
@@ -366,7 +366,9 @@ NO_EXCEPTIONS = settings_for()
         ("http://[fc00::1]/a.jpg", "refused: fc00::1 is a unique local address"),
         ("http://[fe80::1]/a.jpg", "refused: fe80::1 is a link-local address"),
         ("https://[::]/a.jpg", "refused: :: is an unspecified address"),
-        ("http://2130706433/a.jpg", "refused: 2130706433 resolves to 127.0.0.1, a loopback"),
+        # Not an IP literal to Python, but getaddrinfo reads it as one; as a host name, what
+        # it resolves to is not echoed.
+        ("http://2130706433/a.jpg", "refused: 2130706433 resolves to a loopback address"),
     ],
 )
 def test_non_public_addresses_are_refused(url: str, message: str) -> None:
@@ -409,7 +411,8 @@ def test_any_private_answer_refuses_the_host(fake_dns: FakeDns) -> None:
     fake_dns["mixed.test"] = ["93.184.216.34", "10.0.0.5"]
     with pytest.raises(PermanentImageError) as caught:
         fetch_image("http://mixed.test/a.jpg", NO_EXCEPTIONS)
-    assert str(caught.value) == "refused: mixed.test resolves to 10.0.0.5, a private address"
+    # The private address itself is not told: the error must not map our network.
+    assert str(caught.value) == "refused: mixed.test resolves to a private address"
 
 
 def test_allow_list_exempts_exactly_one_host_and_port(
