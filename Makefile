@@ -18,7 +18,7 @@ PYTEST_WORKERS ?= 2
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' && $(PY) -m pip install --quiet -e ./client
 	touch $@
 
 # SAM CLI pins its own boto3, so it lives in a virtualenv of its own.

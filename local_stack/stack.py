@@ -33,15 +33,11 @@ log = logging.getLogger("local_stack")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLLER_JOIN_S = 5.0  # an invocation in flight at shutdown gets this long to finish
 
-# Reads the store master with the functions' own environment, so the importer writes to
-# the table the functions read. Prints one JSON line: the ImportReport's counts.
-_IMPORT_SCRIPT = """
-import json, sys
-from retail_pulse.stores.importer import import_stores
-report = import_stores(sys.argv[1])
-print(json.dumps({"read": report.read, "loaded": report.loaded,
-                  "rejected": [str(r) for r in report.rejected]}))
-"""
+# The store master is loaded by the same command a person runs (retail_pulse.stores.command
+# behind it), in a process of its own with the functions' environment, so it writes to the
+# table the functions read. Its exit status 1 still loaded the good rows.
+_IMPORT_COMMAND = [sys.executable, "-m", "retail_pulse.stores", "import"]
+_IMPORT_OK, _IMPORT_REJECTED = 0, 1
 
 
 def _env_int(name: str, default: int | None) -> int | None:
@@ -289,7 +285,7 @@ class LocalStack:
             **{k: str(v) for k, v in env.items()},
         }
         return subprocess.Popen(
-            [sys.executable, "-c", _IMPORT_SCRIPT, str(csv.resolve())],
+            [*_IMPORT_COMMAND, str(csv.resolve())],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -297,29 +293,23 @@ class LocalStack:
         )
 
     def _finish_store_import(self, process: subprocess.Popen[str] | None) -> None:
+        """Log the import's report: its stdout lines, and its error line when rows were
+        rejected; anything else (an unreadable file, no table, a crash) with its stderr."""
         if process is None:
             return
         out, err = process.communicate(timeout=120)
         csv = self.config.store_master_csv
-        if process.returncode != 0:
-            if "retail_pulse.stores.importer" in err and "No module named" in err:
-                log.error(
-                    "store master NOT loaded: retail_pulse.stores.importer.import_stores "
-                    "is not available yet"
-                )
-            else:
-                log.error("store master NOT loaded from %s:\n%s", csv, err.strip()[-2000:])
-            return
-        report = json.loads(out.strip().splitlines()[-1])
-        log.info(
-            "store master %s: read %d rows, loaded %d stores, rejected %d",
-            csv,
-            report["read"],
-            report["loaded"],
-            len(report["rejected"]),
+        # A crash also exits 1, but only a finished import has printed its report.
+        ran = process.returncode == _IMPORT_OK or (
+            process.returncode == _IMPORT_REJECTED and out.strip() != ""
         )
-        for rejection in report["rejected"]:
-            log.warning("store master rejected: %s", rejection)
+        if not ran:
+            log.error("store master NOT loaded from %s:\n%s", csv, err.strip()[-2000:])
+            return
+        level = logging.INFO if process.returncode == _IMPORT_OK else logging.WARNING
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        for line in [*out.splitlines(), *errors]:
+            log.log(level, "store master %s: %s", csv, line)
 
     # -- serve ---------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """A small typed client for the Retail Pulse API, and the `retail-pulse` command built on it.
 
-The client needs only `requests` and Pydantic; the command adds Typer and Rich (the `cli`
-extra). Neither is part of the Lambda layer.
+A package of its own (client/pyproject.toml, `retail-pulse-client`): `pip install ./client`
+brings `requests` and Pydantic for the client and Typer and Rich for the command, and
+nothing of the service. Only `retail-pulse stores import`, which writes DynamoDB directly,
+needs the service package too. None of it is part of the Lambda layer.
 """
 
 from retail_pulse_client.client import (
@@ -13,8 +15,10 @@ from retail_pulse_client.client import (
     RetailPulseClient,
     ServiceUnavailable,
     StoreError,
+    SubmitAccepted,
     UnknownJob,
     VisitResult,
+    VisitsPage,
 )
 
 __all__ = [
@@ -26,6 +30,8 @@ __all__ = [
     "RetailPulseClient",
     "ServiceUnavailable",
     "StoreError",
+    "SubmitAccepted",
     "UnknownJob",
     "VisitResult",
+    "VisitsPage",
 ]

@@ -15,17 +15,18 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from retail_pulse_client.checks import parse_timestamp
 from retail_pulse_client.client import (
     DEFAULT_API_URL,
     ApiError,
@@ -37,6 +38,10 @@ from retail_pulse_client.client import (
 )
 from retail_pulse_client.display import JobProgress, is_terminal
 from retail_pulse_client.jobfile import JobFileError, load_job
+
+if TYPE_CHECKING:  # the service package is optional at run time (only `stores import`)
+    from retail_pulse.stores.command import ImportOutput
+    from retail_pulse.stores.master import Rejection
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -316,8 +321,6 @@ def visits(
 
 def _time_problem(value: str | None) -> str | None:
     """The service takes an RFC 3339 time or a plain date (that whole UTC day)."""
-    from retail_pulse.api.models import parse_timestamp
-
     if value is None:
         return None
     try:
@@ -393,63 +396,43 @@ def import_stores(
     """Load a store master CSV into the Stores table; safe to run again (it overwrites).
 
     The table comes from the environment, as for the functions: STORES_TABLE, AWS_REGION,
-    and AWS_ENDPOINT_URL for a local stack. Exit 0 all rows loaded, 1 some rows rejected
-    (the good ones are still loaded), 2 the file cannot be read, 3 the table cannot be
-    written.
+    and AWS_ENDPOINT_URL for a local stack. Writing DynamoDB needs the service package
+    (`make install` installs it). Exit 0 all rows loaded, 1 some rows rejected (the good
+    ones are still loaded), 2 the file cannot be read (or the service package is not
+    installed), 3 the table cannot be written.
     """
-    # Imported here: the PynamoDB models read the table and endpoint from the environment
-    # when first imported, and the API commands need neither.
-    from botocore.exceptions import BotoCoreError
-    from pynamodb.exceptions import PynamoDBException
-
-    from retail_pulse.settings import get_settings
-    from retail_pulse.stores import importer
-    from retail_pulse.stores.master import StoreMasterError
-
-    settings = get_settings()
-    where = settings.endpoint_url or f"AWS {settings.region}"
-    _say(f"Importing {file} into table {settings.stores_table} at {where}")
+    # Imported here, and only here: every other command works with the client alone.
     try:
-        with _StoreProgress() as progress:
-            report = importer.import_stores(file, on_progress=progress.update)
-    except StoreMasterError as error:
-        _say(f"error: {error}")
+        from retail_pulse.stores.command import PlainOutput, run_import
+    except ModuleNotFoundError as missing:
+        _say(_needs_service_package("stores import", missing))
         raise typer.Exit(EXIT_USAGE) from None
-    except (PynamoDBException, BotoCoreError) as error:
-        reason = getattr(error, "msg", None) or str(error)
-        _say(f"error: could not write to the table {settings.stores_table}: {reason}")
-        raise typer.Exit(EXIT_UNAVAILABLE) from None
 
-    print(
-        f"Read {_count(report.read, 'row')}, loaded {_count(report.loaded, 'store')}, "
-        f"rejected {_count(len(report.rejected), 'row')}"
+    with _RichImportOutput(PlainOutput()) as output:
+        code = run_import(file, output)
+    raise typer.Exit(code)
+
+
+def _needs_service_package(command: str, missing: ModuleNotFoundError) -> str:
+    """One line saying what to install; names the checkout when the client runs from one."""
+    repo = Path(__file__).resolve().parents[2]
+    target = str(repo) if (repo / "layers" / "common" / "retail_pulse").is_dir() else "<repo>"
+    detail = "" if (missing.name or "").split(".")[0] == "retail_pulse" else f" ({missing})"
+    return (
+        f"retail-pulse {command} needs the service package{detail}: "
+        f"pip install -e {target} (or make install)"
     )
-    if report.duplicates:
-        print(
-            f"{_count(report.duplicates, 'row')} repeated an earlier store exactly and loaded once"
-        )
-    if report.rejected:
-        if is_terminal(sys.stdout):
-            table = Table("line", "reason", title="Rejected rows", title_justify="left")
-            for rejection in report.rejected:
-                table.add_row(str(rejection.line), rejection.reason)
-            Console().print(table)
-        else:
-            for rejection in report.rejected:
-                print(f"line {rejection.line}: {rejection.reason}")
-    if report.ok:
-        return
-    if not report.rejected:
-        _say(f"error: no stores found in {file}")
-    raise typer.Exit(EXIT_FAILED)
 
 
-class _StoreProgress:
-    """A Rich bar on a terminal; otherwise a line at each tenth of the way."""
+class _RichImportOutput:
+    """A Rich bar and a table of rejected rows at a terminal; the service's own plain lines
+    everywhere else, so a piped import prints exactly what `python -m retail_pulse.stores`
+    prints."""
 
-    def __init__(self) -> None:
+    def __init__(self, plain: ImportOutput) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        self._plain = plain
         self._bar = (
             Progress(
                 TextColumn("writing stores"),
@@ -461,22 +444,45 @@ class _StoreProgress:
             else None
         )
         self._task = self._bar.add_task("stores", total=None) if self._bar else None
-        self._last_tenth = -1
+        self._writing = False
 
-    def __enter__(self) -> _StoreProgress:
+    def __enter__(self) -> _RichImportOutput:
         if self._bar is not None:
             self._bar.start()
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._stop_bar()
+
+    def _stop_bar(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+            self._bar = None
 
-    def update(self, done: int, total: int) -> None:
+    def progress(self, done: int, total: int) -> None:
+        self._writing = True
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=done, total=total)
+        else:
+            self._plain.progress(done, total)
+
+    def result(self, line: str) -> None:
+        # The writing is over once the report begins; a live bar would send stdout to stderr.
+        self._stop_bar()
+        self._plain.result(line)
+
+    def rejections(self, rejected: Sequence[Rejection]) -> None:
+        if not rejected or not is_terminal(sys.stdout):
+            self._plain.rejections(rejected)
             return
-        tenth = done * 10 // total if total else 10
-        if tenth != self._last_tenth:
-            self._last_tenth = tenth
-            _say(f"writing stores: {done}/{total}")
+        table = Table("line", "reason", title="Rejected rows", title_justify="left")
+        for rejection in rejected:
+            table.add_row(str(rejection.line), rejection.reason)
+        Console().print(table)
+
+    def message(self, line: str) -> None:
+        # Before the writing, a live bar shows the line above itself; after it, the line is
+        # how the import ended, so it goes below the finished bar.
+        if self._writing:
+            self._stop_bar()
+        self._plain.message(line)

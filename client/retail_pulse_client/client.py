@@ -6,6 +6,10 @@ surfaces to the caller, yet a dead service is reported in well under a minute. S
 retried too: every submit carries an Idempotency-Key, so a retried POST never creates a
 second job. Any other 4xx is the caller's mistake and raises ApiError at once with the
 server's own `error` text.
+
+The response models below are written by hand, and tests/unit/test_client_contract.py
+holds each against its schema in openapi.json (fields, types, what is required), so a
+change to the API breaks a test here rather than a user's script.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_API_URL = "http://127.0.0.1:3000"
 # The visits API returns `next` when more pages exist; the next request sends it back
@@ -57,6 +61,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+_M = TypeVar("_M", bound=_Model)
+
+
 class Progress(_Model):
     total: int
     succeeded: int
@@ -72,6 +79,12 @@ class StoreError(_Model):
     error: str
 
 
+class SubmitAccepted(_Model):
+    """The body of POST /api/submit/ (201)."""
+
+    job_id: str
+
+
 class JobStatus(_Model):
     """The body of GET /api/status for a known job."""
 
@@ -79,6 +92,12 @@ class JobStatus(_Model):
     job_id: str
     progress: Progress | None = None  # optional in the SPEC; this service always sends it
     errors: tuple[StoreError, ...] = Field(default=(), alias="error")
+
+    @field_validator("errors", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        """openapi.json allows `"error": null`; it means no failed stores."""
+        return () if value is None else value
 
     @property
     def finished(self) -> bool:
@@ -97,6 +116,13 @@ class VisitResult(_Model):
     area: str = ""
     store_name: str = ""
     data: tuple[ImageResult, ...] = ()
+
+
+class VisitsPage(_Model):
+    """The body of GET /api/visits: one page of results, and `next` when more exist."""
+
+    results: tuple[VisitResult, ...]
+    next: str | None = None
 
 
 def _timestamp(value: str | datetime | None) -> str | None:
@@ -160,10 +186,7 @@ class RetailPulseClient:
         body = self._request(
             "POST", "/api/submit/", json=dict(payload), headers={"Idempotency-Key": key}
         )
-        job_id = body.get("job_id") if isinstance(body, dict) else None
-        if job_id is None:
-            raise ClientError(f"the API accepted the job but sent no job_id: {body!r}")
-        return str(job_id)
+        return self._parse(SubmitAccepted, body, "submit").job_id
 
     def status(self, job_id: str) -> JobStatus:
         """GET /api/status; raises UnknownJob when the service has no such job."""
@@ -228,11 +251,9 @@ class RetailPulseClient:
         seen_tokens: set[str] = set()
         while True:
             body = self._request("GET", "/api/visits", params=params)
-            if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-                raise ClientError(f"the visits API sent no results list: {str(body)[:200]}")
-            for entry in body["results"]:
-                yield self._parse(VisitResult, entry, "visits")
-            token = body.get("next")
+            page = self._parse(VisitsPage, body, "visits")
+            yield from page.results
+            token = page.next
             if not token:
                 return
             if token in seen_tokens:  # a server bug would otherwise loop forever
@@ -274,7 +295,7 @@ class RetailPulseClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     @staticmethod
-    def _parse(model: type[_Model], body: Any, what: str) -> Any:
+    def _parse(model: type[_M], body: Any, what: str) -> _M:
         try:
             return model.model_validate(body)
         except ValidationError as error:

@@ -2,8 +2,9 @@
 
 Every problem is found before anything is sent, and each one names the line to fix: a job
 of thousands of rows should fail on the desk, not halfway through the service. The checks
-are the service's own (retail_pulse.api.models), so a file that passes here is not turned
-away with a 400 later, short of the store ids, which only the service knows.
+are the service's rules as `checks` restates them (the client needs no service package),
+so a file that passes here is not turned away with a 400 later, short of the store ids,
+which only the service knows.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from retail_pulse_client.checks import (
+    VISIT_FIELDS,
+    Limits,
+    field_problems,
+    job_problem,
+    parse_timestamp,
+    url_problem,
+)
 
-from retail_pulse.api.errors import describe_validation_errors
-from retail_pulse.api.models import SubmitRequest, Visit, parse_timestamp
-
-CSV_COLUMNS = ("store_id", "image_url", "visit_time")
+CSV_COLUMNS = VISIT_FIELDS
 # Beyond this many, more messages bury the first ones; the count says how many were left.
 MAX_REPORTED = 10
 
@@ -53,8 +58,11 @@ class Job:
         return sum(len(visit["image_url"]) for visit in self.payload["visits"])
 
 
-def load_job(path: Path) -> Job:
-    """A `.csv` file is read as CSV, anything else as JSON unless it does not look like it."""
+def load_job(path: Path, limits: Limits | None = None) -> Job:
+    """A `.csv` file is read as CSV, anything else as JSON unless it does not look like it.
+
+    `limits` are the service's (by default its defaults, or the MAX_* variables)."""
+    limits = limits or Limits.from_env()
     try:
         text = path.read_text(encoding="utf-8-sig")  # tolerate the BOM spreadsheets write
     except FileNotFoundError:
@@ -66,8 +74,8 @@ def load_job(path: Path) -> Job:
     is_csv = path.suffix.lower() == ".csv" or (
         path.suffix.lower() != ".json" and not text.lstrip().startswith("{")
     )
-    payload = _payload_from_csv(path, text) if is_csv else _payload_from_json(path, text)
-    _validate(path, payload, from_csv=is_csv)
+    payload = _payload_from_csv(path, text, limits) if is_csv else _payload_from_json(path, text)
+    _validate(path, payload, limits, from_csv=is_csv)
     return Job(payload)
 
 
@@ -83,7 +91,7 @@ def _payload_from_json(path: Path, text: str) -> dict[str, Any]:
     return payload
 
 
-def _payload_from_csv(path: Path, text: str) -> dict[str, Any]:
+def _payload_from_csv(path: Path, text: str, limits: Limits) -> dict[str, Any]:
     """One row per image; rows of the same store and visit time form one visit, visits in
     the order they first appear."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -115,9 +123,9 @@ def _payload_from_csv(path: Path, text: str) -> dict[str, Any]:
         except ValueError as error:
             problems.append(f"line {line}: visit_time {error}")
             continue
-        url_problem = _url_problem(values["image_url"])
-        if url_problem:
-            problems.append(f"line {line}: image_url {url_problem}")
+        bad_url = url_problem(values["image_url"], limits)
+        if bad_url:
+            problems.append(f"line {line}: image_url {bad_url}")
             continue
         visit = visits.setdefault(
             (values["store_id"], moment),
@@ -131,25 +139,11 @@ def _payload_from_csv(path: Path, text: str) -> dict[str, Any]:
     return {"count": len(visits), "visits": list(visits.values())}
 
 
-def _url_problem(url: str) -> str | None:
-    """The service's own URL rule, applied to one URL so the message can name its line."""
-    try:
-        Visit.model_validate(
-            {"store_id": "x", "image_url": [url], "visit_time": "2000-01-01T00:00:00Z"}
-        )
-    except ValidationError as error:
-        return (
-            str(error.errors()[0]["msg"]).removeprefix("Value error, ").replace("image_url[0] ", "")
-        )
-    return None
-
-
-def _validate(path: Path, payload: dict[str, Any], *, from_csv: bool) -> None:
-    try:
-        request = SubmitRequest.model_validate(payload)
-        request.check_consistency()
-    except ValidationError as error:
-        raise JobFileError(path, [describe_validation_errors(error.errors())]) from None
-    except ValueError as error:  # count, size limits: the whole job, not one line
+def _validate(path: Path, payload: dict[str, Any], limits: Limits, *, from_csv: bool) -> None:
+    problems = field_problems(payload, limits)
+    if problems:
+        raise JobFileError(path, problems)
+    problem = job_problem(payload, limits)
+    if problem:  # count, size limits: the whole job, not one line
         hint = " (each row is one image)" if from_csv else ""
-        raise JobFileError(path, [f"{error}{hint}"]) from None
+        raise JobFileError(path, [f"{problem}{hint}"])

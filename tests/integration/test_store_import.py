@@ -1,7 +1,10 @@
-"""Store master import against moto's DynamoDB: the sample, the real file, lookups, the CLI."""
+"""Store master import against moto's DynamoDB: the sample, the real file, lookups, and the
+one command behind `python -m retail_pulse.stores`, `retail-pulse stores import` and the
+local stack."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,14 @@ import pytest
 from retail_pulse.data.models import AREA_REGISTRY_ID, StoreRecord
 from retail_pulse.data.stores import find_stores, save_stores
 from retail_pulse.stores.__main__ import main
-from retail_pulse.stores.importer import import_stores
+from retail_pulse.stores.command import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_TABLE,
+    EXIT_USAGE,
+    run_import,
+)
+from retail_pulse.stores.importer import StoreTableError, import_stores
 from retail_pulse.stores.master import Rejection, StoreRow
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "stores_sample.csv"
@@ -120,7 +130,7 @@ def test_find_stores_returns_only_the_known_ones_across_many_pages(aws) -> None:
 def test_cli_imports_the_sample(aws, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["import", str(SAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines() == ["read 8 rows, loaded 8 stores, rejected 0"]
+    assert out.splitlines() == ["Read 8 rows, loaded 8 stores, rejected 0 rows"]
     assert table_count() == 8
 
 
@@ -137,8 +147,8 @@ def test_cli_lists_rejections_and_exits_1(
     )
     assert main(["import", str(path)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "read 4 rows, loaded 1 stores, rejected 2"
-    assert lines[1] == "1 rows repeated an earlier store exactly and were loaded once"
+    assert lines[0] == "Read 4 rows, loaded 1 store, rejected 2 rows"
+    assert lines[1] == "1 row repeated an earlier store exactly and loaded once"
     assert lines[2] == "line 3: empty AreaCode for store S90000002"
     assert lines[3].startswith("line 5: expected 3 columns")
     assert table_count() == 1
@@ -174,3 +184,56 @@ def test_cli_reports_a_missing_table_with_exit_3(aws, capsys) -> None:
     StoreRecord.delete_table()
     assert main(["import", str(SAMPLE)]) == 3
     assert "could not write to the table Stores" in capsys.readouterr().err
+
+
+class Recorded:
+    """An ImportOutput that keeps what each caller would show, to check it in one place."""
+
+    def __init__(self) -> None:
+        self.progress_calls: list[tuple[int, int]] = []
+        self.results: list[str] = []
+        self.rejected: list[Rejection] = []
+        self.messages: list[str] = []
+
+    def progress(self, done: int, total: int) -> None:
+        self.progress_calls.append((done, total))
+
+    def result(self, line: str) -> None:
+        self.results.append(line)
+
+    def rejections(self, rejected: Sequence[Rejection]) -> None:
+        self.rejected.extend(rejected)
+
+    def message(self, line: str) -> None:
+        self.messages.append(line)
+
+
+def test_run_import_reports_through_its_output_and_returns_the_status(
+    aws: object, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path, "AreaCode,StoreName,StoreID", "710006,A,S90000001", "710006,B,")
+    output = Recorded()
+
+    assert run_import(path, output) == EXIT_REJECTED
+
+    assert output.messages == [f"Importing {path} into table Stores at AWS us-east-1"]
+    assert output.progress_calls == [(0, 1), (1, 1)]
+    assert output.results == ["Read 2 rows, loaded 1 store, rejected 1 row"]
+    assert output.rejected == [Rejection(3, "missing StoreID")]
+    assert run_import(SAMPLE, Recorded()) == EXIT_OK
+
+
+def test_run_import_turns_each_failure_into_one_error_line_and_its_status(
+    aws: object, tmp_path: Path
+) -> None:
+    unreadable = Recorded()
+    assert run_import(tmp_path / "absent.csv", unreadable) == EXIT_USAGE
+    assert unreadable.messages[-1].startswith("error: cannot read ")
+    assert unreadable.results == []
+
+    StoreRecord.delete_table()
+    no_table = Recorded()
+    assert run_import(SAMPLE, no_table) == EXIT_TABLE
+    assert no_table.messages[-1].startswith("error: could not write to the table Stores: ")
+    with pytest.raises(StoreTableError, match="could not write to the table Stores"):
+        import_stores(SAMPLE)

@@ -6,13 +6,14 @@ import csv
 import io
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
-from retail_pulse_client.cli import app
+from retail_pulse_client.cli import _needs_service_package, app
 from tests.support.fake_api import FakeApi, fake_api
 
 HEADER = "store_id,image_url,visit_time\n"
@@ -363,3 +364,31 @@ def test_stores_import_of_a_missing_file_exits_2(aws: object, tmp_path: Path) ->
 
     assert result.exit_code == 2
     assert "error:" in result.stderr
+
+
+def test_stores_import_without_the_service_package_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The client installed alone (pip install ./client): one line, exit 2, no traceback."""
+    for name in ("retail_pulse", "retail_pulse.stores", "retail_pulse.stores.command"):
+        monkeypatch.setitem(sys.modules, name, None)  # import of it now fails, as if absent
+
+    result = run(None, "stores", "import", str(tmp_path / "x.csv"))
+
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("retail-pulse stores import needs the service package: pip install -e ")
+    assert line.endswith(" (or make install)")
+    assert result.stdout == ""
+
+
+def test_the_hint_names_the_checkout_and_a_missing_dependency() -> None:
+    checkout = str(Path(__file__).resolve().parents[2])
+
+    alone = _needs_service_package("stores import", ModuleNotFoundError(name="retail_pulse"))
+    broken = _needs_service_package(
+        "stores import", ModuleNotFoundError("No module named 'pynamodb'", name="pynamodb")
+    )
+
+    assert f"pip install -e {checkout} (or make install)" in alone
+    assert "(No module named 'pynamodb')" in broken

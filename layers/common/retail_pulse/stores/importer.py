@@ -2,7 +2,8 @@
 
 Bad rows never stop the import: the good ones load and the report names every line that
 did not, so a person can fix the file and run the import again (it overwrites, so that
-is safe).
+is safe). This is the one store-import service: `stores.command.run_import` turns its
+report and errors into the messages and exit status that every caller shows.
 """
 
 from __future__ import annotations
@@ -11,11 +12,20 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from botocore.exceptions import BotoCoreError
+from pynamodb.exceptions import PynamoDBException
+
 from retail_pulse.data.stores import register_areas, save_stores
+from retail_pulse.settings import get_settings
 from retail_pulse.stores.master import Rejection, read_store_master
 
 ProgressCallback = Callable[[int, int], None]
 """on_progress(done, total): stores written so far out of the stores to write."""
+
+
+class StoreTableError(Exception):
+    """The Stores table could not be written (missing, unreachable, refused); the message
+    names the table and the reason."""
 
 
 @dataclass(frozen=True)
@@ -39,19 +49,24 @@ def import_stores(
 ) -> ImportReport:
     """Load the store master at `path` into the Stores table.
 
-    Raises master.StoreMasterError when the file cannot be read at all, and PynamoDB's
-    errors when the table cannot be written.
+    Raises master.StoreMasterError when the file cannot be read at all, and
+    StoreTableError when the table cannot be written.
     """
     master = read_store_master(path)
     total = len(master.rows)
     if on_progress is not None:
         on_progress(0, total)
-    loaded = save_stores(
-        master.rows,
-        on_saved=(lambda done: on_progress(done, total)) if on_progress is not None else None,
-    )
-    # The visits API lists areas from this registry: it cannot list them without a scan.
-    register_areas({row.area_code for row in master.rows})
+    try:
+        loaded = save_stores(
+            master.rows,
+            on_saved=(lambda done: on_progress(done, total)) if on_progress is not None else None,
+        )
+        # The visits API lists areas from this registry: it cannot list them without a scan.
+        register_areas({row.area_code for row in master.rows})
+    except (PynamoDBException, BotoCoreError) as error:
+        reason = getattr(error, "msg", None) or str(error)
+        table = get_settings().stores_table
+        raise StoreTableError(f"could not write to the table {table}: {reason}") from error
     return ImportReport(
         read=master.read,
         loaded=loaded,
