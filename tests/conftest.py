@@ -18,6 +18,7 @@ os.environ.update(
         "IMAGES_TABLE": "Images",
         "STORES_TABLE": "Stores",
         "IMAGE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/Images",
+        "IDEMPOTENCY_TABLE": "Idempotency",
         "POWERTOOLS_SERVICE_NAME": "retail-pulse",
         "POWERTOOLS_METRICS_NAMESPACE": "RetailPulse",
         "POWERTOOLS_TRACE_DISABLED": "true",

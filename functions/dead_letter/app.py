@@ -10,8 +10,8 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.dead_letter import settle_dead_letter
-from retail_pulse.observability import logger, metrics, tracer
 
 # A record that cannot be settled now (DynamoDB trouble) stays on the dead-letter queue
 # and comes back; the others are deleted.
@@ -22,10 +22,7 @@ def handle_record(record: SQSRecord) -> None:
     settle_dead_letter(record.body)
 
 
-# clear_state: no key of an earlier invocation labels this one's lines.
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
-@metrics.log_metrics(capture_cold_start_metric=True)
+@lambda_entry()
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return process_partial_response(
         event=event, record_handler=handle_record, processor=processor, context=context

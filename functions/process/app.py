@@ -19,8 +19,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.data import connect
+from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.process import RetryLater, finish_jobs, process_image_message
-from retail_pulse.observability import logger, metrics, tracer
+from retail_pulse.observability import logger
 
 connect()
 # One thread per record of the largest batch (the event source's BatchSize is 10).
@@ -53,10 +54,7 @@ def process_record(record: SQSRecord) -> None:
         raise
 
 
-# clear_state: no key of an earlier invocation labels this one's lines.
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
-@metrics.log_metrics(capture_cold_start_metric=True)
+@lambda_entry()
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     response = async_process_partial_response(
         event=event, record_handler=handle_record, processor=processor, context=context

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.api.errors import BadRequest
 from retail_pulse.api.models import ErrorBody, SubmitRequest, SubmitResponse
 from retail_pulse.api.resolver import json_response, make_resolver
+from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.idempotency import (
     HEADER,
     SubmitInterrupted,
     accept_job,
     remember_invocation,
 )
-from retail_pulse.observability import logger, metrics, tracer
+from retail_pulse.observability import logger
 
 router = APIGatewayRouter()
 
@@ -72,12 +72,7 @@ def _interrupted(error: SubmitInterrupted) -> Response:
     return json_response(503, {"error": str(error)})
 
 
-# clear_state: a job_id appended in one request must not label the next one's lines.
-@logger.inject_lambda_context(
-    correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
-)
-@tracer.capture_lambda_handler
-@metrics.log_metrics(capture_cold_start_metric=True)
+@lambda_entry(api=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     remember_invocation(context)
     return app.resolve(event, context)

@@ -7,12 +7,11 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.api.models import ErrorBody, VisitsResponse
 from retail_pulse.api.resolver import json_response, make_resolver
-from retail_pulse.observability import logger, metrics, tracer
+from retail_pulse.entry import lambda_entry
 from retail_pulse.visits.query import DEFAULT_LIMIT, MAX_LIMIT
 from retail_pulse.visits.service import find_visits
 
@@ -77,11 +76,6 @@ def visits(
 app = make_resolver(router)
 
 
-# clear_state: a job_id appended in one request must not label the next one's lines.
-@logger.inject_lambda_context(
-    correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
-)
-@tracer.capture_lambda_handler
-@metrics.log_metrics(capture_cold_start_metric=True)
+@lambda_entry(api=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

@@ -7,7 +7,6 @@ fixture; host names other than localhost are answered by a patched getaddrinfo.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import ipaddress
 import socket
@@ -169,8 +168,8 @@ def scripted() -> Iterator[ScriptedServer]:
 
 def settings_for(*host_ports: str, **changes: object) -> Settings:
     """Settings with exactly these host:port pairs exempt from the address vetting."""
-    return dataclasses.replace(
-        get_settings(), allowed_private_hosts=frozenset(host_ports), **changes
+    return get_settings().model_copy(
+        update={"allowed_private_hosts": frozenset(host_ports), **changes}
     )
 
 

@@ -16,7 +16,6 @@ still alive.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
 import ipaddress
 import socket
@@ -159,7 +158,7 @@ def settings_for(server: HostileServer, **changes: object) -> Settings:
         "read_timeout_s": 30.0,
     }
     values.update(changes)
-    return dataclasses.replace(get_settings(), **values)  # type: ignore[arg-type]
+    return get_settings().model_copy(update=values)
 
 
 def ends_on_the_deadline(url: str, settings: Settings) -> float:
@@ -652,7 +651,7 @@ def test_encoding_header_that_is_not_plain_text_is_not_echoed(
 
 # --- Every URL problem is a PermanentImageError ------------------------------------------
 
-NO_EXCEPTIONS = dataclasses.replace(get_settings(), allowed_private_hosts=frozenset())
+NO_EXCEPTIONS = get_settings().model_copy(update={"allowed_private_hosts": frozenset()})
 
 
 @pytest.mark.parametrize(

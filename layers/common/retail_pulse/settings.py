@@ -2,84 +2,126 @@
 
 Only endpoints and settings differ between Lambda, `sam local`, the local stack and tests;
 every one of them is an environment variable listed here and in template.yaml.
+
+`Settings` has defaults for what has a sensible one, so tools (the store import) and tests
+need set only what they use. A function validates `FunctionSettings` at cold start instead
+(`load_settings`, called by every handler's module through retail_pulse.entry): there every
+resource name is required, so a missing or malformed variable fails the init phase with its
+name, never becomes an empty string found later.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
+class SettingsError(Exception):
+    """The environment is missing a variable or holds one that does not parse."""
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-
-def _str(name: str, default: str = "") -> str:
-    return os.environ.get(name, "").strip() or default
-
-
-@dataclass(frozen=True)
-class Settings:
-    jobs_table: str = field(default_factory=lambda: _str("JOBS_TABLE", "Jobs"))
-    images_table: str = field(default_factory=lambda: _str("IMAGES_TABLE", "Images"))
-    stores_table: str = field(default_factory=lambda: _str("STORES_TABLE", "Stores"))
-    image_queue_url: str = field(default_factory=lambda: _str("IMAGE_QUEUE_URL"))
-    idempotency_table: str = field(default_factory=lambda: _str("IDEMPOTENCY_TABLE", "Idempotency"))
+    jobs_table: str = Field("Jobs", alias="JOBS_TABLE")
+    images_table: str = Field("Images", alias="IMAGES_TABLE")
+    stores_table: str = Field("Stores", alias="STORES_TABLE")
+    idempotency_table: str = Field("Idempotency", alias="IDEMPOTENCY_TABLE")
+    image_queue_url: str | None = Field(None, alias="IMAGE_QUEUE_URL")
     # Empty in AWS; the local stack and `sam local` point it at moto on loopback.
-    endpoint_url: str | None = field(default_factory=lambda: _str("AWS_ENDPOINT_URL") or None)
-    region: str = field(
-        default_factory=lambda: _str("AWS_REGION", _str("AWS_DEFAULT_REGION", "us-east-1"))
-    )
+    endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
+    region: str = Field("us-east-1", alias="AWS_REGION")
 
     # Request limits: a job must fit one API Gateway request (10 MB) and one submit
     # invocation well inside API Gateway's 29 s.
-    max_images_per_job: int = field(default_factory=lambda: _int("MAX_IMAGES_PER_JOB", 10_000))
-    max_urls_per_visit: int = field(default_factory=lambda: _int("MAX_URLS_PER_VISIT", 1_000))
-    max_url_length: int = field(default_factory=lambda: _int("MAX_URL_LENGTH", 2_048))
-    max_body_bytes: int = field(default_factory=lambda: _int("MAX_BODY_BYTES", 6_000_000))
+    max_images_per_job: int = Field(10_000, alias="MAX_IMAGES_PER_JOB", ge=1)
+    max_urls_per_visit: int = Field(1_000, alias="MAX_URLS_PER_VISIT", ge=1)
+    max_url_length: int = Field(2_048, alias="MAX_URL_LENGTH", ge=16)
+    max_body_bytes: int = Field(6_000_000, alias="MAX_BODY_BYTES", ge=1)
 
     # Image fetching.
-    max_image_bytes: int = field(default_factory=lambda: _int("MAX_IMAGE_BYTES", 20 * 1024 * 1024))
-    connect_timeout_s: float = field(default_factory=lambda: _float("CONNECT_TIMEOUT_S", 3.05))
-    read_timeout_s: float = field(default_factory=lambda: _float("READ_TIMEOUT_S", 10.0))
-    image_deadline_s: float = field(default_factory=lambda: _float("IMAGE_DEADLINE_S", 30.0))
+    max_image_bytes: int = Field(20 * 1024 * 1024, alias="MAX_IMAGE_BYTES", ge=1)
+    connect_timeout_s: float = Field(3.05, alias="CONNECT_TIMEOUT_S", gt=0)
+    read_timeout_s: float = Field(10.0, alias="READ_TIMEOUT_S", gt=0)
+    image_deadline_s: float = Field(30.0, alias="IMAGE_DEADLINE_S", gt=0)
     # Pillow's own DecompressionBombWarning threshold (PIL.Image.MAX_IMAGE_PIXELS): above it
     # Pillow warns (an error where warnings are errors), so a higher limit would accept
     # images that behave differently depending on the warning filter.
-    max_image_pixels: int = field(default_factory=lambda: _int("MAX_IMAGE_PIXELS", 89_478_485))
-    allowed_private_hosts: frozenset[str] = field(
-        default_factory=lambda: frozenset(
-            h.strip().lower()
-            for h in os.environ.get("ALLOWED_PRIVATE_HOSTS", "").split(",")
-            if h.strip()
-        )
-    )
+    max_image_pixels: int = Field(89_478_485, alias="MAX_IMAGE_PIXELS", ge=1)
+    allowed_private_hosts: frozenset[str] = Field(frozenset(), alias="ALLOWED_PRIVATE_HOSTS")
     # Attempts per image for transient trouble (timeouts, 429, 5xx), counted by SQS receives.
-    max_attempts: int = field(default_factory=lambda: _int("MAX_ATTEMPTS", 4))
-    retry_base_delay_s: int = field(default_factory=lambda: _int("RETRY_BASE_DELAY_S", 2))
-    retry_max_delay_s: int = field(default_factory=lambda: _int("RETRY_MAX_DELAY_S", 120))
+    max_attempts: int = Field(4, alias="MAX_ATTEMPTS", ge=1)
+    retry_base_delay_s: int = Field(2, alias="RETRY_BASE_DELAY_S", ge=1)
+    retry_max_delay_s: int = Field(120, alias="RETRY_MAX_DELAY_S", ge=1)
     # The image queue's maxReceiveCount (template.yaml sets both): a dead-lettered message
     # was received this many times, whatever its receive count on the dead-letter queue says.
-    image_max_receives: int = field(default_factory=lambda: _int("IMAGE_MAX_RECEIVES", 6))
+    image_max_receives: int = Field(6, alias="IMAGE_MAX_RECEIVES", ge=1)
 
     # The reconciler. A job with no progress for RECONCILE_AFTER_S gets its pending images
     # enqueued again; at JOB_HARD_DEADLINE_S after submit, whatever is still pending fails.
     # The SPEC allows a job an hour, so the hard deadline is two.
-    reconcile_after_s: int = field(default_factory=lambda: _int("RECONCILE_AFTER_S", 900))
-    job_hard_deadline_s: int = field(default_factory=lambda: _int("JOB_HARD_DEADLINE_S", 7200))
+    reconcile_after_s: int = Field(900, alias="RECONCILE_AFTER_S", ge=1)
+    job_hard_deadline_s: int = Field(7200, alias="JOB_HARD_DEADLINE_S", ge=1)
 
     # The stand-in for GPU inference: a uniform pause per image.
-    gpu_sleep_min_s: float = field(default_factory=lambda: _float("GPU_SLEEP_MIN_S", 0.1))
-    gpu_sleep_max_s: float = field(default_factory=lambda: _float("GPU_SLEEP_MAX_S", 0.4))
+    gpu_sleep_min_s: float = Field(0.1, alias="GPU_SLEEP_MIN_S", ge=0)
+    gpu_sleep_max_s: float = Field(0.4, alias="GPU_SLEEP_MAX_S", ge=0)
+
+    @field_validator("allowed_private_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the variables this model names; a blank one counts as unset."""
+        environ = os.environ if environ is None else environ
+        values = {k: v.strip() for k, v in environ.items() if v.strip()}
+        if "AWS_REGION" not in values and "AWS_DEFAULT_REGION" in values:
+            values["AWS_REGION"] = values["AWS_DEFAULT_REGION"]
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            raise SettingsError(f"the function's environment is not usable: {problems}") from None
+
+    @classmethod
+    def variables(cls) -> set[str]:
+        """The environment variables this model reads."""
+        return {field.alias or name for name, field in cls.model_fields.items()}
+
+
+class FunctionSettings(Settings):
+    """What every function of template.yaml gets from its Globals: no resource name may be
+    missing, since a default would point the function at a table that is not its stack's."""
+
+    jobs_table: str = Field(alias="JOBS_TABLE")
+    images_table: str = Field(alias="IMAGES_TABLE")
+    stores_table: str = Field(alias="STORES_TABLE")
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE")
+    image_queue_url: str = Field(alias="IMAGE_QUEUE_URL")
+
+
+_settings_class: type[Settings] = Settings
+
+
+def load_settings(model: type[Settings] = FunctionSettings) -> Settings:
+    """Validate the environment as `model` now (the init phase) and serve it from then on;
+    raises SettingsError naming every missing or malformed variable."""
+    global _settings_class
+    _settings_class = model
+    get_settings.cache_clear()
+    return get_settings()
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return _settings_class.from_environment()

@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from retail_pulse.settings import get_settings
+from retail_pulse.settings import SettingsError, get_settings
 
 # SendMessageBatch takes 10 messages; batches go out in parallel so 10,000 images
 # (1,000 requests) are enqueued in a few seconds.
@@ -36,10 +36,17 @@ def _sqs() -> Any:
     )
 
 
+def _queue_url() -> str:
+    url = get_settings().image_queue_url
+    if not url:
+        raise SettingsError("IMAGE_QUEUE_URL is not set: the image queue's URL is needed")
+    return url
+
+
 def _send_batch(bodies: Sequence[dict[str, Any]]) -> None:
     """Send up to 10 messages, retrying the entries SQS reports as failed."""
     entries = {str(i): json.dumps(body) for i, body in enumerate(bodies)}
-    queue_url = get_settings().image_queue_url
+    queue_url = _queue_url()
     for attempt in range(_SEND_ATTEMPTS):
         response = _sqs().send_message_batch(
             QueueUrl=queue_url,
@@ -69,7 +76,7 @@ def enqueue_images(bodies: Sequence[dict[str, Any]]) -> None:
 def delay_message(receipt_handle: str, seconds: int) -> None:
     """Hide a message for `seconds` so its retry waits without holding a Lambda."""
     _sqs().change_message_visibility(
-        QueueUrl=get_settings().image_queue_url,
+        QueueUrl=_queue_url(),
         ReceiptHandle=receipt_handle,
         VisibilityTimeout=max(0, min(int(seconds), 43_200)),
     )

@@ -1,0 +1,41 @@
+"""How every Lambda handler of the service is entered: one decorator, one convention.
+
+`lambda_entry` validates the function's settings when the handler's module is imported (the
+init phase: a missing variable fails the cold start, with its name), and wraps the handler
+in the three Powertools decorators every function needs:
+- the logger's Lambda context, with the state of the previous invocation cleared, so a key
+  appended in one request or batch never labels the next one's lines; for API functions
+  the API Gateway request id is the correlation id of every line;
+- the tracer's handler segment;
+- the metrics flush, with the cold-start metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aws_lambda_powertools.logging import correlation_paths
+
+from retail_pulse.observability import logger, metrics, tracer
+from retail_pulse.settings import FunctionSettings, Settings, load_settings
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def lambda_entry(
+    *, api: bool = False, settings: type[Settings] = FunctionSettings
+) -> Callable[[Handler], Handler]:
+    """Decorate a module's `lambda_handler`; `api=True` for API Gateway proxy functions."""
+    load_settings(settings)
+
+    def wrap(handler: Handler) -> Handler:
+        wrapped = metrics.log_metrics(capture_cold_start_metric=True)(handler)
+        wrapped = tracer.capture_lambda_handler(wrapped)
+        wrapped = logger.inject_lambda_context(
+            correlation_id_path=correlation_paths.API_GATEWAY_REST if api else None,
+            clear_state=True,
+        )(wrapped)
+        return wrapped  # type: ignore[no-any-return]
+
+    return wrap
