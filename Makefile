@@ -15,7 +15,7 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: install sam run test test-fast lint format check-template openapi bench soak clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' && $(PY) -m pip install --quiet -e ./client
@@ -42,6 +42,8 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy layers/common/retail_pulse local_stack client/retail_pulse_client
+	for app in functions/*/app.py; do $(VENV)/bin/mypy $$app || exit 1; done
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -83,8 +83,9 @@ def speed_up_sqs() -> None:
     # ReceiveMessage checks each message's retention through the full attribute set (three
     # times per message, each counting the queue): O(queue length) per message received.
     def retained(self: SQSBackend, queue_name: str, message: Message) -> bool:
-        retention_s = int(self.get_queue(queue_name).message_retention_period)
-        return retention_s + message.sent_timestamp / 1000 > time.time()
+        # moto sets the queue's attributes with setattr, so its type does not name them.
+        retention_s = int(self.get_queue(queue_name).message_retention_period)  # type: ignore[attr-defined]
+        return retention_s + int(message.sent_timestamp or 0) / 1000 > time.time()
 
     SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
 
@@ -103,7 +104,9 @@ def speed_up_sqs() -> None:
                 if message.had_receipt_handle(receipt_handle):
                     del self._messages[index]
                     self.pending_messages.discard(message)
-                    self.deleted_messages.update(message.all_receipt_handles)
+                    self.deleted_messages.update(
+                        h for h in message.all_receipt_handles if h is not None
+                    )
                     return
         raise ReceiptHandleIsInvalid()
 

@@ -36,7 +36,7 @@ def cheap_transaction_rollback() -> None:
         return copy.deepcopy(value, memo)
 
     # Only this module's `copy.deepcopy` calls change; copy.copy and the rest stay.
-    models.copy = types.SimpleNamespace(  # type: ignore[attr-defined]
+    models.copy = types.SimpleNamespace(  # type: ignore[assignment]
         **{**vars(copy), "deepcopy": deepcopy}
     )
     original = DynamoDBBackend.transact_write_items

@@ -92,4 +92,4 @@ def install() -> None:
     def counting_run_simple(host: str, port: int, app: WsgiApp, **kwargs: Any) -> None:
         run_simple(host, port, RequestCounter(app), **kwargs)
 
-    moto.server.run_simple = counting_run_simple  # type: ignore[attr-defined]
+    moto.server.run_simple = counting_run_simple  # type: ignore[assignment]

@@ -165,7 +165,8 @@ def main() -> None:
     sock = socket.socket(fileno=fd)
 
     started = time.perf_counter()
-    handler, init_error = None, None
+    handler = None
+    init_error: dict[str, Any] | None = None
     try:
         handler = _load_handler(handler_name)
     except _InitError as error:
@@ -179,6 +180,7 @@ def main() -> None:
 
     while (request := recv_frame(sock)) is not None:
         if handler is None:
+            assert init_error is not None  # a handler that did not load left its error
             # Lambda retries init on every invocation of a broken environment and fails it.
             send_frame(
                 sock, {"ok": False, "error": {**init_error, "requestId": request["request_id"]}}

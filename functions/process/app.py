@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import cast
 
 from aws_lambda_powertools.utilities.batch import (
     AsyncBatchProcessor,
     EventType,
     async_process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -55,10 +57,10 @@ def process_record(record: SQSRecord) -> None:
 
 
 @lambda_entry()
-def lambda_handler(event: dict, context: LambdaContext) -> dict:
+def lambda_handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
     response = async_process_partial_response(
         event=event, record_handler=handle_record, processor=processor, context=context
     )
     # The processor keeps the raw records of the batch's successes (event dicts).
-    finish_jobs(record["body"] for record in processor.success_messages)
+    finish_jobs(cast(dict, record)["body"] for record in processor.success_messages)
     return response

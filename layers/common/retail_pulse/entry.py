@@ -13,7 +13,7 @@ in the three Powertools decorators every function needs:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools.logging import correlation_paths
 
@@ -36,6 +36,6 @@ def lambda_entry(
             correlation_id_path=correlation_paths.API_GATEWAY_REST if api else None,
             clear_state=True,
         )(wrapped)
-        return wrapped  # type: ignore[no-any-return]
+        return cast(Handler, wrapped)
 
     return wrap

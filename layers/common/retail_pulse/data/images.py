@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from pynamodb.transactions import TransactWrite
+
 from retail_pulse.data.jobs import visit_key
 from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord, connection
 from retail_pulse.data.transactions import ConditionFailed, transact_write
@@ -57,7 +59,7 @@ def record_unwritten_image(job_id: str, image_index: int, error: str) -> bool:
     )
     job = JobRecord(job_id=job_id)
 
-    def build(transaction):  # type: ignore[no-untyped-def]
+    def build(transaction: TransactWrite) -> None:
         transaction.save(image, condition=ImageRecord.image_index.does_not_exist())
         transaction.update(
             job,

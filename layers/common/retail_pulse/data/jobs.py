@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.update import Action
+from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data.models import (
     FAILED,
@@ -110,7 +112,9 @@ def record_outcome(job_id: str, image_index: int, outcome: ImageResult, attempts
     image = ImageRecord(job_id=job_id, image_index=image_index)
     job = JobRecord(job_id=job_id)
     now = datetime.now(UTC)
-    common = [ImageRecord.attempts.set(attempts), ImageRecord.finished_at.set(now)]
+    common: list[Action] = [ImageRecord.attempts.set(attempts), ImageRecord.finished_at.set(now)]
+    image_actions: list[Action]
+    job_actions: list[Action]
     if isinstance(outcome, ImageSuccess):
         image_actions = [
             ImageRecord.state.set(SUCCEEDED),
@@ -132,7 +136,7 @@ def record_outcome(job_id: str, image_index: int, outcome: ImageResult, attempts
         ]
         job_actions = [JobRecord.failed.add(1), JobRecord.progressed_at.set(now)]
 
-    def build(transaction):  # type: ignore[no-untyped-def]
+    def build(transaction: TransactWrite) -> None:
         transaction.update(image, actions=image_actions, condition=ImageRecord.state == PENDING)
         transaction.update(job, actions=job_actions, condition=JobRecord.job_id.exists())
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pynamodb.exceptions import QueryError
+from pynamodb.expressions.condition import Condition
 
 from retail_pulse.data.models import ImageRecord
 
@@ -62,7 +63,7 @@ def query_visits(
     Fewer than `count` rows means the partition has no more within the bounds.
     """
     index, hash_attribute = _INDEXES[by]
-    condition = None
+    condition: Condition | None = None
     if lower is not None and upper is not None:
         condition = ImageRecord.visit_key.between(lower, upper)
     elif lower is not None:

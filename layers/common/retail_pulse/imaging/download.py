@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -99,16 +99,16 @@ def _in_teredo(bits: int) -> list[int]:
 
 
 _TRANSITION_FORMS: tuple[tuple[ipaddress.IPv6Network, str, Callable[[int], list[int]]], ...] = (
-    (ipaddress.ip_network("::/96"), "an IPv4-compatible address (::/96)", _in_last_32_bits),
+    (ipaddress.IPv6Network("::/96"), "an IPv4-compatible address (::/96)", _in_last_32_bits),
     (
-        ipaddress.ip_network("::ffff:0:0:0/96"),
+        ipaddress.IPv6Network("::ffff:0:0:0/96"),
         "an IPv4-translated address (::ffff:0:0:0/96)",
         _in_last_32_bits,
     ),
-    (ipaddress.ip_network("64:ff9b::/96"), "NAT64 (64:ff9b::/96)", _in_last_32_bits),
-    (ipaddress.ip_network("64:ff9b:1::/48"), "local-use NAT64 (64:ff9b:1::/48)", _in_last_32_bits),
-    (ipaddress.ip_network("2002::/16"), "6to4 (2002::/16)", _in_6to4),
-    (ipaddress.ip_network("2001::/32"), "Teredo (2001::/32)", _in_teredo),
+    (ipaddress.IPv6Network("64:ff9b::/96"), "NAT64 (64:ff9b::/96)", _in_last_32_bits),
+    (ipaddress.IPv6Network("64:ff9b:1::/48"), "local-use NAT64 (64:ff9b:1::/48)", _in_last_32_bits),
+    (ipaddress.IPv6Network("2002::/16"), "6to4 (2002::/16)", _in_6to4),
+    (ipaddress.IPv6Network("2001::/32"), "Teredo (2001::/32)", _in_teredo),
 )
 
 
@@ -364,14 +364,16 @@ class PinnedAddressAdapter(HTTPAdapter):
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[Any, Any]:
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
             request, verify, cert
         )
         if host_params["scheme"] == "https":
             name = urlsplit("//" + request.headers["Host"]).hostname
-            pool_kwargs["server_hostname"] = name
-            pool_kwargs["assert_hostname"] = name
+            # urllib3's pool arguments; the stubs' TypedDict names only requests' own.
+            extra = cast(dict[str, Any], pool_kwargs)
+            extra["server_hostname"] = name
+            extra["assert_hostname"] = name
         return host_params, pool_kwargs
 
 
