@@ -6,6 +6,9 @@ Routes:
   /text                                     an HTML page (not an image)
   /flaky/<key>/<n>/<W>x<H>.jpg              503 for the first n requests of <key>, then the image
   /always/<code>                            always that status (for retry exhaustion)
+  /trickle/<key>/<n>/<W>x<H>.jpg            a hostile host for the first n requests of <key>
+                                            (its status line, then a header byte a second),
+                                            then the image
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +24,9 @@ from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
+
+# A trickle stops on its own after this long, so no server thread outlives its test for good.
+TRICKLE_MAX_S = 300
 
 _FORMATS = {
     "jpg": ("JPEG", "image/jpeg"),
@@ -44,7 +51,8 @@ def make_image(width: int, height: int, ext: str) -> bytes:
 
 
 class ImageServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        """On `port` of 127.0.0.1, or a free one (0)."""
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         server = self
@@ -68,6 +76,18 @@ class ImageServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _trickle(self) -> None:
+                """A hostile host: the status line, then one header byte a second, for as
+                long as the client listens (at most TRICKLE_MAX_S, so the thread ends)."""
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    for _ in range(TRICKLE_MAX_S):
+                        time.sleep(1)
+                        self.wfile.write(b"X")
+                except OSError:
+                    pass  # the client gave up: what the test wants
+                self.close_connection = True
+
             def _route(self, seen: int) -> None:
                 path = self.path.split("?", 1)[0]
                 if m := re.fullmatch(r"/img/(\d+)x(\d+)\.(\w+)", path):
@@ -81,6 +101,12 @@ class ImageServer:
                     else:
                         self._send(200, make_image(int(m[2]), int(m[3]), "jpg"), "image/jpeg")
                     return
+                if m := re.fullmatch(r"/trickle/[\w-]+/(\d+)/(\d+)x(\d+)\.jpg", path):
+                    if seen <= int(m[1]):
+                        self._trickle()
+                    else:
+                        self._send(200, make_image(int(m[2]), int(m[3]), "jpg"), "image/jpeg")
+                    return
                 if m := re.fullmatch(r"/(?:status|always)/(\d{3})", path):
                     self._send(int(m[1]), b"status page", "text/plain")
                     return
@@ -89,7 +115,7 @@ class ImageServer:
                     return
                 self._send(404, b"no such image", "text/plain")
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
