@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
         host.stop()
     results["measurement"] = measure.header_vs_decode(ensure_images()["12mp"])
+    # Hostile inputs: CPU and memory of measure_image per attack (issue 12's bound). Plain
+    # Pillow's "before" figures take minutes: `python -m bench.hostile_images` prints them.
+    subprocess.run([sys.executable, "-m", "bench.hostile_images", "--no-pillow"], check=True)
     results["load_after"] = _load()
     print(render(results))
     if not args.no_write:
