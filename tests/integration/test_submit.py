@@ -150,6 +150,21 @@ GOOD = visit("S00339218", [A])
         ),
         ({"count": 1, "visits": [visit("S00339218", [A], "2026-13-45T10:15:00Z")]}, ["visit_time"]),
         ({"count": 1, "visits": [visit("S00339218", [A], 1732788900)]}, ["visit_time", "string"]),
+        # Once 500s (tests/unit/test_hostile_requests.py has the rest of each kind).
+        (
+            {"count": 1, "visits": [visit("S00339218", [A], "9999-12-31T23:59:59-01:00")]},
+            ["visits[0].visit_time: '9999-12-31T23:59:59-01:00' is out of range"],
+        ),
+        (
+            {"count": 1, "visits": [visit("S00339218", [A, "http://[::1/x.jpg"])]},
+            ["visits[0].image_url[1] 'http://[::1/x.jpg' is not a valid URL"],
+        ),
+        (
+            {"count": 1, "visits": [visit("S00339218", ["http://images.example.com:0/a.jpg"])]},
+            ["visits[0].image_url[0]", "port must be a number from 1 to 65535"],
+        ),
+        ('{"count": 1, "visits": ' + "[" * 3000 + "]" * 3000 + "}", ["nested too deeply"]),
+        ('{"count": ' + "1" * 5000 + ', "visits": []}', ["a number with more than 4300 digits"]),
     ],
 )
 def test_bad_requests_get_400_with_a_readable_error(aws, stores, call_api, body, words):

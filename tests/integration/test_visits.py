@@ -270,6 +270,10 @@ BAD_REQUESTS = [
     ({"limit": "ten"}, "query parameter 'limit'"),
     ({"next": "garbage!"}, "the next token is not valid"),
     ({"next": "eyJ2IjoxfQ"}, "the next token is not valid"),
+    # Once 500s: a UTC form outside datetime's range, a token of 1,500 "[" (RecursionError).
+    ({"startdate": "0001-01-01T00:00:00+01:00"}, "startdate: '0001-01-01T00:00:00+01:00' is out"),
+    ({"enddate": "9999-12-31T23:59:59-01:00"}, "enddate: '9999-12-31T23:59:59-01:00' is out"),
+    ({"storeid": BHARAT, "next": "W1tb" * 500}, "the next token is not valid"),
 ]
 
 
@@ -279,6 +283,31 @@ def test_every_bad_request_is_a_400_that_says_what_is_wrong(call_api, real_store
         assert result.status_code == 400, query
         assert set(result.body) == {"error"}, query
         assert words in result.body["error"], (query, result.body)
+
+
+def test_visits_at_the_ends_of_time_are_found_by_the_first_and_last_days(
+    aws, call_api, image_server, real_stores
+):
+    """Year 1 and year 9999 are valid visit times; a date-only range covering them must
+    find them. (A key bound before year 1000 was once written "5-01-01...", with no leading
+    zeros, which sorts after "2026-...": startdate=0005-01-01 skipped this year's visits.)"""
+    run_jobs(
+        aws,
+        call_api,
+        visit(BHARAT, [img(image_server, 1)], "0001-01-01T00:00:00-01:00"),  # 01:00Z
+        visit(BHARAT, [img(image_server, 2)], "9999-12-31T23:59:59+01:00"),  # 22:59:59Z
+        visit(BHARAT, [img(image_server, 3)], "2026-11-28T10:15:00Z"),
+    )
+    for query, perimeters in [
+        ({"startdate": "0001-01-01", "enddate": "9999-12-31"}, [202, 206, 204]),
+        ({"startdate": "0005-01-01"}, [206, 204]),
+        ({"enddate": "0001-01-01"}, [202]),
+        ({"startdate": "9999-12-31"}, [204]),
+        ({"startdate": "0001-01-01T01:00:01Z", "enddate": "9999-12-31T22:59:58Z"}, [206]),
+    ]:
+        result = get_visits(call_api, storeid=BHARAT, **query)
+        assert result.status_code == 200, (query, result.body)
+        assert [p for _, _, p in entries(result.body)] == perimeters, query
 
 
 # -- without the real store master (a user's clone) ---------------------------------------

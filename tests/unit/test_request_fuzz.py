@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retail_pulse.api.resolver import SECURITY_HEADERS
+from retail_pulse.api.resolver import MAX_JSON_DEPTH, SECURITY_HEADERS
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import ApiResult, assert_documented
 from tests.support.events import api_event
@@ -61,10 +62,27 @@ odd_strings = st.text(
 )
 # Values that pass the first look of a field (a URL's scheme, a store id's shape) and hide
 # the trouble further in: these get past the cheap checks to the deeper ones.
-plausible_strings = st.sampled_from(["https://images.example/", "http://10.0.0.1/", "S0"]).flatmap(
-    lambda prefix: (odd_strings | st.text(max_size=20)).map(lambda rest: prefix + rest)
+# "http://[" and "http://images.example:" reach urlsplit's IPv6 and port parsing.
+plausible_strings = st.sampled_from(
+    ["https://images.example/", "http://10.0.0.1/", "S0", "http://[", "http://images.example:"]
+).flatmap(lambda prefix: (odd_strings | st.text(max_size=20)).map(lambda rest: prefix + rest))
+
+
+def _rfc3339(moment: datetime, offset_minutes: int) -> str:
+    sign = "+" if offset_minutes >= 0 else "-"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    return f"{moment.isoformat(timespec='seconds')}{sign}{hours:02d}:{minutes:02d}"
+
+
+# Any datetime with any offset, a third of them on the first or last day datetime holds,
+# where the UTC form of a valid timestamp can leave its range.
+moments = (
+    st.datetimes()
+    | st.datetimes(max_value=datetime(1, 1, 1, 23, 59, 59))
+    | st.datetimes(min_value=datetime(9999, 12, 31))
 )
-field_values = json_values | odd_strings | plausible_strings
+timestamps = st.builds(_rfc3339, moments, st.integers(-1439, 1439))
+field_values = json_values | odd_strings | plausible_strings | timestamps
 
 
 def _check(method: str, path: str, raw: dict[str, Any]) -> ApiResult:
@@ -103,6 +121,24 @@ def test_any_json_value_as_a_submit_body(aws: Any, body: Any) -> None:
 @FUZZ
 def test_any_bytes_or_text_as_a_submit_body(aws: Any, body: bytes | str) -> None:
     _submit(body)
+
+
+@given(when=timestamps)
+@FUZZ
+def test_any_timestamp_as_visit_time(aws: Any, when: str) -> None:
+    result = _submit(json.dumps({"count": 1, "visits": [{**VALID_VISIT, "visit_time": when}]}))
+    if result.status_code == 400:
+        assert "is out of range" in result.body["error"], result.body
+
+
+@given(depth=st.integers(0, 3000))
+@FUZZ
+def test_any_nesting_depth_in_an_ignored_field(aws: Any, depth: int) -> None:
+    extra = "[" * depth + "0" + "]" * depth
+    body = json.dumps({"count": 1, "visits": [VALID_VISIT]})[:-1] + f', "extra": {extra}}}'
+    result = _submit(body)
+    # The body object is level 1, so `extra` may hold MAX_JSON_DEPTH - 1 arrays.
+    assert result.status_code == (201 if depth < MAX_JSON_DEPTH else 400), result.body
 
 
 content_types = st.sampled_from(
@@ -174,6 +210,7 @@ query_values = (
     | odd_strings
     | st.integers().map(str)
     | st.datetimes().map(lambda moment: moment.isoformat())
+    | timestamps
 )
 
 

@@ -68,11 +68,21 @@ def test_a_bare_date_means_the_whole_utc_day():
         (None, "2026-13-01T00:00:00Z", "enddate: '2026-13-01T00:00:00Z' is not a valid date"),
         (None, "2026-02-30", "enddate '2026-02-30' is not a valid date"),
         ("2026-11-29T00:00:00Z", "2026-11-28T00:00:00Z", "is after enddate"),
+        # Valid timestamps whose UTC form leaves datetime's range (once an OverflowError).
+        ("0001-01-01T00:00:00+01:00", None, "startdate: '0001-01-01T00:00:00\\+01:00' is out"),
+        (None, "9999-12-31T23:59:59-01:00", "enddate: '9999-12-31T23:59:59-01:00' is out"),
     ],
 )
 def test_bad_dates_and_reversed_ranges_are_bad_requests(start, end, words):
     with pytest.raises(BadRequest, match=words):
         parse_filter(None, None, start, end)
+
+
+def test_the_first_and_last_days_of_the_range_are_whole_days():
+    query = parse_filter(None, None, "0001-01-01", "9999-12-31")
+    assert query.start == utc(1, 1, 1)
+    assert query.end == datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert query.contains("0001-01-01T00:00:00Z") and query.contains("9999-12-31T23:59:59Z")
 
 
 def test_an_instant_range_is_allowed():
@@ -116,6 +126,17 @@ def test_open_ended_bounds():
     assert (lower, upper) == ("2026-01-01T00:00:00", None)
 
 
+def test_key_bounds_of_years_before_1000_have_four_digits():
+    """strftime("%Y") writes year 5 as "5" on Linux, which sorts after "2026-...": the
+    bound must be "0005-..." like the visit keys it is compared with."""
+    keys = ["0001-01-01T00:00:00Z#j#00000", "0999-06-01T00:00:00Z#j#00001"]
+    lower, upper = key_bounds(utc(1, 1, 1), utc(999, 12, 31))
+    assert (lower, upper) == ("0001-01-01T00:00:00", "0999-12-31T00:00:00~")
+    assert keys_between(lower, upper, keys) == keys
+    lower, _ = key_bounds(utc(5, 1, 1), None)
+    assert keys_between(lower, None, ["2026-11-28T10:15:00Z#j#00000"]) != []
+
+
 # -- tokens -----------------------------------------------------------------------------
 
 QUERY = VisitFilter(area="710006", start=utc(2026, 11, 1))
@@ -142,6 +163,12 @@ def test_token_round_trip_is_url_safe():
         forge({"v": 1, "q": QUERY.fingerprint(), "p": 7, "k": CURSOR.after}),
         forge({"v": 2, "q": QUERY.fingerprint(), "p": "710006", "k": CURSOR.after}),
         "A" * 5000,
+        # Crafted: each once raised out of decode_token (RecursionError) or slipped through.
+        base64.urlsafe_b64encode(b"[" * 1500).decode().rstrip("="),
+        forge({"v": True, "q": QUERY.fingerprint(), "p": "710006", "k": CURSOR.after}),
+        forge({"v": int("9" * 3000)}),
+        base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode().rstrip("="),
+        base64.urlsafe_b64encode(json.dumps({"v": 1}).encode("utf-16")).decode().rstrip("="),
     ],
 )
 def test_malformed_tokens_are_bad_requests(token):

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from retail_pulse.api.errors import SUBJECT_ERROR
 from retail_pulse.settings import get_settings
 
 # RFC 3339 needs a full date and time; the offset is optional here (no offset means UTC).
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$"
 )
+OUT_OF_RANGE = "is out of range: times must fall between 0001-01-01 and 9999-12-31 in UTC"
+# Scheme, then the authority (userinfo@host:port) up to the path, query or fragment.
+_HTTP_URL = re.compile(r"^https?://(?P<authority>[^/?#]+)", re.IGNORECASE)
+_IDNA_REASON = re.compile(r"\((?:\w+Error: )?(?P<reason>.*)\)$")
 
 
 def shown(text: str) -> str:
@@ -39,7 +56,13 @@ def parse_timestamp(value: str) -> datetime:
         raise ValueError(f"'{shown(value)}' is not a valid date and time ({exc})") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        # 9999-12-31T23:59:59-01:00 is a valid timestamp whose UTC form is in year 10000,
+        # which datetime cannot hold (and 0001-01-01T00:00:00+01:00 in year 0). A
+        # ValueError, so every caller (and Pydantic) reports it as the bad input it is.
+        raise ValueError(f"'{shown(value)}' {OUT_OF_RANGE}") from exc
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -49,13 +72,104 @@ def format_timestamp(moment: datetime) -> str:
     return moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` is not an http or https URL the service can fetch, or None when it is.
+
+    The one rule for every URL a client sends (image_url; callback_url is checked the
+    same way), so a URL the fetcher could not even split is refused at submit with its
+    position, not accepted and failed later. The answer finishes a sentence that starts
+    with where the URL is: "visits[1].image_url[3] " + "'http://[::1/x' is not a valid
+    URL: its IPv6 host has no closing ']'".
+    """
+    limit = get_settings().max_url_length
+    if len(url) > limit:
+        return f"is {len(url)} characters long; the limit is {limit} (MAX_URL_LENGTH)"
+    # Unprintable characters include lone surrogates, which no store can encode; urlsplit
+    # would also silently drop tabs and newlines, so the URL fetched is not the one sent.
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return (
+            "is not an http or https URL: it contains a space or an unprintable character "
+            "(percent-encode it)"
+        )
+    match = _HTTP_URL.match(url)
+    if not match:
+        return f"'{shown(url[:100])}' is not an http or https URL"
+    reason = _authority_problem(match.group("authority"))
+    if reason is None:
+        # What the fetcher will do with it (imaging/download.py): nothing here may raise.
+        try:
+            parts = urlsplit(url)
+            _ = parts.hostname, parts.port
+        except ValueError as error:
+            reason = str(error)
+    return None if reason is None else f"'{shown(url[:100])}' is not a valid URL: {reason}"
+
+
+def _authority_problem(authority: str) -> str | None:
+    """What is wrong with `user@host:port`, in words (urlsplit's own are terse, and it
+    lets some broken forms through: "[::1]junk", "[v1.x]", port 0)."""
+    host_port = authority.rpartition("@")[2]  # the last @ ends the userinfo, as in urlsplit
+    if host_port.startswith("["):
+        end = host_port.find("]")
+        if end < 0:
+            return "its IPv6 host has no closing ']'"
+        host, rest = host_port[1:end], host_port[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return "only ':' and a port may follow its IPv6 host"
+        try:
+            ipaddress.IPv6Address(host)  # a zone (fe80::1%25eth0) is part of the address
+        except ValueError:
+            return f"'{host}' in brackets is not an IPv6 address"
+        port = rest[1:]
+    else:
+        if "[" in host_port or "]" in host_port:
+            return "its host has a '[' or ']' that is not around an IPv6 address"
+        host, _, port = host_port.partition(":")
+    if not host:
+        return "it has no host"
+    # An empty port means the scheme's default (RFC 3986), as urlsplit reads it.
+    if port and not (
+        len(port) <= 5 and port.isascii() and port.isdigit() and 0 < int(port) < 65536
+    ):
+        return "its port must be a number from 1 to 65535"
+    if not host_port.startswith("["):
+        try:
+            host.encode("idna")  # what the fetcher sends to DNS and in the Host header
+        except UnicodeError as error:
+            found = _IDNA_REASON.search(str(error))
+            why = found.group("reason") if found else str(error)
+            if why == "label empty or too long":  # the codec's usual complaint, in words
+                why = "each dot-separated part must be 1 to 63 characters"
+            return f"its host '{host}' is not a valid host name ({why})"
+    return None
+
+
+def _checked_url(url: str) -> str:
+    problem = url_problem(url)
+    if problem is not None:
+        # A custom type, so the sentence reads "<where> '<url>' is not ...", no colon.
+        raise PydanticCustomError(SUBJECT_ERROR, "{problem}", {"problem": problem})
+    return url
+
+
+FetchableUrl = Annotated[StrictStr, AfterValidator(_checked_url)]
+"""A string that url_problem accepts; each bad one is its own error, at its position."""
+
+
+def _too_many_images(images: int, limit: int) -> str:
+    return (
+        f"the job has {images} images; the limit is {limit} per job "
+        "(MAX_IMAGES_PER_JOB): split it into several jobs"
+    )
+
+
 class Visit(BaseModel):
     """One store visit: the store, when it was visited, and the photos taken."""
 
     model_config = ConfigDict(extra="ignore")
 
     store_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    image_url: Annotated[list[StrictStr], Field(min_length=1)]
+    image_url: Annotated[list[FetchableUrl], Field(min_length=1)]
     visit_time: StrictStr
 
     @field_validator("store_id")
@@ -66,31 +180,17 @@ class Visit(BaseModel):
             raise ValueError("store_id must not be blank")
         return value
 
-    @field_validator("image_url")
+    @field_validator("image_url", mode="before")
     @classmethod
-    def _urls_are_http(cls, urls: list[str]) -> list[str]:
-        limits = get_settings()
-        if len(urls) > limits.max_urls_per_visit:
+    def _at_most_max_urls(cls, urls: Any) -> Any:
+        # Before the URLs are checked one by one: a list far over the limit is refused
+        # without building an error per bad item.
+        limit = get_settings().max_urls_per_visit
+        if isinstance(urls, list) and len(urls) > limit:
             raise ValueError(
-                f"a visit may have at most {limits.max_urls_per_visit} image URLs "
+                f"a visit may have at most {limit} image URLs "
                 f"(limit MAX_URLS_PER_VISIT); this one has {len(urls)}: split it into more visits"
             )
-        for position, url in enumerate(urls):
-            if len(url) > limits.max_url_length:
-                raise ValueError(
-                    f"image_url[{position}] is {len(url)} characters long; the limit is "
-                    f"{limits.max_url_length} (MAX_URL_LENGTH)"
-                )
-            # Unprintable characters include lone surrogates, which no store can encode.
-            if any(c.isspace() or not c.isprintable() for c in url):
-                raise ValueError(
-                    f"image_url[{position}] is not an http or https URL: it contains a space "
-                    "or an unprintable character (percent-encode it)"
-                )
-            if not re.match(r"^https?://[^/?#]+", url, re.IGNORECASE):
-                raise ValueError(
-                    f"image_url[{position}] '{shown(url[:100])}' is not an http or https URL"
-                )
         return urls
 
     @field_validator("visit_time")
@@ -123,6 +223,28 @@ class SubmitRequest(BaseModel):
     count: Annotated[StrictInt, Field(ge=1, description="Number of visits; must equal len(visits)")]
     visits: Annotated[list[Visit], Field(min_length=1)]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _within_the_job_limit(cls, data: Any) -> Any:
+        """MAX_IMAGES_PER_JOB, checked before any visit is validated: a 6 MB body holds
+        millions of bad items, and an error built and worded for each took minutes."""
+        if not isinstance(data, dict) or not isinstance(visits := data.get("visits"), list):
+            return data
+        limit = get_settings().max_images_per_job
+        if len(visits) > limit:
+            raise ValueError(
+                f"the job has {len(visits)} visits; the limit is {limit} images per job "
+                "(MAX_IMAGES_PER_JOB) and each visit has at least one: split it into several jobs"
+            )
+        images = sum(
+            len(urls)
+            for visit in visits
+            if isinstance(visit, dict) and isinstance(urls := visit.get("image_url"), list)
+        )
+        if images > limit:
+            raise ValueError(_too_many_images(images, limit))
+        return data
+
     def check_consistency(self) -> None:
         """Cross-field rules, checked after the fields themselves are valid."""
         if self.count != len(self.visits):
@@ -130,12 +252,8 @@ class SubmitRequest(BaseModel):
                 f"count is {self.count} but visits has {len(self.visits)} entries; they must match"
             )
         limit = get_settings().max_images_per_job
-        images = self.image_count
-        if images > limit:
-            raise ValueError(
-                f"the job has {images} images; the limit is {limit} per job "
-                "(MAX_IMAGES_PER_JOB): split it into several jobs"
-            )
+        if self.image_count > limit:  # _within_the_job_limit has seen to it; kept as the rule
+            raise ValueError(_too_many_images(self.image_count, limit))
 
     @property
     def image_count(self) -> int:

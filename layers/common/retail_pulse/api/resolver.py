@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.router import Router
 from pydantic import BaseModel
@@ -23,6 +25,10 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+# Arrays and objects inside one another. A job is 4 deep ({"visits": [{"image_url": [..]}]});
+# the rest is room for fields a client adds and the API ignores. Far below the depth at
+# which json.loads (and any recursive walk after it) runs out of stack.
+MAX_JSON_DEPTH = 32
 
 
 def json_response(status_code: int, body: BaseModel | dict[str, Any]) -> Response:
@@ -86,6 +92,63 @@ def _too_large(size: int, limit: int) -> str:
     return f"request body is {size} bytes; the limit is {limit} (MAX_BODY_BYTES)"
 
 
+def read_json_body(text: str) -> Any:
+    """The body as JSON, for Powertools to validate (its json_body_deserializer), so it
+    is parsed once, here. A body that is JSON but that Python cannot turn into objects is
+    a BadRequest (400), never the exception json.loads raises: RecursionError past about
+    1,000 levels, ValueError for an integer over sys.get_int_max_str_digits() digits.
+    Text that is not JSON stays a JSONDecodeError, which Powertools reports as such.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError as error:
+        raise BadRequest(_too_deep()) from error
+    except ValueError as error:  # the only other ValueError json.loads raises
+        raise BadRequest(
+            f"the request body has a number with more than {sys.get_int_max_str_digits()} "
+            "digits; no field of a job needs one: send count as a plain integer"
+        ) from error
+    if _depth_over(value, MAX_JSON_DEPTH):
+        raise BadRequest(_too_deep())
+    return value
+
+
+def _too_deep() -> str:
+    return (
+        f"the request body is nested too deeply (over {MAX_JSON_DEPTH} levels of arrays "
+        'and objects); a job needs 4: send {"count": ..., "visits": [{"store_id": ..., '
+        '"image_url": [...], "visit_time": ...}]}'
+    )
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` deep; iterative, so a deep value
+    cannot exhaust the stack here either."""
+    pending: list[tuple[dict[str, Any] | list[Any], int]] = (
+        [(value, 1)] if isinstance(value, dict | list) else []
+    )
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def internal_error_body(context: Any) -> dict[str, str]:
+    """What a client sees of a bug on our side: no detail, but the Lambda request id, which
+    is the `function_request_id` of every log line of the request (inject_lambda_context),
+    so a client quoting it leads straight to the traceback."""
+    request_id = str(getattr(context, "aws_request_id", None) or "unknown")
+    return {
+        "error": f"internal error; it has been logged (request id {request_id})",
+        "request_id": request_id,
+    }
+
+
 class _Resolver(APIGatewayRestResolver):
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         try:
@@ -93,7 +156,13 @@ class _Resolver(APIGatewayRestResolver):
         except BadRequest as error:
             logger.info("request rejected", extra={"reason": str(error)})
             return _proxy_response(error.status_code, {"error": str(error)})
-        return super().resolve(as_json_request(event), context)
+        try:
+            return super().resolve(as_json_request(event), context)
+        except Exception:
+            # Raised outside the route, where make_resolver's handler cannot see it (e.g.
+            # while Powertools serializes the response): still JSON, still logged.
+            logger.exception("unhandled error outside the route")
+            return _proxy_response(500, internal_error_body(context))
 
 
 def _proxy_response(status_code: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +177,9 @@ def _proxy_response(status_code: int, body: dict[str, Any]) -> dict[str, Any]:
 
 def make_resolver(router: Router) -> APIGatewayRestResolver:
     """A REST API resolver with request validation and the project's error shape."""
-    app = _Resolver(enable_validation=True, strip_prefixes=None)
+    app = _Resolver(
+        enable_validation=True, strip_prefixes=None, json_body_deserializer=read_json_body
+    )
     app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
@@ -116,7 +187,7 @@ def make_resolver(router: Router) -> APIGatewayRestResolver:
         if any(e.get("loc", ("",))[0] == "response" for e in error.errors()):
             # Our own response broke its declared model: a bug on our side, never a 400.
             logger.error("response failed validation", extra={"errors": str(error.errors())})
-            return json_response(500, {"error": "internal error; it has been logged"})
+            return json_response(500, internal_error_body(app.lambda_context))
         message = describe_validation_errors(error.errors())
         logger.info("request rejected", extra={"reason": message})
         return json_response(400, {"error": message})
@@ -125,6 +196,19 @@ def make_resolver(router: Router) -> APIGatewayRestResolver:
     def _bad_request(error: BadRequest) -> Response:
         logger.info("request rejected", extra={"reason": str(error)})
         return json_response(error.status_code, {"error": str(error)})
+
+    # Handlers are looked up along the exception's MRO, so every more specific one above
+    # (and a function's own, such as submit's 503) still wins; this catches the rest.
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        if isinstance(error, ServiceError):
+            # Powertools' own HTTP errors (its 404 and the like): their status, our shape.
+            return json_response(error.status_code, {"error": str(error.msg)})
+        logger.exception(
+            "unhandled error",
+            extra={"route": f"{app.current_event.http_method} {app.current_event.path}"},
+        )
+        return json_response(500, internal_error_body(app.lambda_context))
 
     @app.not_found
     def _not_found(_: Exception) -> Response:

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Protocol
 
 from retail_pulse.api.errors import BadRequest
@@ -135,8 +135,8 @@ def parse_bound(name: str, value: str | None, *, end_of_day: bool) -> datetime |
             day = date.fromisoformat(text)
         except ValueError as error:
             raise BadRequest(f"{name} '{text}' is not a valid date ({error})") from error
-        moment = datetime.combine(day, time.min, tzinfo=UTC)
-        return moment + timedelta(days=1, microseconds=-1) if end_of_day else moment
+        # time.max, not the next midnight minus a microsecond: 9999-12-31 has no next day.
+        return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
     try:
         return parse_timestamp(text)
     except ValueError as error:
@@ -151,7 +151,9 @@ def key_bounds(start: datetime | None, end: datetime | None) -> tuple[str | None
 
 
 def _second(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    # isoformat, not strftime("%Y..."): glibc writes year 5 as "5", not "0005", and the
+    # bound "5-01-01..." sorts after "2026-...", so startdate=0005-01-01 found nothing.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def check_id(kind: str, value: str) -> None:
@@ -180,10 +182,17 @@ def decode_token(token: str, query: VisitFilter, partitions: Sequence[str]) -> C
     if not token or len(token) > _MAX_TOKEN_LENGTH or not re.fullmatch(r"[A-Za-z0-9_-]+", token):
         raise BadRequest(BAD_TOKEN)
     try:
-        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError) as error:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        # UTF-8 explicitly: json.loads of bytes would also read UTF-16 and UTF-32.
+        payload = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError, RecursionError) as error:
+        # ValueError covers bad UTF-8, bad JSON and numbers over the digit limit;
+        # RecursionError a token of nested brackets (1,500 "[" fit in 4,096 characters).
         raise BadRequest(BAD_TOKEN) from error
-    if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION:
+    # `type(...) is int`: True == 1, and a forged {"v": true} is no token of ours.
+    if not isinstance(payload, dict) or type(payload.get("v")) is not int:
+        raise BadRequest(BAD_TOKEN)
+    if payload["v"] != _TOKEN_VERSION:
         raise BadRequest(BAD_TOKEN)
     partition, after = payload.get("p"), payload.get("k")
     if not isinstance(partition, str) or not isinstance(after, str) or not _VISIT_KEY.match(after):

@@ -16,7 +16,7 @@ from functools import partial
 from retail_pulse.api.errors import BadRequest
 from retail_pulse.api.models import VisitsResponse
 from retail_pulse.data.stores import area_exists, find_stores, get_store, known_areas
-from retail_pulse.data.visits import IndexName, InvalidStartKey, query_visits
+from retail_pulse.data.visits import IndexName, InvalidStartKey, VisitRow, query_visits
 from retail_pulse.visits.query import (
     BAD_TOKEN,
     DEFAULT_LIMIT,
@@ -68,7 +68,7 @@ def _fetch(
     partition: str,
     after: str | None,
     count: int,
-):
+) -> list[VisitRow]:
     return query_visits(by, partition, count, after=after, lower=lower, upper=upper)
 
 
