@@ -31,6 +31,9 @@ log = logging.getLogger("local_stack")
 
 # Generous: on 2 cores, a dozen workers import boto3 and Powertools at once.
 INIT_TIMEOUT_S = 60.0
+# How long an invocation waits for its REPORT line to come through the pipe: a bound only,
+# so a worker that dies mid-line cannot hang a request.
+REPORT_WAIT_S = 10.0
 
 
 class LogSink:
@@ -124,6 +127,9 @@ class Worker:
             errors="replace",
         )
         child_sock.close()
+        # Invocations whose REPORT line the pump has not relayed yet, by request id.
+        self._reports: dict[str, threading.Event] = {}
+        self._reports_lock = threading.Lock()
         self._reader = threading.Thread(
             target=self._pump_output, name=f"log-{spec.logical_id}", daemon=True
         )
@@ -134,6 +140,12 @@ class Worker:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self._sink.write(self.spec.logical_id, line.rstrip("\n"))
+            if line.startswith("REPORT RequestId: "):
+                request_id = line.removeprefix("REPORT RequestId: ").split("\t", 1)[0].strip()
+                with self._reports_lock:
+                    reported = self._reports.pop(request_id, None)
+                if reported is not None:
+                    reported.set()
 
     def wait_init(self, timeout_s: float = INIT_TIMEOUT_S) -> dict[str, Any]:
         """The init phase's outcome; an import error is reported, not raised, as Lambda does."""
@@ -165,6 +177,9 @@ class Worker:
         request_id = str(uuid.uuid4())
         self.wait_init()
         timeout_s = self.spec.timeout_s
+        reported = threading.Event()
+        with self._reports_lock:
+            self._reports[request_id] = reported
         try:
             self._sock.settimeout(None)
             send_frame(
@@ -172,10 +187,18 @@ class Worker:
             )
             self._sock.settimeout(timeout_s)
             reply = recv_frame(self._sock)
+            # The reply comes over the socket, the function's lines over its stdout pipe: an
+            # invocation is over once its REPORT line is relayed, so everything it printed is
+            # in the log before its caller (an API response, a poller) moves on.
+            if reply is not None:
+                reported.wait(REPORT_WAIT_S)
         except TimeoutError:
             return self._timed_out(request_id, timeout_s)
         except OSError:
             reply = None
+        finally:
+            with self._reports_lock:
+                self._reports.pop(request_id, None)
         if reply is None:
             self.kill()
             return Invocation(

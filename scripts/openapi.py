@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -30,6 +31,11 @@ def load_function(name: str) -> ModuleType:
     module_name = f"functions_{name}_app"
     if module_name in sys.modules:
         return sys.modules[module_name]
+    # A function validates its settings when imported (retail_pulse.entry); the document
+    # does not depend on them, so stand-in names do where the environment has none.
+    for variable in ("JOBS_TABLE", "IMAGES_TABLE", "STORES_TABLE", "IDEMPOTENCY_TABLE"):
+        os.environ.setdefault(variable, variable.removesuffix("_TABLE").title())
+    os.environ.setdefault("IMAGE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Images")
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from retail_pulse.api.models import ErrorBody, StatusResponse, UnknownJobBody
+from retail_pulse.api.models import INTERNAL_ERROR, ErrorBody, StatusResponse, UnknownJobBody
 from retail_pulse.api.resolver import json_response, make_resolver
 from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.status import job_status
@@ -31,6 +31,7 @@ router = APIGatewayRouter()
             '`{"error": ...}` when jobid is missing',
             "content": {"application/json": {"model": UnknownJobBody | ErrorBody}},
         },
+        **INTERNAL_ERROR,
     },
 )
 def status(
@@ -38,11 +39,9 @@ def status(
 ) -> Response[StatusResponse | UnknownJobBody]:
     logger.append_keys(job_id=jobid)
     tracer.put_annotation(key="job_id", value=jobid[:256])
-    result = job_status(jobid)
-    if result is None:
-        # The SPEC's contract: an unknown job is a 400 with an empty object.
-        return json_response(400, UnknownJobBody())
-    return json_response(200, result)
+    # An unknown job raises UnknownJob: the SPEC's 400 {} (api/errors.py).
+    status = StatusResponse.model_validate(job_status(jobid), from_attributes=True)
+    return json_response(200, status)
 
 
 app = make_resolver(router)

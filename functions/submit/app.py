@@ -10,16 +10,10 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.api.errors import BadRequest
-from retail_pulse.api.models import ErrorBody, SubmitRequest, SubmitResponse
+from retail_pulse.api.models import INTERNAL_ERROR, ErrorBody, SubmitRequest, SubmitResponse
 from retail_pulse.api.resolver import json_response, make_resolver
 from retail_pulse.entry import lambda_entry
-from retail_pulse.jobs.idempotency import (
-    HEADER,
-    SubmitInterrupted,
-    accept_job,
-    remember_invocation,
-)
-from retail_pulse.observability import logger
+from retail_pulse.jobs.submit import HEADER, remember_invocation, submit_job
 
 router = APIGatewayRouter()
 
@@ -52,6 +46,7 @@ router = APIGatewayRouter()
             "description": "Storage failed part-way through; send the same request again",
             "content": {"application/json": {"model": ErrorBody}},
         },
+        **INTERNAL_ERROR,
     },
 )
 def submit(job: SubmitRequest) -> Response[SubmitResponse]:
@@ -60,16 +55,10 @@ def submit(job: SubmitRequest) -> Response[SubmitResponse]:
     except ValueError as error:
         raise BadRequest(str(error)) from error
     key = router.current_event.headers.get(HEADER)
-    return json_response(201, SubmitResponse(job_id=accept_job(job, key)))
+    return json_response(201, SubmitResponse(job_id=submit_job(job.to_job_request(), key)))
 
 
 app = make_resolver(router)
-
-
-@app.exception_handler(SubmitInterrupted)
-def _interrupted(error: SubmitInterrupted) -> Response:
-    logger.exception("submit interrupted", extra={"cause": repr(error.__cause__)})
-    return json_response(503, {"error": str(error)})
 
 
 @lambda_entry(api=True)

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from retail_pulse.api.models import ErrorBody, VisitsResponse
+from retail_pulse.api.models import INTERNAL_ERROR, ErrorBody, VisitsResponse
 from retail_pulse.api.resolver import json_response, make_resolver
 from retail_pulse.entry import lambda_entry
 from retail_pulse.visits.query import DEFAULT_LIMIT, MAX_LIMIT
@@ -41,6 +41,7 @@ router = APIGatewayRouter()
             ),
             "content": {"application/json": {"model": ErrorBody}},
         },
+        **INTERNAL_ERROR,
     },
 )
 def visits(
@@ -68,9 +69,8 @@ def visits(
         Query(alias="next", description="The `next` of the previous page, with the same filters"),
     ] = None,
 ) -> Response[VisitsResponse]:
-    return json_response(
-        200, find_visits(area, storeid, startdate, enddate, limit=limit, next_token=next_token)
-    )
+    page = find_visits(area, storeid, startdate, enddate, limit=limit, next_token=next_token)
+    return json_response(200, VisitsResponse.model_validate(page, from_attributes=True))
 
 
 app = make_resolver(router)

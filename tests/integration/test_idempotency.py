@@ -58,22 +58,20 @@ def test_the_same_key_with_a_different_body_is_refused(aws, call_api):
 
 
 def test_a_repeat_while_the_first_is_running_gets_409_then_the_same_job(aws, call_api, monkeypatch):
-    from retail_pulse.jobs import idempotency
+    from retail_pulse.jobs import submit
 
     entered, release = threading.Event(), threading.Event()
-    real_submit = idempotency.submit_job
+    real_record = submit.record_job
 
-    def slow_submit(request):
+    def slow_record(request):
         entered.set()
         assert release.wait(30)
-        return real_submit(request)
+        return real_record(request)
 
-    monkeypatch.setattr(idempotency, "submit_job", slow_submit)
+    monkeypatch.setattr(submit, "record_job", slow_record)
     results: list[str] = []
-    request = SubmitRequest.model_validate(BODY)
-    first = threading.Thread(
-        target=lambda: results.append(idempotency.accept_job(request, "order-3"))
-    )
+    request = SubmitRequest.model_validate(BODY).to_job_request()
+    first = threading.Thread(target=lambda: results.append(submit.submit_job(request, "order-3")))
     first.start()
     assert entered.wait(30)
 

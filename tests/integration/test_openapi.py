@@ -68,12 +68,12 @@ def submit_413(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> Ap
 
 
 def submit_503(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
-    from retail_pulse.jobs.idempotency import SubmitInterrupted
+    from retail_pulse.errors import StorageInterrupted
 
     def interrupted(*_: Any, **__: Any) -> str:
-        raise SubmitInterrupted("storage failed part-way; send the same request again")
+        raise StorageInterrupted("storage failed part-way; send the same request again")
 
-    monkeypatch.setattr(load_handler("submit"), "accept_job", interrupted)
+    monkeypatch.setattr(load_handler("submit"), "submit_job", interrupted)
     return call_api("POST", path, body=job(visit("S00339218", [A])))
 
 
@@ -105,7 +105,33 @@ def visits_400(call_api: Call, path: str, **_: Any) -> ApiResult:
     return call_api("GET", path, query={"area": "no-such-area"})
 
 
+def internal_error(use_case: str) -> Callable[..., ApiResult]:
+    """A bug in the route's use case: the route still answers JSON, a 500 with the request
+    id (the traceback is logged; tests/unit/test_hostile_requests.py checks that)."""
+
+    def scenario(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
+        function = "submit" if path.startswith("/api/submit") else path.split("/")[2]
+
+        def broken(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(load_handler(function), use_case, broken)
+        method = "POST" if function == "submit" else "GET"
+        kwargs: dict[str, Any] = {
+            "submit": {"body": job(visit("S00339218", [A]))},
+            "status": {"query": {"jobid": "any"}},
+            "visits": {"query": {"storeid": "S00339218"}},
+        }[function]
+        return call_api(method, path, **kwargs)
+
+    return scenario
+
+
 SCENARIOS: dict[tuple[str, str, int], Callable[..., ApiResult]] = {
+    ("POST", "/api/submit/", 500): internal_error("submit_job"),
+    ("POST", "/api/submit", 500): internal_error("submit_job"),
+    ("GET", "/api/status", 500): internal_error("job_status"),
+    ("GET", "/api/visits", 500): internal_error("find_visits"),
     ("POST", "/api/submit/", 201): submit_201,
     ("POST", "/api/submit/", 400): submit_400,
     ("POST", "/api/submit/", 409): submit_409,

@@ -139,7 +139,7 @@ def backend(request: pytest.FixtureRequest, aws: Any, monkeypatch: pytest.Monkey
     if request.param == "moto":
         return "moto"
     from retail_pulse.data.models import ALL_MODELS
-    from retail_pulse.jobs import idempotency
+    from retail_pulse.jobs import submit
     from tests.conftest import create_idempotency_table
 
     url = dynamodb_local()
@@ -152,7 +152,7 @@ def backend(request: pytest.FixtureRequest, aws: Any, monkeypatch: pytest.Monkey
         # DynamoDB Local creates tables ACTIVE at once; PynamoDB's wait would poll for 2 s.
         model.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
     create_idempotency_table(client)
-    monkeypatch.setattr(idempotency.persistence, "client", _client(url))
+    monkeypatch.setattr(submit.persistence, "client", _client(url))
     request.addfinalizer(lambda: [setattr(m, "_connection", None) for m in ALL_MODELS])
     return "dynamodb-local"
 

@@ -439,7 +439,7 @@ def _broken(*_: Any, **__: Any) -> Any:
     [
         ("status", "job_status", "GET", "/api/status", {"query": {"jobid": "a-job"}}),
         ("visits", "find_visits", "GET", "/api/visits", {"query": {"storeid": STORE}}),
-        ("submit", "accept_job", "POST", "/api/submit/", {"body": job(visit([A]))}),
+        ("submit", "submit_job", "POST", "/api/submit/", {"body": job(visit([A]))}),
     ],
 )
 def test_an_unexpected_error_is_a_json_500_with_the_request_id_and_is_logged(
@@ -505,6 +505,4 @@ def test_a_response_that_breaks_its_declared_model_is_a_json_500(
 
     assert result.status_code == 500
     assert result.body["error"].startswith("internal error; it has been logged (request id ")
-    assert [e["message"] for e in _lines(log) if e.get("level") == "ERROR"] == [
-        "response failed validation"
-    ]
+    assert [e["message"] for e in _lines(log) if e.get("level") == "ERROR"] == ["unhandled error"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
-from retail_pulse.api.errors import BadRequest
+from retail_pulse.errors import InvalidRequest
 from retail_pulse.visits.query import (
     BAD_TOKEN,
     OTHER_QUERY_TOKEN,
@@ -74,7 +75,7 @@ def test_a_bare_date_means_the_whole_utc_day():
     ],
 )
 def test_bad_dates_and_reversed_ranges_are_bad_requests(start, end, words):
-    with pytest.raises(BadRequest, match=words):
+    with pytest.raises(InvalidRequest, match=words):
         parse_filter(None, None, start, end)
 
 
@@ -93,7 +94,7 @@ def test_an_instant_range_is_allowed():
 
 @pytest.mark.parametrize("value", ["x" * 257, "#areas"])
 def test_ids_no_store_master_holds_are_rejected_before_reaching_dynamodb(value):
-    with pytest.raises(BadRequest, match="is not in the store master"):
+    with pytest.raises(InvalidRequest, match="is not in the store master"):
         check_id("storeid", value)
 
 
@@ -172,7 +173,7 @@ def test_token_round_trip_is_url_safe():
     ],
 )
 def test_malformed_tokens_are_bad_requests(token):
-    with pytest.raises(BadRequest, match="not valid") as caught:
+    with pytest.raises(InvalidRequest, match="not valid") as caught:
         decode_token(token, QUERY, ["710006"])
     assert str(caught.value) == BAD_TOKEN
 
@@ -199,7 +200,7 @@ def test_malformed_tokens_are_bad_requests(token):
 )
 def test_a_token_of_another_query_is_a_bad_request(issued_for, asked, partitions):
     token = encode_token(issued_for, CURSOR)
-    with pytest.raises(BadRequest) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         decode_token(token, asked, partitions)
     assert str(caught.value) == OTHER_QUERY_TOKEN
 
@@ -279,7 +280,7 @@ def test_results_are_grouped_by_store_in_store_id_order_oldest_first():
         row("S9", "2026-11-27T00:00:00Z", 3, 90),
     ]
     stores = {"S1": ("710006", "One"), "S2": ("700029", "Two")}
-    results = [r.model_dump() for r in group_by_store(rows, stores)]
+    results = [dataclasses.asdict(r) for r in group_by_store(rows, stores)]
     assert results == [
         {
             "store_id": "S1",

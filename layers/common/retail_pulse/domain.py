@@ -86,3 +86,63 @@ class FailedImage:
 
     store_id: str
     error: str
+
+
+JobState = Literal["ongoing", "completed", "failed"]
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    total: int
+    succeeded: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """How a job is doing: the SPEC's status, and one error per failed store if it failed."""
+
+    status: JobState
+    job_id: str
+    progress: JobProgress
+    error: list[FailedImage] | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One successfully measured image, as a visits page shows it."""
+
+    date: str  # the visit's time, RFC 3339 in UTC
+    perimeter: int
+
+
+@dataclass(frozen=True)
+class StoreResults:
+    store_id: str
+    area: str
+    store_name: str
+    data: list[Measurement]
+
+
+@dataclass(frozen=True)
+class VisitsPage:
+    """One page of results, stores in store-id order; `next` when more exist."""
+
+    results: list[StoreResults]
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class VisitRequest:
+    """One store visit of a submitted job, validated: the store, when, and its photos."""
+
+    store_id: str
+    image_url: tuple[str, ...]
+    visit_time: str  # RFC 3339, UTC
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job as submitted, validated by the API: its visits in order."""
+
+    visits: tuple[VisitRequest, ...]

@@ -1,9 +1,34 @@
-"""Turn every way a request can be wrong into a 4xx a person can act on."""
+"""Turn every way a request can be wrong into a status and a body a person can act on.
+
+ERROR_STATUS below is the whole error contract of the use cases: each domain error
+(retail_pulse.errors) and the status it answers. HTTP-level problems found before any use
+case runs (a body too large, not UTF-8, not valid for its model) are BadRequest here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from retail_pulse import errors as domain
+
+ERROR_STATUS: dict[type[domain.ServiceError], int] = {
+    domain.UnknownJob: 400,  # body exactly {}: the SPEC's answer for an unknown job
+    domain.InvalidRequest: 400,
+    domain.NotInStoreMaster: 400,
+    domain.KeyInProgress: 409,  # retry in a few seconds
+    domain.KeyReused: 409,  # use a new key
+    domain.StorageInterrupted: 503,  # send the same request again
+}
+
+
+def error_response(error: domain.ServiceError) -> tuple[int, dict[str, str]]:
+    """The status and body for a domain error: the most specific entry of ERROR_STATUS."""
+    status = next(ERROR_STATUS[c] for c in type(error).__mro__ if c in ERROR_STATUS)
+    if isinstance(error, domain.UnknownJob):
+        return status, {}  # no one learns whether the id exists
+    return status, {"error": str(error)}
+
 
 _TYPE_WORDS = {
     "int_type": "must be an integer",
@@ -33,12 +58,6 @@ class BadRequest(Exception):
 
 class PayloadTooLarge(BadRequest):
     status_code = 413
-
-
-class Conflict(BadRequest):
-    """The request conflicts with another one that used the same Idempotency-Key (409)."""
-
-    status_code = 409
 
 
 def _path(loc: Sequence[Any]) -> str:

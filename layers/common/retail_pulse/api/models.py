@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -21,55 +21,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from retail_pulse.api.errors import SUBJECT_ERROR
+from retail_pulse.domain import JobRequest, VisitRequest
 from retail_pulse.settings import get_settings
+from retail_pulse.timestamps import OUT_OF_RANGE, format_timestamp, parse_timestamp, shown
 
-# RFC 3339 needs a full date and time; the offset is optional here (no offset means UTC).
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$"
-)
-OUT_OF_RANGE = "is out of range: times must fall between 0001-01-01 and 9999-12-31 in UTC"
+__all__ = ["OUT_OF_RANGE", "format_timestamp", "parse_timestamp", "shown"]
+
 # Scheme, then the authority (userinfo@host:port) up to the path, query or fragment.
 _HTTP_URL = re.compile(r"^https?://(?P<authority>[^/?#]+)", re.IGNORECASE)
 _IDNA_REASON = re.compile(r"\((?:\w+Error: )?(?P<reason>.*)\)$")
-
-
-def shown(text: str) -> str:
-    """`text` fit to quote in an error message: characters UTF-8 cannot carry (lone
-    surrogates from a JSON escape) are written as escapes; Pydantic fails on them."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def parse_timestamp(value: str) -> datetime:
-    """Parse an RFC 3339 timestamp to an aware UTC datetime; no offset means UTC."""
-    text = value.strip()
-    if not _RFC3339.match(text):
-        raise ValueError(
-            f"'{shown(value)}' is not an RFC 3339 timestamp; use a form like 2026-11-28T10:15:00Z"
-        )
-    text = text.replace("z", "Z").replace("Z", "+00:00")
-    fraction = re.search(r"\.(\d+)", text)
-    if fraction and len(fraction.group(1)) > 6:  # datetime keeps microseconds only
-        text = text.replace(fraction.group(0), "." + fraction.group(1)[:6])
-    try:
-        parsed = datetime.fromisoformat(text.replace("t", "T"))
-    except ValueError as exc:
-        raise ValueError(f"'{shown(value)}' is not a valid date and time ({exc})") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError as exc:
-        # 9999-12-31T23:59:59-01:00 is a valid timestamp whose UTC form is in year 10000,
-        # which datetime cannot hold (and 0001-01-01T00:00:00+01:00 in year 0). A
-        # ValueError, so every caller (and Pydantic) reports it as the bad input it is.
-        raise ValueError(f"'{shown(value)}' {OUT_OF_RANGE}") from exc
-
-
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with a Z, to the second unless the moment has microseconds."""
-    moment = moment.astimezone(UTC)
-    spec = "seconds" if moment.microsecond == 0 else "microseconds"
-    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def url_problem(url: str) -> str | None:
@@ -255,6 +215,17 @@ class SubmitRequest(BaseModel):
         if self.image_count > limit:  # _within_the_job_limit has seen to it; kept as the rule
             raise ValueError(_too_many_images(self.image_count, limit))
 
+    def to_job_request(self) -> JobRequest:
+        """The job as the submit use case takes it."""
+        return JobRequest(
+            visits=tuple(
+                VisitRequest(
+                    store_id=v.store_id, image_url=tuple(v.image_url), visit_time=v.visit_time
+                )
+                for v in self.visits
+            )
+        )
+
     @property
     def image_count(self) -> int:
         return sum(len(visit.image_url) for visit in self.visits)
@@ -266,6 +237,20 @@ class SubmitResponse(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str = Field(description="What was wrong with the request, and what to do")
+
+
+class InternalErrorBody(BaseModel):
+    error: str = Field(description="Says the error was logged, with the request id")
+    request_id: str = Field(description="The Lambda request id every log line carries")
+
+
+# Every route may answer this: a bug of ours, logged with its traceback, still in JSON.
+INTERNAL_ERROR: dict[int, OpenAPIResponse] = {
+    500: {
+        "description": "An unexpected error of the service; it is logged under the request id",
+        "content": {"application/json": {"model": InternalErrorBody}},
+    }
+}
 
 
 class UnknownJobBody(BaseModel):

@@ -16,7 +16,13 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.router import Router
 from pydantic import BaseModel
 
-from retail_pulse.api.errors import BadRequest, PayloadTooLarge, describe_validation_errors
+from retail_pulse import errors as domain_errors
+from retail_pulse.api.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    describe_validation_errors,
+    error_response,
+)
 from retail_pulse.observability import logger
 from retail_pulse.settings import get_settings
 
@@ -191,6 +197,15 @@ def make_resolver(router: Router) -> APIGatewayRestResolver:
         message = describe_validation_errors(error.errors())
         logger.info("request rejected", extra={"reason": message})
         return json_response(400, {"error": message})
+
+    @app.exception_handler(domain_errors.ServiceError)
+    def _domain_error(error: domain_errors.ServiceError) -> Response:
+        status, body = error_response(error)
+        if status >= 500:
+            logger.exception("request interrupted", extra={"cause": repr(error.__cause__)})
+        else:
+            logger.info("request rejected", extra={"reason": str(error) or type(error).__name__})
+        return json_response(status, body)
 
     @app.exception_handler(BadRequest)
     def _bad_request(error: BadRequest) -> Response:

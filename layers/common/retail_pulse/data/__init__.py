@@ -7,6 +7,19 @@ retail_pulse.domain types; the PynamoDB records of `models` and every connection
 this package, and every multi-item write goes through `transactions`.
 """
 
-from retail_pulse.data.models import connect, reset_connections
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBException
 
-__all__ = ["connect", "reset_connections"]
+from retail_pulse.data.models import connect, reset_connections
+from retail_pulse.data.queue import EnqueueError
+
+# What storage raises when it fails (throttling past retries, a lost connection, an item
+# that would not write): use cases catch these without knowing the libraries behind them.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (
+    PynamoDBException,
+    ClientError,
+    BotoCoreError,
+    EnqueueError,
+)
+
+__all__ = ["STORAGE_ERRORS", "connect", "reset_connections"]

@@ -1,16 +1,38 @@
-"""Accept a job: record it and its images, then fan out one queue message per image."""
+"""Submit a job: record it and its images, then fan out one queue message per image; once
+per Idempotency-Key when the client sends one.
+
+A client that lost the answer (timeout, dropped connection, 5xx) sends the same request
+again with the same key and gets the same job, not a second one. Declared with Powertools
+idempotency (data/idempotency.py). The key is the header alone; the request's hash is stored
+with it and checked, so one key reused for a different job is refused (KeyReused) rather
+than answered with the first job's id. A repeat that arrives while the first request is
+still running is refused at once (KeyInProgress) instead of waiting: API Gateway gives a
+request 29 s, and a large submit can take most of it. A submit that raises deletes its
+record (Powertools does), so a retry with the same key runs again; whatever the failed
+attempt had written is finished by the reconciler.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from retail_pulse.api.models import SubmitRequest
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyValidationError,
+)
+
+from retail_pulse.data import STORAGE_ERRORS
+from retail_pulse.data.idempotency import persistence_layer
 from retail_pulse.data.jobs import create_job, mark_finished
 from retail_pulse.data.queue import enqueue_images
 from retail_pulse.data.stores import find_stores
-from retail_pulse.domain import FAILED, Image, Job
+from retail_pulse.domain import FAILED, Image, Job, JobRequest
+from retail_pulse.errors import InvalidRequest, KeyInProgress, KeyReused, StorageInterrupted
 from retail_pulse.jobs.messages import ImageMessage
 from retail_pulse.observability import (
     IMAGES_SUBMITTED,
@@ -29,7 +51,79 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def submit_job(request: SubmitRequest) -> str:
+HEADER = "Idempotency-Key"
+# Long enough for a UUID or a client's own order reference, short enough for a log line.
+MAX_KEY_LENGTH = 255
+# The SPEC's promise: the same request within 24 h gets the same job.
+REMEMBER_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What is remembered under a key: the key, and the request whose hash is checked."""
+
+    idempotency_key: str
+    request: JobRequest
+
+
+_STORAGE_TROUBLE: tuple[type[Exception], ...] = (*STORAGE_ERRORS, IdempotencyPersistenceLayerError)
+
+persistence = persistence_layer()
+config = IdempotencyConfig(
+    event_key_jmespath="idempotency_key",
+    payload_validation_jmespath="request",
+    expires_after_seconds=REMEMBER_S,
+    raise_on_no_idempotency_key=True,
+)
+
+
+def remember_invocation(context: Any) -> None:
+    """Let an in-progress record expire with the invocation that wrote it, so a submit
+    killed by its timeout does not block its key for 24 hours."""
+    config.register_lambda_context(context)
+
+
+def submit_job(request: JobRequest, idempotency_key: str | None = None) -> str:
+    """The job's id: a new job, or, for a key seen in the last 24 h, that request's job."""
+    try:
+        if idempotency_key is None:
+            return record_job(request)
+        key = _checked(idempotency_key)
+        return _submit_once(submission=Submission(idempotency_key=key, request=request))
+    except IdempotencyAlreadyInProgressError as error:
+        raise KeyInProgress(
+            f"a request with this {HEADER} is still being processed; "
+            "retry in a few seconds to get its job_id"
+        ) from error
+    except IdempotencyValidationError as error:
+        raise KeyReused(
+            f"this {HEADER} was already used for a different request in the last 24 hours; "
+            "use a new key for a new job"
+        ) from error
+    except _STORAGE_TROUBLE as error:
+        raise StorageInterrupted(
+            "the job could not be recorded completely; send the same request again"
+            + (f" with the same {HEADER}" if idempotency_key is not None else "")
+        ) from error
+
+
+@idempotent_function(
+    data_keyword_argument="submission", persistence_store=persistence, config=config
+)
+def _submit_once(submission: Submission) -> str:
+    return record_job(submission.request)
+
+
+def _checked(key: str) -> str:
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidRequest(
+            f"the {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable characters"
+        )
+    return key
+
+
+def record_job(request: JobRequest) -> str:
     """Record the job and enqueue its images; returns the job id once every message is queued.
 
     Images of stores missing from the store master are recorded failed at once and never

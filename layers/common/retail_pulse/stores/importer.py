@@ -12,9 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from botocore.exceptions import BotoCoreError
-from pynamodb.exceptions import PynamoDBException
-
+from retail_pulse.data import STORAGE_ERRORS
 from retail_pulse.data.stores import register_areas, save_stores
 from retail_pulse.settings import get_settings
 from retail_pulse.stores.master import Rejection, read_store_master
@@ -63,7 +61,7 @@ def import_stores(
         )
         # The visits API lists areas from this registry: it cannot list them without a scan.
         register_areas({row.area_code for row in master.rows})
-    except (PynamoDBException, BotoCoreError) as error:
+    except STORAGE_ERRORS as error:
         reason = getattr(error, "msg", None) or str(error)
         table = get_settings().stores_table
         raise StoreTableError(f"could not write to the table {table}: {reason}") from error

@@ -18,13 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Protocol
 
-from retail_pulse.api.errors import BadRequest
-from retail_pulse.api.models import (
-    StoreVisits,
-    VisitData,
-    format_timestamp,
-    parse_timestamp,
-)
+from retail_pulse.domain import Measurement, StoreResults
+from retail_pulse.errors import InvalidRequest, NotInStoreMaster
+from retail_pulse.timestamps import format_timestamp, parse_timestamp
 
 # A page holds at most this many data entries (images): about 70 KB of JSON, far inside
 # Lambda's 6 MB response, and a few DynamoDB reads.
@@ -117,7 +113,7 @@ def parse_filter(
     start = parse_bound("startdate", startdate, end_of_day=False)
     end = parse_bound("enddate", enddate, end_of_day=True)
     if start and end and start > end:
-        raise BadRequest(
+        raise InvalidRequest(
             f"startdate {format_timestamp(start)} is after enddate {format_timestamp(end)}; "
             "the range is inclusive, so send startdate <= enddate"
         )
@@ -134,13 +130,13 @@ def parse_bound(name: str, value: str | None, *, end_of_day: bool) -> datetime |
         try:
             day = date.fromisoformat(text)
         except ValueError as error:
-            raise BadRequest(f"{name} '{text}' is not a valid date ({error})") from error
+            raise InvalidRequest(f"{name} '{text}' is not a valid date ({error})") from error
         # time.max, not the next midnight minus a microsecond: 9999-12-31 has no next day.
         return datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
     try:
         return parse_timestamp(text)
     except ValueError as error:
-        raise BadRequest(f"{name}: {error}") from error
+        raise InvalidRequest(f"{name}: {error}") from error
 
 
 def key_bounds(start: datetime | None, end: datetime | None) -> tuple[str | None, str | None]:
@@ -160,7 +156,7 @@ def check_id(kind: str, value: str) -> None:
     """A value no store master holds: reject it before it reaches a DynamoDB key."""
     if len(value) > MAX_ID_LENGTH or value.startswith("#"):
         shown = value if len(value) <= 40 else value[:37] + "..."
-        raise BadRequest(f"{kind} '{shown}' is not in the store master")
+        raise NotInStoreMaster(f"{kind} '{shown}' is not in the store master")
 
 
 def encode_token(query: VisitFilter, cursor: Cursor) -> str:
@@ -180,7 +176,7 @@ def decode_token(token: str, query: VisitFilter, partitions: Sequence[str]) -> C
     and points inside its key range (DynamoDB would refuse anything else)."""
     token = token.strip()
     if not token or len(token) > _MAX_TOKEN_LENGTH or not re.fullmatch(r"[A-Za-z0-9_-]+", token):
-        raise BadRequest(BAD_TOKEN)
+        raise InvalidRequest(BAD_TOKEN)
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         # UTF-8 explicitly: json.loads of bytes would also read UTF-16 and UTF-32.
@@ -188,20 +184,20 @@ def decode_token(token: str, query: VisitFilter, partitions: Sequence[str]) -> C
     except (binascii.Error, ValueError, RecursionError) as error:
         # ValueError covers bad UTF-8, bad JSON and numbers over the digit limit;
         # RecursionError a token of nested brackets (1,500 "[" fit in 4,096 characters).
-        raise BadRequest(BAD_TOKEN) from error
+        raise InvalidRequest(BAD_TOKEN) from error
     # `type(...) is int`: True == 1, and a forged {"v": true} is no token of ours.
     if not isinstance(payload, dict) or type(payload.get("v")) is not int:
-        raise BadRequest(BAD_TOKEN)
+        raise InvalidRequest(BAD_TOKEN)
     if payload["v"] != _TOKEN_VERSION:
-        raise BadRequest(BAD_TOKEN)
+        raise InvalidRequest(BAD_TOKEN)
     partition, after = payload.get("p"), payload.get("k")
     if not isinstance(partition, str) or not isinstance(after, str) or not _VISIT_KEY.match(after):
-        raise BadRequest(BAD_TOKEN)
+        raise InvalidRequest(BAD_TOKEN)
     if payload.get("q") != query.fingerprint() or partition not in partitions:
-        raise BadRequest(OTHER_QUERY_TOKEN)
+        raise InvalidRequest(OTHER_QUERY_TOKEN)
     lower, upper = key_bounds(query.start, query.end)
     if (lower is not None and after < lower) or (upper is not None and after > upper):
-        raise BadRequest(OTHER_QUERY_TOKEN)
+        raise InvalidRequest(OTHER_QUERY_TOKEN)
     return Cursor(partition=partition, after=after)
 
 
@@ -235,7 +231,7 @@ def collect_page(
     return [row for _, row in page], None
 
 
-def group_by_store(rows: Sequence[Row], stores: dict[str, tuple[str, str]]) -> list[StoreVisits]:
+def group_by_store(rows: Sequence[Row], stores: dict[str, tuple[str, str]]) -> list[StoreResults]:
     """One entry per store, in store-id order, its images oldest first.
 
     `stores` maps a store id to (area, name) from the store master; a store missing from
@@ -251,11 +247,11 @@ def group_by_store(rows: Sequence[Row], stores: dict[str, tuple[str, str]]) -> l
         )
         area, name = stores.get(store_id, (store_rows[0].area or "", ""))
         results.append(
-            StoreVisits(
+            StoreResults(
                 store_id=store_id,
                 area=area,
                 store_name=name,
-                data=[VisitData(date=r.visit_time, perimeter=r.perimeter) for r in store_rows],
+                data=[Measurement(date=r.visit_time, perimeter=r.perimeter) for r in store_rows],
             )
         )
     return results

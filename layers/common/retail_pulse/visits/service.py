@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from functools import partial
 
-from retail_pulse.api.errors import BadRequest
-from retail_pulse.api.models import VisitsResponse
 from retail_pulse.data.stores import area_exists, find_stores, get_store, known_areas
 from retail_pulse.data.visits import IndexName, InvalidStartKey, VisitRow, query_visits
+from retail_pulse.domain import VisitsPage
+from retail_pulse.errors import InvalidRequest, NotInStoreMaster
 from retail_pulse.visits.query import (
     BAD_TOKEN,
     DEFAULT_LIMIT,
@@ -38,8 +38,8 @@ def find_visits(
     enddate: str | None = None,
     limit: int = DEFAULT_LIMIT,
     next_token: str | None = None,
-) -> VisitsResponse:
-    """One page of measured images, grouped by store. Raises BadRequest for an unknown
+) -> VisitsPage:
+    """One page of measured images, grouped by store. Raises InvalidRequest for an unknown
     store or area, a bad date or range, or a token that is not this query's."""
     query = parse_filter(area, storeid, startdate, enddate)
     by, partitions, known = _scope(query)
@@ -51,11 +51,11 @@ def find_visits(
             partitions, cursor, limit, fetch, keep=lambda row: query.contains(row.visit_time)
         )
     except InvalidStartKey as error:
-        raise BadRequest(BAD_TOKEN) from error
+        raise InvalidRequest(BAD_TOKEN) from error
     if known is None:
         found = find_stores({row.store_id for row in rows})
         known = {sid: (store.area_code, store.store_name) for sid, store in found.items()}
-    return VisitsResponse(
+    return VisitsPage(
         results=group_by_store(rows, known),
         next=encode_token(query, next_cursor) if next_cursor else None,
     )
@@ -83,17 +83,17 @@ def _scope(
         if query.area is None:
             return "area", known_areas(), None
         if not area_exists(query.area):
-            raise BadRequest(f"area '{query.area}' is not in the store master")
+            raise NotInStoreMaster(f"area '{query.area}' is not in the store master")
         return "area", [query.area], None
 
     check_id("storeid", query.store_id)
     store = get_store(query.store_id)
     if store is None:
-        raise BadRequest(f"storeid '{query.store_id}' is not in the store master")
+        raise NotInStoreMaster(f"storeid '{query.store_id}' is not in the store master")
     if query.area is not None and store.area_code != query.area:
         if not area_exists(query.area):
-            raise BadRequest(f"area '{query.area}' is not in the store master")
-        raise BadRequest(
+            raise NotInStoreMaster(f"area '{query.area}' is not in the store master")
+        raise InvalidRequest(
             f"store {store.store_id} is in area {store.area_code}, not in area {query.area}; "
             "drop one of the two parameters or fix it"
         )

@@ -1,0 +1,58 @@
+"""The package's shape, checked: data access is the only code that talks to DynamoDB and SQS
+(and the only code that knows the table records), business logic knows no HTTP, and the
+domain types depend on nothing of ours."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "layers" / "common" / "retail_pulse"
+AWS_LIBRARIES = ("pynamodb", "boto3", "botocore")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _modules(folder: str) -> list[Path]:
+    return sorted((PACKAGE / folder).rglob("*.py"))
+
+
+def _offending(paths: list[Path], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    found = {}
+    for path in paths:
+        bad = sorted(
+            name for name in _imports(path) if name.split(".")[0] in forbidden or name in forbidden
+        )
+        bad += sorted(n for n in _imports(path) if any(n.startswith(f + ".") for f in forbidden))
+        if bad:
+            found[str(path.relative_to(PACKAGE))] = sorted(set(bad))
+    return found
+
+
+@pytest.mark.parametrize("folder", ["jobs", "visits", "stores", "imaging", "api"])
+def test_only_data_access_touches_the_tables(folder: str) -> None:
+    """Records and connections are private to retail_pulse.data."""
+    assert _offending(_modules(folder), ("retail_pulse.data.models", "pynamodb")) == {}
+
+
+@pytest.mark.parametrize("folder", ["jobs", "visits", "stores"])
+def test_business_logic_knows_no_http_and_no_aws_library(folder: str) -> None:
+    """Use cases raise retail_pulse.errors; api/ alone maps them to statuses."""
+    assert _offending(_modules(folder), ("retail_pulse.api", *AWS_LIBRARIES)) == {}
+
+
+def test_the_domain_types_depend_on_nothing_of_ours() -> None:
+    imports = _imports(PACKAGE / "domain.py") | _imports(PACKAGE / "errors.py")
+    assert not {name for name in imports if name.startswith("retail_pulse")}
+    assert not {name for name in imports if name.split(".")[0] in AWS_LIBRARIES}
