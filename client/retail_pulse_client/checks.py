@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 # The submit body's fields (openapi.json: SubmitRequest and Visit).
 SUBMIT_FIELDS = ("count", "visits")
@@ -30,6 +31,7 @@ _TIMESTAMP = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})"
     r"(?:\.(?P<fraction>\d{1,9}))?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
 )
+OUT_OF_RANGE = "is out of range: times must fall between 0001-01-01 and 9999-12-31 in UTC"
 _HTTP_URL = re.compile(r"https?://[^/?#]+", re.IGNORECASE)
 
 
@@ -78,9 +80,14 @@ def parse_timestamp(value: str) -> datetime:
         + ("+00:00" if offset in "Zz" else offset)
     )
     try:
-        return datetime.fromisoformat(iso).astimezone(UTC)
+        parsed = datetime.fromisoformat(iso)
     except ValueError as error:
         raise ValueError(f"{quoted(value)} is not a valid date and time ({error})") from None
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-01:00 is in year 10000 in UTC, which datetime cannot hold.
+        raise ValueError(f"{quoted(value)} {OUT_OF_RANGE}") from None
 
 
 def url_problem(url: str, limits: Limits) -> str | None:
@@ -94,6 +101,19 @@ def url_problem(url: str, limits: Limits) -> str | None:
         )
     if not _HTTP_URL.match(url):
         return f"{quoted(url[:100])} is not an http or https URL"
+    # What the service's fetcher does with it: it must split, name a host (IDNA-encodable)
+    # and, when it has one, a port of 1 to 65535.
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+        if host:
+            host.encode("idna")
+    except (ValueError, UnicodeError) as error:
+        return f"{quoted(url[:100])} is not a valid URL: {error}"
+    if not host:
+        return f"{quoted(url[:100])} is not a valid URL: it has no host"
+    if port == 0:
+        return f"{quoted(url[:100])} is not a valid URL: port 0 cannot be reached"
     return None
 
 

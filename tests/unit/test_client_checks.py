@@ -84,6 +84,10 @@ TIMES = [
     "28/11/2026",
     "",
     "\ud800",
+    # Valid timestamps whose UTC form leaves datetime's range.
+    "9999-12-31T23:59:59-01:00",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59Z",
 ]
 
 
@@ -132,6 +136,14 @@ URLS = [
     "http://h/" + "a" * (LIMITS.url_length - 9),
     "http://h/" + "a" * (LIMITS.url_length - 8),
     "",
+    "http://[::1/x.jpg",
+    "http://[example.com]/x.jpg",
+    "http://[::1]/x.jpg",
+    "http://h:0/x.jpg",
+    "http://h:99999/x.jpg",
+    "http://h:443/x.jpg",
+    "http://user@/x.jpg",
+    "http://exa..mple.com/x.jpg",
 ]
 
 
