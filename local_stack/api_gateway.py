@@ -4,9 +4,11 @@ Routes come from the functions' `Api` events. Each request becomes the version 1
 event API Gateway sends, and the function's response (statusCode, headers,
 multiValueHeaders, body, isBase64Encoded) goes back to the client. Errors take API
 Gateway's shapes: a function that fails or answers malformed is a 502
-`{"message": "Internal server error"}`, a body over 10 MB is a 413, and when an API key is
-configured (LOCAL_API_KEY), a route called without it in `x-api-key` is a 403
-`{"message": "Forbidden"}`, as with the template's RequireApiKey.
+`{"message": "Internal server error"}`, a body over 10 MB is a 413, a path no route has or
+a method its route does not serve is a 403 `{"message": "Missing Authentication Token"}`
+(what a REST API answers for both), and when an API key is configured (LOCAL_API_KEY), a
+route called without it in `x-api-key` is a 403 `{"message": "Forbidden"}`, as with the
+template's RequireApiKey.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ _INTERNAL_ERROR = {"message": "Internal server error"}
 # Local stack only: what CloudWatch would have received as metrics, totalled.
 METRICS_PATH = "/local/metrics"
 _FORBIDDEN = {"message": "Forbidden"}
+# API Gateway's MISSING_AUTHENTICATION_TOKEN: no resource for the path, or no such method on it.
+_NO_ROUTE = {"message": "Missing Authentication Token"}
 
 Invoke = Callable[[str, dict[str, Any]], Invocation]
 # A local-only endpoint (OpenAPI document, later metrics): returns (status, headers, body),
@@ -222,7 +226,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def __getattr__(self, name: str) -> Any:
         # Every other method (TRACE, QUERY...) too: http.server would answer it with its
-        # own 501 HTML page, where API Gateway answers in JSON (here a 405 or 404).
+        # own 501 HTML page, where API Gateway answers in JSON (here its 403).
         if name.startswith("do_"):
             return self.do_GET
         raise AttributeError(name)
@@ -246,15 +250,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if local is not None and (answer := local()) is not None:
             status, headers, content = answer
             return self._send(status, headers, content)
-        route, path_parameters, allowed = self.api.match(self.command, path)
+        route, path_parameters, _allowed = self.api.match(self.command, path)
         if route is None:
-            if allowed:
-                return self._json(
-                    405,
-                    {"error": f"method {self.command} not allowed for {path}"},
-                    {"Allow": ", ".join(sorted(set(allowed)))},
-                )
-            return self._json(404, {"error": f"no route for {self.command} {path}"})
+            return self._json(
+                403, _NO_ROUTE, {"x-amzn-ErrorType": "MissingAuthenticationTokenException"}
+            )
         if self.api.api_key is not None and not hmac.compare_digest(
             self.headers.get("x-api-key", "").encode(), self.api.api_key.encode()
         ):

@@ -1,10 +1,17 @@
-"""The local stack, started once per session as `python -m local_stack`, driven over HTTP.
+"""The stack the end-to-end tests drive over HTTP: the local stack by default, or the real
+template deployed onto MiniStack (`make test-deployed`), so that the same tests prove both.
 
-The stack runs in its own process with the environment a developer would give it:
-ALLOWED_PRIVATE_HOSTS names exactly this session's image server, and a short
-LOCAL_VISIBILITY_TIMEOUT_S lets failed messages come back (and reach the dead-letter
-queue) in seconds rather than the template's minutes. Its endpoints, queue URLs and
-table names come from its state file.
+- Local (default): `python -m local_stack`, started once per session in its own process with
+  the environment a developer would give it: ALLOWED_PRIVATE_HOSTS names exactly this
+  session's image server, and a short LOCAL_VISIBILITY_TIMEOUT_S lets failed messages come
+  back (and reach the dead-letter queue) in seconds rather than the template's minutes. Its
+  endpoints, queue URLs and table names come from its state file.
+- Deployed: RETAIL_PULSE_STACK_STATE names the JSON state file `python -m deployed` writes
+  (API base URL, AWS endpoint, queues, tables, the functions' log groups, and the image
+  port the stack was deployed to allow; its queues have the same short visibility timeout).
+  The session serves its images on that port.
+
+A test that needs something only one stack has asks for it with `stack.require_local(why)`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,9 @@ OTHER_STORE = "S01408764"
 VISIT_TIME = "2026-11-28T10:15:00Z"
 
 
+STATE_ENV = "RETAIL_PULSE_STACK_STATE"
+
+
 @dataclass
 class Stack:
     api_url: str
@@ -47,9 +57,48 @@ class Stack:
     images: ImageServer
     log_path: Path
     ready_s: float
+    # "local": python -m local_stack; "deployed": template.yaml deployed onto MiniStack.
+    kind: str = "local"
+    # Deployed only: each function's CloudWatch Logs group, by the function's logical id.
+    log_groups: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.http = requests.Session()
+
+    def require_local(self, why: str) -> None:
+        """Skip on the deployed stack, naming what only the local stack has."""
+        if self.kind != "local":
+            pytest.skip(f"local stack only: {why}")
+
+    def function_lines(self, function: str) -> list[str]:
+        """Every line a function (by logical id) printed so far: relayed into the local
+        stack's log with a `[Function] ` prefix, or in its CloudWatch Logs group."""
+        if self.kind == "local":
+            prefix = f"[{function}] "
+            return [
+                line.removeprefix(prefix)
+                for line in self.log_path.read_text(errors="replace").splitlines()
+                if line.startswith(prefix)
+            ]
+        logs = self.client("logs")
+        lines = []
+        for page in logs.get_paginator("filter_log_events").paginate(
+            logGroupName=self.log_groups[function]
+        ):
+            for event in page["events"]:
+                lines.extend(event["message"].splitlines())
+        return lines
+
+    def function_json(self, function: str) -> list[dict[str, Any]]:
+        """The JSON (Powertools) lines a function printed."""
+        records = []
+        for line in self.function_lines(function):
+            if line.startswith("{"):
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return records
 
     def url(self, path: str) -> str:
         return self.api_url + path
@@ -79,8 +128,11 @@ class Stack:
             time.sleep(0.25)
 
     def sqs(self) -> Any:
+        return self.client("sqs")
+
+    def client(self, service: str) -> Any:
         return boto3.client(
-            "sqs",
+            service,
             endpoint_url=self.aws_endpoint_url,
             region_name="us-east-1",
             aws_access_key_id="testing",
@@ -103,6 +155,35 @@ def visit(urls: list[str], store_id: str = STORE) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if os.environ.get(STATE_ENV):
+        yield from _deployed_stack(Path(os.environ[STATE_ENV]))
+        return
+    yield from _local_stack(tmp_path_factory)
+
+
+def _deployed_stack(state_path: Path) -> Iterator[Stack]:
+    """The stack `python -m deployed` deployed onto MiniStack, from its state file."""
+    state = json.loads(state_path.read_text())
+    assert state["visibility_timeout_s"] == VISIBILITY_TIMEOUT_S, state
+    # The stack allows exactly this host and port (its AllowedPrivateHosts).
+    images = ImageServer(port=state["image_port"]).start()
+    try:
+        yield Stack(
+            api_url=state["api_url"],
+            aws_endpoint_url=state["aws_endpoint_url"],
+            queues=state["queues"],
+            tables=state["tables"],
+            images=images,
+            log_path=Path(state["log_path"]),
+            ready_s=0.0,
+            kind="deployed",
+            log_groups=state["log_groups"],
+        )
+    finally:
+        images.stop()
+
+
+def _local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("local-stack")
     log_path, state_path = workdir / "stack.log", workdir / "state.json"
     images = ImageServer().start()

@@ -100,21 +100,20 @@ def test_missing_image_fails_the_job_with_http_404(stack: Stack) -> None:
     assert "HTTP 404" in final["error"][0]["error"]
 
 
-def test_unknown_route_is_404(stack: Stack) -> None:
-    response = requests.get(stack.url("/api/nothing-here"), timeout=30)
-    assert response.status_code == 404
-    assert response.json() == {"error": "no route for GET /api/nothing-here"}
-
-
-def test_wrong_method_is_405_with_allow(stack: Stack) -> None:
-    response = requests.delete(stack.url("/api/status"), timeout=30)
-    assert response.status_code == 405
-    assert response.headers["Allow"] == "GET"
-    assert "error" in response.json()
-
-    response = requests.get(stack.url("/api/submit/"), timeout=30)
-    assert response.status_code == 405
-    assert response.headers["Allow"] == "POST"
+def test_unknown_routes_and_methods_are_api_gateways_403(stack: Stack) -> None:
+    """A REST API answers a path it has no resource for, and a method a resource does not
+    serve, with 403 Missing Authentication Token (it cannot tell them from a request for
+    an IAM-signed route). The local stack answers as API Gateway does."""
+    for method, path in [
+        ("GET", "/api/nothing-here"),
+        ("DELETE", "/api/status"),
+        ("GET", "/api/submit/"),
+        ("GET", "/"),
+    ]:
+        response = requests.request(method, stack.url(path), timeout=30)
+        assert response.status_code == 403, (method, path, response.text)
+        assert response.json() == {"message": "Missing Authentication Token"}, (method, path)
+        assert response.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
 
 
 def test_body_over_api_gateway_limit_is_413(stack: Stack) -> None:

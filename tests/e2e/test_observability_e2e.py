@@ -1,9 +1,10 @@
-"""Observed locally: a small job through the local stack shows up in GET /local/metrics (what
-CloudWatch would have received) and in the relayed logs, raw JSON when piped."""
+"""Observed end to end: a small job's log lines carry what Logs Insights queries need (in the
+local stack's relayed log, raw JSON when piped, or in the deployed functions' CloudWatch Logs
+groups), and locally its metrics show up in GET /local/metrics (what CloudWatch would have
+received from the EMF lines)."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from tests.e2e.conftest import OTHER_STORE, Stack, visit
 pytestmark = pytest.mark.e2e
 
 # The job is terminal in DynamoDB a moment before its last invocation ends and its metrics
-# are printed and relayed: wait for them this long at most.
+# and log lines are printed and relayed: wait for them this long at most.
 METRICS_WAIT_S = 30
 
 
@@ -33,18 +34,8 @@ def failed_by(totals: dict[str, Any], reason: str) -> float:
     return totals.get("ImagesFailed", {}).get("by", {}).get("reason", {}).get(reason, 0)
 
 
-def relayed_json(stack: Stack, source: str) -> list[dict[str, Any]]:
-    """The JSON lines a function printed, as the piped stack log relays them."""
-    prefix = f"[{source}] {{"
-    return [
-        json.loads(line.removeprefix(f"[{source}] "))
-        for line in stack.log_path.read_text(errors="replace").splitlines()
-        if line.startswith(prefix)
-    ]
-
-
-def test_a_small_job_shows_in_local_metrics_and_logs(stack: Stack) -> None:
-    before = metric_totals(stack)
+def small_failed_job(stack: Stack) -> str:
+    """Two images that measure and one 404, in two visits; returns the job id once failed."""
     missing = stack.images.url("/status/404")
     job_id = stack.submit_job(
         [
@@ -53,6 +44,13 @@ def test_a_small_job_shows_in_local_metrics_and_logs(stack: Stack) -> None:
         ]
     )
     assert stack.wait_until_terminal(job_id)["status"] == "failed"
+    return job_id
+
+
+def test_a_small_job_shows_in_local_metrics(stack: Stack) -> None:
+    stack.require_local("GET /local/metrics (the EMF totals) is the local stack's")
+    before = metric_totals(stack)
+    small_failed_job(stack)
 
     deadline = time.monotonic() + METRICS_WAIT_S
     while True:
@@ -76,21 +74,26 @@ def test_a_small_job_shows_in_local_metrics_and_logs(stack: Stack) -> None:
     assert after["ImagesSucceeded"]["namespace"] == "RetailPulse"
     assert after["ImagesSucceeded"]["unit"] == "Count"
 
-    # Piped, the function's lines are its Powertools JSON, with the keys Logs Insights needs.
-    process_lines = [line for line in relayed_json(stack, "ProcessFunction") if "_aws" not in line]
-    (failed,) = [
-        line
-        for line in process_lines
-        if line.get("job_id") == job_id and line["message"] == "image failed"
-    ]
+
+def test_a_small_jobs_log_lines_carry_what_logs_insights_needs(stack: Stack) -> None:
+    job_id = small_failed_job(stack)
+
+    def mine(function: str, message: str) -> list[dict[str, Any]]:
+        return [
+            line
+            for line in stack.function_json(function)
+            if "_aws" not in line and line.get("job_id") == job_id and line["message"] == message
+        ]
+
+    deadline = time.monotonic() + METRICS_WAIT_S
+    while not mine("ProcessFunction", "job finished") and time.monotonic() < deadline:
+        time.sleep(0.25)
+
+    # The function's lines are its Powertools JSON, with the keys Logs Insights needs.
+    (failed,) = mine("ProcessFunction", "image failed")
     assert (failed["reason"], failed["host"]) == ("download", stack.images.host_port)
     assert failed["image"] == f"{job_id}/2"
-    finished = [
-        line
-        for line in process_lines
-        if line.get("job_id") == job_id and line["message"] == "job finished"
-    ]
+    finished = mine("ProcessFunction", "job finished")
     assert len(finished) == 1 and finished[0]["outcome"] == "failed"
-    submit_lines = relayed_json(stack, "SubmitFunction")
-    (accepted,) = [line for line in submit_lines if line.get("job_id") == job_id]
-    assert accepted["message"] == "job accepted" and accepted["correlation_id"]
+    (accepted,) = mine("SubmitFunction", "job accepted")
+    assert accepted["correlation_id"]

@@ -1,4 +1,4 @@
-"""Visits read back over HTTP from the local stack, and the OpenAPI document it serves."""
+"""Visits read back over HTTP from the stack, and the OpenAPI document the local stack serves."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ def test_an_unknown_store_is_a_400_over_http(stack: Stack) -> None:
 
 
 def test_the_stack_serves_the_openapi_document(stack: Stack) -> None:
+    stack.require_local("GET /api/openapi.json is the local stack's, not a template route")
     response = stack.http.get(stack.url("/api/openapi.json"), timeout=30)
     assert response.status_code == 200
     document = response.json()

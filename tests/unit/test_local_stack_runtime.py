@@ -239,12 +239,12 @@ def test_timeout_kills_and_replaces_the_worker(running: Running) -> None:
     assert requests.get(running.api + "/slow", timeout=30).status_code == 502
 
 
-def test_unknown_route_and_method(running: Running) -> None:
-    response = requests.get(running.api + "/nope", timeout=30)
-    assert response.status_code == 404
-    assert response.json() == {"error": "no route for GET /nope"}
-    response = requests.delete(running.api + "/echo", timeout=30)
-    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+def test_unknown_route_and_method_are_api_gateways_403(running: Running) -> None:
+    for method, path in [("GET", "/nope"), ("DELETE", "/echo")]:
+        response = requests.request(method, running.api + path, timeout=30)
+        assert response.status_code == 403, (method, path)
+        assert response.json() == {"message": "Missing Authentication Token"}
+        assert response.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
 
 
 def test_body_over_10_mb_is_413(running: Running) -> None:

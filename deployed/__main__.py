@@ -1,0 +1,5 @@
+import sys
+
+from deployed.run import main
+
+sys.exit(main())
