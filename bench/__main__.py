@@ -7,7 +7,14 @@ Starts a local image host (realistic JPEGs of 0.3 to 12 megapixels, generated on
   second, makespan / ideal and speedup over a one-image-at-a-time design;
 - status latency (p50, p99) of a 1-image and a 10,000-image job under 50 concurrent pollers;
 - header-only measurement against a full decode of a 12-megapixel JPEG;
-- Lambda GB-seconds and AWS requests per 1,000 images, priced with bench/prices.json;
+- the bill per image and per million images, term by term, from what the functions'
+  clients measured (bench/costs.py): DynamoDB WRU and RRU as DynamoDB Local reports them
+  (index writes included), SQS requests (the functions' and the event source's), Lambda
+  GB-seconds and requests (REPORT lines), API requests, priced with bench/prices.json;
+- the same 1,000-image job on today's earlier design, in the same run: FILING=per_image,
+  batches of 10 and no batching window (template parameters, not a code fork);
+- how fast one job's counter item takes results, per-image against batch transactions
+  (bench/counter.py, on DynamoDB Local);
 - the process function's peak memory, and with a 20 MB image in every record of a batch.
 
 Ideal makespan is N x 0.25 s / C, where 0.25 s is the mean GPU stand-in per image and C
@@ -29,19 +36,35 @@ from pathlib import Path
 from typing import Any
 
 from bench import measure
-from bench.costs import LambdaUsage, count_difference, price
+from bench.costs import TERMS, AwsUsage, LambdaUsage, price, requests_difference
+from bench.counter import counter_ceiling
 from bench.images import LARGE_NAME, PHOTO_SIZES, ImageHost, ensure_images
-from bench.stack import RunningStack, start_stack
+from bench.stack import ROOT, RunningStack, start_stack
+from local_stack.dynamodb_local import DynamoDbLocalUnavailable, ensure_jar
+from local_stack.template import load_template
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FULL_SIZES = (1, 100, 1_000, 10_000)
 QUICK_SIZES = (1, 100)
 MEAN_GPU_S = 0.25  # settings.GPU_SLEEP_MIN_S/MAX_S: uniform 0.1 to 0.4 s
-BATCH_SIZE = 10  # template.yaml: ProcessFunction's SQS BatchSize
 STATUS_POLLERS = 50
 STATUS_REQUESTS_PER_POLLER = 20
-MEMORY_BATCHES = 4  # one batch of 20 MB images per process poller
 SETTLE_S = 2.0  # after a job ends, for the last batch's REPORT line and deletes
+# Today's earlier design, run beside the new one: one transaction per image, batches of 10
+# gathered without a window (template parameters; the code is the same).
+EARLIER_DESIGN = {
+    "Filing": "per_image",
+    "ProcessBatchSize": "10",
+    "ProcessBatchingWindowSeconds": "0",
+}
+COMPARE_IMAGES = 1_000
+# Targets of issue 17, checked on the summary's figures.
+TARGETS = {"wru_per_image": 4.0, "usd_per_million": 2.50, "billed_s_per_image": 0.012}
+
+
+def template_default(parameter: str) -> str:
+    """A parameter's default in template.yaml (the batch size the stack runs with)."""
+    return str(load_template(ROOT / "template.yaml")["Parameters"][parameter]["Default"])
 
 
 def ideal_makespan(images: int, concurrency: int) -> float:
@@ -49,22 +72,25 @@ def ideal_makespan(images: int, concurrency: int) -> float:
 
 
 def run_job(stack: RunningStack, host: ImageHost, images: int, concurrency: int) -> dict[str, Any]:
-    """One job of `images` photos of mixed sizes, with its Lambda and request usage."""
+    """One job of `images` photos of mixed sizes, with its Lambda and AWS usage and bill."""
     names = [name for name, _, _ in PHOTO_SIZES]
     urls = [host.url(names[i % len(names)], i) for i in range(images)]
-    offset, before = stack.log_offset(), stack.request_counts()
+    offset, before = stack.log_offset(), stack.event_source_requests()
     started = time.perf_counter()
     job_id, submit_s = stack.submit(urls)
     ideal = ideal_makespan(images, concurrency)
     body = stack.wait_terminal(job_id, timeout_s=max(120.0, 30 * ideal), poll_s=0.1)
     makespan = time.perf_counter() - started
     time.sleep(SETTLE_S)
-    usage = LambdaUsage.from_log(stack.log_since(offset))
-    counts = count_difference(before, stack.request_counts())
+    log = stack.log_since(offset)
+    usage = LambdaUsage.from_log(log)
+    pollers = requests_difference(before, stack.event_source_requests())
+    bill = price(usage, AwsUsage.from_log(log), pollers, images)
     return {
         "images": images,
         "job_id": job_id,
         "status": body["status"],
+        "succeeded": body.get("progress", {}).get("succeeded", images),
         "submit_s": submit_s,
         "terminal_s": makespan,
         "images_per_s": images / makespan,
@@ -75,9 +101,9 @@ def run_job(stack: RunningStack, host: ImageHost, images: int, concurrency: int)
         "process_billed_s": usage.billed_ms.get("ProcessFunction", 0) / 1000,
         "process_billed_s_per_image": usage.billed_ms.get("ProcessFunction", 0) / 1000 / images,
         "process_max_memory_mb": usage.max_memory_mb.get("ProcessFunction", 0),
-        # One submit and one final status read: the benchmark's own 10 Hz polling is not
-        # what a client does, so the status function is priced per request separately.
-        "cost": price(usage, counts, 2, images, 1, exclude_functions=("StatusFunction",)),
+        # A submit and one final status read: the benchmark's own 10 Hz polling is not what
+        # a client does, so the status function is priced per read (bench/costs.py).
+        "cost": bill,
         "status_function": {
             "invocations": usage.invocations.get("StatusFunction", 0),
             "gb_seconds": usage.gb_seconds.get("StatusFunction", 0.0),
@@ -85,12 +111,15 @@ def run_job(stack: RunningStack, host: ImageHost, images: int, concurrency: int)
     }
 
 
-def memory_run(stack: RunningStack, host: ImageHost, pollers: int) -> dict[str, Any]:
-    """Batches whose every record is a ~20 MB JPEG: ten concurrent large downloads each."""
-    images = BATCH_SIZE * max(pollers, MEMORY_BATCHES)
+def memory_run(
+    stack: RunningStack, host: ImageHost, pollers: int, batch_size: int
+) -> dict[str, Any]:
+    """A full batch per poller whose every record is a ~20 MB JPEG: the bytes budget
+    (IMAGE_BYTES_IN_FLIGHT), not the batch size, bounds what one invocation holds."""
+    images = batch_size * pollers
     offset = stack.log_offset()
     job_id, _ = stack.submit([host.url(LARGE_NAME, i) for i in range(images)])
-    body = stack.wait_terminal(job_id, timeout_s=300, poll_s=0.2)
+    body = stack.wait_terminal(job_id, timeout_s=600, poll_s=0.2)
     time.sleep(SETTLE_S)
     usage = LambdaUsage.from_log(stack.log_since(offset))
     return {
@@ -102,6 +131,47 @@ def memory_run(stack: RunningStack, host: ImageHost, pollers: int) -> dict[str, 
     }
 
 
+def warm_up(stack: RunningStack, host: ImageHost, concurrency: int) -> None:
+    """Every poller's cold start, before anything is measured."""
+    warm, _ = stack.submit([host.url("vga", i) for i in range(concurrency)])
+    stack.wait_terminal(warm, timeout_s=180)
+    time.sleep(SETTLE_S)  # its last REPORT and usage lines belong to no measured job
+
+
+def earlier_design(host: ImageHost, pollers: int, images: int, backend: str) -> dict[str, Any]:
+    """The same job on the earlier design (EARLIER_DESIGN), on a stack of its own."""
+    print(f"earlier design {EARLIER_DESIGN}: a {images}-image job", flush=True)
+    stack = start_stack(
+        host.host_port, pollers=pollers, extra_env=_stack_env(backend), parameters=EARLIER_DESIGN
+    )
+    try:
+        concurrency = pollers * int(EARLIER_DESIGN["ProcessBatchSize"])
+        warm_up(stack, host, concurrency)
+        job = run_job(stack, host, images, concurrency)
+    finally:
+        stack.stop()
+    return {"parameters": EARLIER_DESIGN, "concurrency": concurrency, "job": job}
+
+
+def _stack_env(backend: str) -> dict[str, str]:
+    return {"LOCAL_DYNAMODB": backend}
+
+
+def _backend(requested: str) -> str:
+    """DynamoDB Local when asked (the default) and possible; else moto, said out loud."""
+    if requested == "dynamodb-local":
+        try:
+            ensure_jar()
+        except DynamoDbLocalUnavailable as why:
+            print(
+                f"bench: {why}; DynamoDB runs on moto, whose consumed capacity is not "
+                "DynamoDB's (no transaction or index units): the WRU and RRU are NOT measured",
+                flush=True,
+            )
+            return "moto"
+    return requested
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="jobs of 1 and 100 images only")
@@ -110,6 +180,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pollers", type=int, default=4, help="process pollers (default 4)")
     parser.add_argument("--no-memory", action="store_true", help="skip the 20 MB batch run")
+    parser.add_argument(
+        "--no-compare", action="store_true", help="skip the earlier design's 1,000-image job"
+    )
+    parser.add_argument(
+        "--dynamodb",
+        choices=("dynamodb-local", "moto"),
+        default="dynamodb-local",
+        help="DynamoDB behind the local stack (default dynamodb-local: DynamoDB's own capacity)",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results")
     return parser.parse_args(argv)
 
@@ -117,48 +196,68 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
-    concurrency = args.pollers * BATCH_SIZE
+    batch_size = int(template_default("ProcessBatchSize"))
+    window_s = float(template_default("ProcessBatchingWindowSeconds"))
+    concurrency = args.pollers * batch_size
+    backend = _backend(args.dynamodb)
     load_before = _load()
-    print(f"bench: sizes {list(sizes)}, concurrency {concurrency}, load {load_before}", flush=True)
+    print(
+        f"bench: sizes {list(sizes)}, concurrency {concurrency} ({args.pollers} pollers x batch "
+        f"{batch_size}, window {window_s:g} s), DynamoDB {backend}, load {load_before}",
+        flush=True,
+    )
     host = ImageHost(ensure_images()).start()
-    stack = start_stack(host.host_port, pollers=args.pollers)
-    print(f"local stack ready in {stack.ready_s:.1f} s at {stack.api_url}", flush=True)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": _cpus(), "python": platform.python_version(), "load": load_before},
-        "concurrency": {"pollers": args.pollers, "batch_size": BATCH_SIZE, "C": concurrency},
+        "concurrency": {
+            "pollers": args.pollers,
+            "batch_size": batch_size,
+            "batching_window_s": window_s,
+            "C": concurrency,
+        },
+        "dynamodb": backend,
         "image_bytes": host.sizes,
     }
     try:
-        warm, _ = stack.submit([host.url("vga", 0)] * concurrency)  # every poller's cold start
-        stack.wait_terminal(warm, timeout_s=120)
-        jobs = []
-        for images in sizes:
-            job = run_job(stack, host, images, concurrency)
-            jobs.append(job)
-            print(
-                f"  {images:>6} images: {job['status']} in {job['terminal_s']:.2f} s "
-                f"({job['ratio_to_ideal']:.2f} x ideal)",
-                flush=True,
-            )
-        results["jobs"] = jobs
-        small = next((j for j in jobs if j["images"] == 1), None)
-        large = max(jobs, key=lambda j: j["images"])
-        if small is not None:
-            results["status_latency"] = {
-                "pollers": STATUS_POLLERS,
-                "small": measure.status_latency(
-                    stack, small["job_id"], STATUS_POLLERS, STATUS_REQUESTS_PER_POLLER
-                ),
-                "large": measure.status_latency(
-                    stack, large["job_id"], STATUS_POLLERS, STATUS_REQUESTS_PER_POLLER
-                ),
-                "large_images": large["images"],
-            }
-        if not args.no_memory:
-            results["memory_20mb_batch"] = memory_run(stack, host, args.pollers)
+        stack = start_stack(host.host_port, pollers=args.pollers, extra_env=_stack_env(backend))
+        print(f"local stack ready in {stack.ready_s:.1f} s at {stack.api_url}", flush=True)
+        try:
+            warm_up(stack, host, concurrency)
+            jobs = []
+            for images in sizes:
+                job = run_job(stack, host, images, concurrency)
+                jobs.append(job)
+                print(
+                    f"  {images:>6} images: {job['status']} in {job['terminal_s']:.2f} s "
+                    f"({job['ratio_to_ideal']:.2f} x ideal), "
+                    f"{job['cost']['per_image']['dynamodb_wru']:.2f} WRU/image",
+                    flush=True,
+                )
+            results["jobs"] = jobs
+            small = next((j for j in jobs if j["images"] == 1), None)
+            large = max(jobs, key=lambda j: j["images"])
+            if small is not None:
+                results["status_latency"] = {
+                    "pollers": STATUS_POLLERS,
+                    "small": measure.status_latency(
+                        stack, small["job_id"], STATUS_POLLERS, STATUS_REQUESTS_PER_POLLER
+                    ),
+                    "large": measure.status_latency(
+                        stack, large["job_id"], STATUS_POLLERS, STATUS_REQUESTS_PER_POLLER
+                    ),
+                    "large_images": large["images"],
+                }
+            if backend == "dynamodb-local":
+                results["counter_ceiling"] = counter_ceiling(stack.aws_endpoint_url)
+            if not args.no_memory:
+                results["memory_20mb_batch"] = memory_run(stack, host, args.pollers, batch_size)
+        finally:
+            stack.stop()
+        if not args.no_compare:
+            images = min(COMPARE_IMAGES, max(sizes))
+            results["earlier_design"] = earlier_design(host, args.pollers, images, backend)
     finally:
-        stack.stop()
         host.stop()
     results["measurement"] = measure.header_vs_decode(ensure_images()["12mp"])
     # Hostile inputs: CPU and memory of measure_image per attack (issue 12's bound). Plain
@@ -181,15 +280,15 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "",
         f"{'images':>7} {'submit s':>9} {'terminal s':>11} {'images/s':>9} "
-        f"{'x ideal':>8} {'speedup':>8} {'billed s/img':>13} {'GB-s/1k':>8} {'$/1k':>8}",
+        f"{'x ideal':>8} {'speedup':>8} {'billed s/img':>13} {'WRU/img':>8} {'$/M img':>8}",
     ]
     for job in results.get("jobs", []):
-        per = job["cost"]["per_1000_images"]
+        cost = job["cost"]
         lines.append(
             f"{job['images']:>7} {job['submit_s']:>9.3f} {job['terminal_s']:>11.2f} "
             f"{job['images_per_s']:>9.1f} {job['ratio_to_ideal']:>8.2f} "
             f"{job['speedup_over_sequential']:>8.1f} {job['process_billed_s_per_image']:>13.4f} "
-            f"{per['gb_seconds']:>8.2f} {per['usd_total']:>8.4f}"
+            f"{cost['per_image']['dynamodb_wru']:>8.2f} {cost['usd_per_million']['total']:>8.3f}"
         )
     if latency := results.get("status_latency"):
         small, large = latency["small"], latency["large"]
@@ -204,15 +303,25 @@ def render(results: dict[str, Any]) -> str:
         f"measure 12 MP JPEG: header {m['header_ms']:.3f} ms, full decode "
         f"{m['decode_ms']:.1f} ms: {m['ratio']:.0f}x cheaper"
     )
-    if (job := _pick(results, 1000)) or (job := max(results.get("jobs", []), key=_images)):
-        per = job["cost"]["per_1000_images"]
-        usd = ", ".join(f"{k} {v:.5f}" for k, v in per["usd"].items())
+    if job := _cost_job(results):
+        concurrency = results["concurrency"]
+        lines += _bill_lines(
+            f"batch filing, batches of {concurrency['batch_size']}, "
+            f"window {concurrency['batching_window_s']:g} s",
+            job,
+        )
+    if earlier := results.get("earlier_design"):
+        lines += _bill_lines("earlier design: per-image filing, batches of 10", earlier["job"])
+    if results.get("dynamodb") != "dynamodb-local":
+        lines.append("  (DynamoDB on moto: WRU and RRU are moto's, not DynamoDB's)")
+    if counter := results.get("counter_ceiling"):
+        one, batch = counter["per_image"], counter["batch"]
         lines.append(
-            f"per 1,000 images ({job['images']}-image job): {per['gb_seconds']:.2f} GB-s, "
-            f"{per['lambda_invocations']:.0f} invocations, {per['sqs_requests']:.0f} SQS requests, "
-            f"{per['dynamodb_rru']:.0f} RRU, {per['dynamodb_wru']:.0f} WRU "
-            f"({per['dynamodb_wru_index_estimate']:.0f} of them index writes, estimated), "
-            f"{per['api_requests']:.1f} API requests\n  USD {per['usd_total']:.4f}: {usd}"
+            f"\none job's counter, {one['writers']} concurrent filers on DynamoDB Local: "
+            f"per-image transactions {one['images_per_s']:.0f} images/s "
+            f"({one['conflicts_retried']} conflicts retried), batch transactions "
+            f"{batch['images_per_s']:.0f} images/s ({batch['conflicts_retried']} retried): "
+            f"{counter['ratio']:.1f}x"
         )
     peak = max((j["process_max_memory_mb"] for j in results.get("jobs", [])), default=0)
     lines.append(f"process function peak memory, mixed photos: {peak} MB")
@@ -222,11 +331,71 @@ def render(results: dict[str, Any]) -> str:
             f"record: {memory['peak_mb']} MB of {memory['memory_size_mb']} MB ({memory['status']})"
         )
     lines.append(f"load average before {results['machine']['load']}, after {results['load_after']}")
+    lines += ["targets (issue 17):", *target_lines(results)]
     return "\n".join(lines)
+
+
+def _bill_lines(title: str, job: dict[str, Any]) -> list[str]:
+    """The bill of one job, per image and per million images, with each term."""
+    cost = job["cost"]
+    per, usd = cost["per_image"], cost["usd_per_million"]
+    index_wru = sum(v for k, v in cost["wru_by"].items() if "/" in k)
+    terms = ", ".join(f"{term} {usd[term]:.3f}" for term in TERMS)
+    return [
+        f"\nper image, {job['images']}-image job ({title}):",
+        f"  DynamoDB {per['dynamodb_wru']:.3f} WRU ({index_wru:.3f} of them index writes) "
+        f"and {per['dynamodb_rru']:.3f} RRU (measured), {per['sqs_requests']:.3f} SQS requests, "
+        f"{per['lambda_gb_s']:.4f} Lambda GB-s and {per['lambda_requests']:.4f} invocations, "
+        f"{per['api_requests']:.4f} API requests; billed process s/image "
+        f"{job['process_billed_s_per_image']:.4f}",
+        "  WRU by table and index: " + ", ".join(f"{k} {v:.3f}" for k, v in cost["wru_by"].items()),
+        f"  usd_per_million {usd['total']:.3f}: {terms}",
+    ]
+
+
+def _cost_job(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The job the bill is quoted from: 1,000 images, or the largest run."""
+    jobs = results.get("jobs") or []
+    return _pick(results, 1000) or (max(jobs, key=_images) if jobs else None)
 
 
 def _images(job: dict[str, Any]) -> int:
     return job["images"]
+
+
+def headline_figures(results: dict[str, Any]) -> dict[str, float]:
+    """The bill's headline figures, only where DynamoDB's own capacity was measured (on moto
+    they would be moto's guesses, so they are left out)."""
+    figures: dict[str, float] = {}
+    jobs = results.get("jobs") or []
+    if jobs:
+        figures["billed_s_per_image"] = sum(j["process_billed_s"] for j in jobs) / sum(
+            j["images"] for j in jobs
+        )
+    if results.get("dynamodb") != "dynamodb-local":
+        return figures
+    if job := _cost_job(results):
+        figures["wru_per_image"] = job["cost"]["per_image"]["dynamodb_wru"]
+        figures["usd_per_million"] = job["cost"]["usd_per_million"]["total"]
+    if earlier := results.get("earlier_design"):
+        figures["per_image_filing_wru"] = earlier["job"]["cost"]["per_image"]["dynamodb_wru"]
+    return figures
+
+
+def target_lines(results: dict[str, Any]) -> list[str]:
+    """Each target of issue 17 beside its measured figure: met or not."""
+    figures = headline_figures(results)
+    lines = []
+    for name, limit in TARGETS.items():
+        value = figures.get(name)
+        verdict = "not measured" if value is None else ("met" if value <= limit else "NOT met")
+        shown = "NA" if value is None else f"{value:.4g}"
+        lines.append(f"  {name} {shown} (target <= {limit:g}): {verdict}")
+    if latency := results.get("status_latency"):
+        ratio = latency["large"]["p99_ms"] / latency["small"]["p99_ms"]
+        verdict = "met" if ratio <= 1.5 else "NOT met"
+        lines.append(f"  status_p99_ratio {ratio:.2f} (target <= 1.5): {verdict}")
+    return lines
 
 
 def summary_line(results: dict[str, Any]) -> str:
@@ -234,25 +403,25 @@ def summary_line(results: dict[str, Any]) -> str:
         return "NA" if value is None else f"{value:.{digits}f}"
 
     job_1000, job_10000 = _pick(results, 1000), _pick(results, 10_000)
-    cost_job = job_1000 or (max(results["jobs"], key=_images) if results.get("jobs") else None)
+    cost_job = _cost_job(results)
     latency = results.get("status_latency")
     memory = results.get("memory_20mb_batch")
-    billed = (
-        sum(j["process_billed_s"] for j in results.get("jobs", []))
-        / sum(j["images"] for j in results["jobs"])
-        if results.get("jobs")
-        else None
-    )
+    cost = cost_job["cost"] if cost_job else None
+    headline = headline_figures(results)
+    billed = headline.get("billed_s_per_image")
     fields = {
-        "ratio_to_ideal_1000": fmt(job_1000 and job_1000["ratio_to_ideal"], 2),
-        "submit_10000_s": fmt(job_10000 and job_10000["submit_s"], 2),
+        "ratio_to_ideal_1000": fmt(job_1000["ratio_to_ideal"] if job_1000 else None, 2),
+        "submit_10000_s": fmt(job_10000["submit_s"] if job_10000 else None, 2),
         "status_p99_ratio": fmt(
             latency and latency["large"]["p99_ms"] / latency["small"]["p99_ms"], 2
         ),
-        "gbs_per_1000": fmt(cost_job and cost_job["cost"]["per_1000_images"]["gb_seconds"], 2),
+        "gbs_per_1000": fmt(cost and cost["per_image"]["lambda_gb_s"] * 1000, 2),
         "header_vs_decode": fmt(results["measurement"]["ratio"], 0),
         "billed_s_per_image": fmt(billed, 4),
         "peak_mb_20mb_batch": str(memory["peak_mb"]) if memory else "NA",
+        "wru_per_image": fmt(headline.get("wru_per_image"), 2),
+        "usd_per_million": fmt(headline.get("usd_per_million"), 2),
+        "per_image_filing_wru": fmt(headline.get("per_image_filing_wru"), 2),
     }
     return " ".join(f"{k}={v}" for k, v in fields.items())
 

@@ -1,11 +1,17 @@
-"""What a stretch of the local stack's work would cost on AWS.
+"""What a stretch of the local stack's work would cost on AWS, from what its clients measured.
 
-Lambda time comes from the functions' own REPORT lines (Billed Duration x Memory Size),
-exactly as Lambda bills it. SQS and DynamoDB requests come from the moto child's request
-counters (local_stack/request_counts.py). DynamoDB capacity units are derived from those
-counts with the stated assumptions: every item the service writes is under 1 KB and every
-item it reads under 4 KB, so one item is one unit (two for a transactional write).
-Secondary-index writes are not visible in requests; they are estimated from the schema.
+- Lambda: the functions' own REPORT lines (Billed Duration x Memory Size, and one request
+  per invocation), exactly as Lambda bills them.
+- DynamoDB and the functions' SQS requests: each invocation's "aws_usage" (the EMF blob its
+  clients' botocore hooks fill, retail_pulse/data/usage.py): every request sent, and the
+  ConsumedCapacity DynamoDB answered with (ReturnConsumedCapacity=INDEXES), index writes
+  included. Those are DynamoDB's own figures only when the stack runs DynamoDB Local
+  (LOCAL_DYNAMODB=dynamodb-local): moto reports none for transactions and indexes.
+- The event source's SQS requests (its receives and deletes, Lambda's pollers in AWS) from
+  the local stack's pollers' own clients (GET /local/event-source-requests).
+- API Gateway: the requests a client makes (a submit and one final status read per job).
+
+Prices are bench/prices.json's. Nothing is estimated from the schema any more.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ REPORT = re.compile(
     r"Max Memory Used: (?P<used>\d+) MB",
     re.M,
 )
+# A function's EMF blob, as the local stack relays it when its output is not a terminal.
+_BLOB = re.compile(r'^\[(?P<function>\w+)\] (?P<json>\{.*"aws_usage".*\})\s*$', re.M)
 
-# Reads: every read the service makes on the hot path is strongly consistent (1 RRU per
-# item); Query and BatchGetItem are counted as 1 RRU per request / item (small results).
-_READ_UNITS = {"GetItem": 1.0, "Query": 1.0, "Scan": 1.0, "BatchGetItem": 1.0}
-_WRITE_UNITS = {"PutItem": 1.0, "UpdateItem": 1.0, "DeleteItem": 1.0, "BatchWriteItem": 1.0}
+TERMS = ("lambda_compute", "lambda_requests", "sqs", "dynamodb_write", "dynamodb_read", "api")
+# The scheduled reconciler's runs are a fixed cost of time (every 5 minutes in AWS, every few
+# seconds locally), not of images: left out of a job's bill (docs/capacity.md prices them).
+NOT_PER_IMAGE = ("ReconcilerFunction",)
 
 
 @dataclass
@@ -56,37 +64,56 @@ class LambdaUsage:
         return usage
 
 
-def count_difference(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Requests and items by `service.Action` between two readings of the moto counters."""
-    return {
-        kind: {
-            key: after[kind][key] - before.get(kind, {}).get(key, 0)
-            for key in after[kind]
-            if after[kind][key] - before.get(kind, {}).get(key, 0)
-        }
-        for kind in ("requests", "items")
-    }
+@dataclass
+class AwsUsage:
+    """What the functions' clients sent, by function: the sum of their invocations'
+    "aws_usage" metadata."""
+
+    invocations: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    wru: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    rru: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    requests: dict[str, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    )
+    wru_by: dict[str, dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+    cancelled_transactions: int = 0
+
+    @classmethod
+    def from_log(cls, text: str) -> AwsUsage:
+        usage = cls()
+        for match in _BLOB.finditer(text):
+            try:
+                summary = json.loads(match["json"])["aws_usage"]
+            except (ValueError, KeyError):
+                continue
+            name = match["function"]
+            usage.invocations[name] += 1
+            usage.wru[name] += summary["dynamodb_wru"]
+            usage.rru[name] += summary["dynamodb_rru"]
+            for key, count in summary["requests"].items():
+                usage.requests[name][key] += count
+            for key, units in summary["wru_by"].items():
+                usage.wru_by[name][_index_name(key)] += units
+            usage.cancelled_transactions += summary["cancelled_transactions"]
+        return usage
+
+    def sqs_requests(self, function: str) -> int:
+        return sum(n for k, n in self.requests[function].items() if k.startswith("sqs."))
 
 
-def dynamodb_units(items: dict[str, int], images_succeeded: int, jobs: int) -> dict[str, float]:
-    """Estimated RRU and WRU, including index writes the request counts cannot show:
-    a measured image enters StoreVisits and AreaVisits (2 WRU), and a job enters and leaves
-    OngoingJobs (2 WRU)."""
-    read = write = 0.0
-    for key, count in items.items():
-        service, _, action = key.partition(".")
-        if service != "dynamodb":
-            continue
-        if action in _READ_UNITS:
-            read += _READ_UNITS[action] * count
-        elif action in _WRITE_UNITS:
-            write += _WRITE_UNITS[action] * count
-        elif action == "TransactWriteItems":
-            write += 2 * count
-        elif action == "TransactGetItems":
-            read += 2 * count
-    index_writes = 2 * images_succeeded + 2 * jobs
-    return {"rru": read, "wru": write + index_writes, "wru_index_estimate": index_writes}
+def _index_name(key: str) -> str:
+    """ "retail-pulse-local-ImagesTable/StoreVisits" -> "ImagesTable/StoreVisits": the local
+    stack's table names carry the stack's name, which says nothing here."""
+    table, _, index = key.partition("/")
+    table = table.rsplit("-", 1)[-1]
+    return f"{table}/{index}" if index else table
+
+
+def requests_difference(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Requests by key between two readings of a running tally."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
 
 def load_prices() -> dict[str, Any]:
@@ -94,41 +121,69 @@ def load_prices() -> dict[str, Any]:
 
 
 def price(
-    usage: LambdaUsage,
-    counts: dict[str, dict[str, int]],
-    api_requests: int,
+    lambda_usage: LambdaUsage,
+    aws_usage: AwsUsage,
+    event_source_requests: dict[str, int],
     images: int,
-    jobs: int,
-    exclude_functions: tuple[str, ...] = (),
+    jobs: int = 1,
+    status_reads: int = 1,
+    status_function: str = "StatusFunction",
+    exclude: tuple[str, ...] = NOT_PER_IMAGE,
 ) -> dict[str, Any]:
-    """Dollars per 1,000 images for one stretch of work, by service, with the quantities."""
+    """The bill of one stretch of work, per image and per million images, term by term.
+
+    The status function is priced per read a client makes (`status_reads` per job, at the
+    mean of its measured invocations), not for the benchmark's own 10 Hz polling.
+    """
     prices = load_prices()
-    per = 1000 / images
-    functions = [f for f in usage.invocations if f not in exclude_functions]
-    gb_s = sum(usage.gb_seconds[f] for f in functions)
-    invocations = sum(usage.invocations[f] for f in functions)
-    sqs_requests = sum(n for k, n in counts["requests"].items() if k.startswith("sqs."))
-    units = dynamodb_units(counts["items"], images, jobs)
-    dollars = {
-        "lambda_compute": gb_s * prices["lambda_arm64_per_gb_second"],
-        "lambda_requests": invocations * prices["lambda_per_million_requests"] / 1e6,
-        "sqs": sqs_requests * prices["sqs_standard_per_million_requests"] / 1e6,
-        "dynamodb_write": units["wru"] * prices["dynamodb_on_demand_per_million_wru"] / 1e6,
-        "dynamodb_read": units["rru"] * prices["dynamodb_on_demand_per_million_rru"] / 1e6,
-        "api_gateway": api_requests * prices["api_gateway_rest_per_million_requests"] / 1e6,
+    skip = {status_function, *exclude}
+    functions = {f for f in lambda_usage.invocations if f not in skip}
+    clients = {f for f in aws_usage.invocations if f not in skip}
+    gb_s = sum(lambda_usage.gb_seconds[f] for f in functions)
+    invocations = float(sum(lambda_usage.invocations[f] for f in functions))
+    wru = sum(aws_usage.wru[f] for f in clients)
+    rru = sum(aws_usage.rru[f] for f in clients)
+    sqs = float(
+        sum(aws_usage.sqs_requests(f) for f in clients) + sum(event_source_requests.values())
+    )
+    reads = status_reads * jobs
+    if (calls := lambda_usage.invocations.get(status_function, 0)) > 0:
+        gb_s += reads * lambda_usage.gb_seconds[status_function] / calls
+        invocations += reads
+    if (calls := aws_usage.invocations.get(status_function, 0)) > 0:
+        rru += reads * aws_usage.rru[status_function] / calls
+        wru += reads * aws_usage.wru[status_function] / calls
+    api_requests = float(jobs + reads)  # a submit, and the status reads
+    wru_by: dict[str, float] = defaultdict(float)
+    for function in clients:
+        for key, units in aws_usage.wru_by[function].items():
+            wru_by[key] += units / images
+    per_image = {
+        "dynamodb_wru": wru / images,
+        "dynamodb_rru": rru / images,
+        "sqs_requests": sqs / images,
+        "lambda_gb_s": gb_s / images,
+        "lambda_requests": invocations / images,
+        "api_requests": api_requests / images,
     }
+    million = 1e6
+    usd = {
+        "lambda_compute": per_image["lambda_gb_s"] * prices["lambda_arm64_per_gb_second"],
+        "lambda_requests": per_image["lambda_requests"] * prices["lambda_per_million_requests"],
+        "sqs": per_image["sqs_requests"] * prices["sqs_standard_per_million_requests"],
+        "dynamodb_write": per_image["dynamodb_wru"] * prices["dynamodb_on_demand_per_million_wru"],
+        "dynamodb_read": per_image["dynamodb_rru"] * prices["dynamodb_on_demand_per_million_rru"],
+        "api": per_image["api_requests"] * prices["api_gateway_rest_per_million_requests"],
+    }
+    usd["lambda_compute"] *= million  # the others are priced per million already
     return {
-        "per_1000_images": {
-            "gb_seconds": gb_s * per,
-            "lambda_invocations": invocations * per,
-            "sqs_requests": sqs_requests * per,
-            "dynamodb_rru": units["rru"] * per,
-            "dynamodb_wru": units["wru"] * per,
-            "dynamodb_wru_index_estimate": units["wru_index_estimate"] * per,
-            "api_requests": api_requests * per,
-            "usd": {k: v * per for k, v in dollars.items()},
-            "usd_total": sum(dollars.values()) * per,
+        "per_image": per_image,
+        "usd_per_million": {**usd, "total": sum(usd.values())},
+        "wru_by": dict(sorted(wru_by.items())),
+        "requests_by_action": {
+            f: dict(sorted(r.items())) for f, r in sorted(aws_usage.requests.items())
         },
+        "event_source_requests": dict(sorted(event_source_requests.items())),
+        "cancelled_transactions": aws_usage.cancelled_transactions,
         "functions_priced": sorted(functions),
-        "requests_by_action": counts["requests"],
     }

@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from local_stack.request_counts import COUNTS_PATH
+from local_stack.stack import EVENT_SOURCE_REQUESTS_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"^Retail Pulse local stack ready at (http://127\.0\.0\.1:\d+)", re.M)
@@ -78,9 +78,10 @@ class RunningStack:
                 raise TimeoutError(f"job {job_id} still {body} after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
-    def request_counts(self) -> dict[str, dict[str, int]]:
-        """moto's running tallies of requests and items by `service.Action`."""
-        response = self.http.get(self.aws_endpoint_url + COUNTS_PATH, timeout=10)
+    def event_source_requests(self) -> dict[str, int]:
+        """The SQS pollers' running tally of requests, by "<function>.<event>.<operation>"
+        (what Lambda's pollers would send, and SQS bill, in AWS)."""
+        response = self.http.get(self.api_url + EVENT_SOURCE_REQUESTS_PATH, timeout=10)
         response.raise_for_status()
         return response.json()
 
@@ -102,9 +103,13 @@ class RunningStack:
 
 
 def start_stack(
-    allowed_hosts: str, pollers: int | None = None, extra_env: dict[str, str] | None = None
+    allowed_hosts: str,
+    pollers: int | None = None,
+    extra_env: dict[str, str] | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> RunningStack:
-    """Start `python -m local_stack` on free ports and wait until it is ready."""
+    """Start `python -m local_stack` on free ports and wait until it is ready; `parameters`
+    override the template's (e.g. {"Filing": "per_image"})."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
     log_path, state_path = workdir / "stack.log", workdir / "state.json"
     env = {
@@ -120,7 +125,8 @@ def start_stack(
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack", "--port", "0", "--moto-port", "0"],
+            [sys.executable, "-m", "local_stack", "--port", "0", "--moto-port", "0"]
+            + [f"--parameter={key}={value}" for key, value in (parameters or {}).items()],
             cwd=ROOT,
             env=env,
             stdout=log,

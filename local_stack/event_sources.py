@@ -6,6 +6,10 @@ as an `aws:sqs` event, then delete what succeeded. With ReportBatchItemFailures 
 Left messages come back after the visibility timeout and, past the queue's maxReceiveCount,
 moto moves them to the dead-letter queue on the next receive, as SQS does (moto 5 does
 this in server mode; the poller does not reimplement it).
+
+Lambda's pollers are billed as SQS requests to whoever owns the queue: each poller counts
+what its client sends (`RequestTally`, served at GET /local/event-source-requests), so the
+benchmark can add them to the functions' own requests.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from local_stack.aws import client
@@ -88,6 +93,23 @@ def succeeded_ids(
     return [mid for mid in message_ids if mid not in failed]
 
 
+class RequestTally:
+    """SQS requests the pollers sent, by "<function>.<event>.<operation>"; thread-safe, and
+    never reset: readers take differences between two snapshots."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
 class SqsPoller(threading.Thread):
     """One of an event source mapping's pollers, with its own execution environment."""
 
@@ -101,6 +123,7 @@ class SqsPoller(threading.Thread):
         wait_s: int,
         index: int,
         dead_letter_queue: bool = False,
+        tally: RequestTally | None = None,
     ) -> None:
         super().__init__(name=f"sqs-{source.function}-{source.event}-{index}", daemon=True)
         self.source = source
@@ -112,6 +135,14 @@ class SqsPoller(threading.Thread):
         self._sqs = client(
             "sqs", endpoint_url, read_timeout=wait_s + 10, retries={"max_attempts": 2}
         )
+        if tally is not None:
+            prefix = f"{source.function}.{source.event}"
+
+            def count(event_name: str, **_: Any) -> None:
+                tally.add(f"{prefix}.{event_name.rsplit('.', 1)[-1]}")
+
+            # Once per attempt sent, as SQS bills them.
+            self._sqs.meta.events.register("response-received.sqs", count)
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -136,14 +167,21 @@ class SqsPoller(threading.Thread):
         ).get("Messages", [])
 
     def _receive_batch(self) -> list[dict[str, Any]]:
-        """Up to BatchSize messages, gathering for up to MaximumBatchingWindowInSeconds."""
+        """Up to BatchSize messages, gathering for up to MaximumBatchingWindowInSeconds after
+        the first arrives, as Lambda does; SQS hands out at most 10 per request, so a batch of
+        99 takes at least 10 receives. While whole seconds of the window remain, the receives
+        long-poll (an empty queue costs one request per second, not five)."""
         size = self.source.batch_size
         messages = self._receive(min(size, SQS_MAX_MESSAGES_PER_RECEIVE), self.wait_s)
         deadline = time.monotonic() + self.source.batching_window_s
-        while messages and len(messages) < size and time.monotonic() < deadline:
-            more = self._receive(min(size - len(messages), SQS_MAX_MESSAGES_PER_RECEIVE), 0)
-            if not more:
-                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        while messages and len(messages) < size:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                break
+            count = min(size - len(messages), SQS_MAX_MESSAGES_PER_RECEIVE)
+            more = self._receive(count, int(left_s))
+            if not more and left_s < 1:
+                time.sleep(min(0.2, left_s))
             messages.extend(more)
         return messages
 

@@ -2,7 +2,9 @@
 
 moto is patched first (local_stack.moto_locking): DynamoDB requests are serialised, since the
 functions update job counters from many threads and rely on each request being atomic, and
-SQS sends stay O(1) in the queue's length.
+SQS sends stay O(1) in the queue's length. With LOCAL_DYNAMODB_JAR set (the stack's
+LOCAL_DYNAMODB=dynamodb-local), DynamoDB Local is started first and every DynamoDB request
+is forwarded to it (local_stack/dynamodb_local.py); it dies with this process.
 
 Usage: python -m local_stack.moto_process PARENT_PID PORT
 """
@@ -10,7 +12,9 @@ Usage: python -m local_stack.moto_process PARENT_PID PORT
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 from local_stack.children import die_with_parent
 
@@ -22,14 +26,22 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     from moto.server import main as moto_main
 
-    from local_stack import request_counts
     from local_stack.moto_locking import patch_moto
     from local_stack.moto_transactions import cheap_transaction_rollback
 
     patch_moto()
     cheap_transaction_rollback()
-    # GET /_local/request-counts: what the benchmark prices as SQS and DynamoDB requests.
-    request_counts.install()
+    jar = os.environ.get("LOCAL_DYNAMODB_JAR")
+    if jar:
+        from local_stack import dynamodb_local
+        from local_stack.aws import free_port
+
+        dynamodb_port = free_port()
+        log_path = Path(os.environ.get("LOCAL_DYNAMODB_LOG") or os.devnull)
+        java = dynamodb_local.start(Path(jar), dynamodb_port, log_path)
+        dynamodb_local.wait_ready(dynamodb_port, java, dynamodb_local.START_TIMEOUT_S)
+        dynamodb_local.install_router(dynamodb_port)
+        print(f"DynamoDB requests go to DynamoDB Local on port {dynamodb_port}", flush=True)
 
     moto_main(["-H", "127.0.0.1", "-p", port])
 

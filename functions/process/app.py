@@ -1,66 +1,51 @@
-"""SQS batch -> one measured image per record, the records of a batch concurrently.
+"""SQS batch -> one measured image per record, the records of a batch concurrently, their
+results filed per job (retail_pulse.jobs.process.process_batch).
 
-Each record mostly waits (download, then the GPU stand-in), so a batch of 10 takes about
-as long as its slowest image; only failed records are reported back for redelivery.
+Each record mostly waits (download, then the GPU stand-in), so a batch of 99 takes about as
+long as its slowest image; only failed records are reported back for redelivery.
 """
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    AsyncBatchProcessor,
-    EventType,
-    async_process_partial_response,
-)
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.data import connect
 from retail_pulse.entry import lambda_entry
-from retail_pulse.jobs.process import RetryLater, finish_jobs, process_image_message
-from retail_pulse.observability import logger
+from retail_pulse.jobs.process import BatchRecord, ByteBudget, process_batch
+from retail_pulse.settings import get_settings
 
 connect()
-# One thread per record of the largest batch (the event source's BatchSize is 10).
-_workers = ThreadPoolExecutor(max_workers=10, thread_name_prefix="image")
-# A batch whose every record failed is still a partial response: raising would count as a
-# function error and hide which records to retry.
-processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+# Built once per execution environment: a batch's images run on these threads, holding at
+# most IMAGE_BYTES_IN_FLIGHT bytes of image bodies at once between them.
+_settings = get_settings()
+_workers = ThreadPoolExecutor(max_workers=_settings.image_concurrency, thread_name_prefix="image")
+_budget = ByteBudget(_settings.image_bytes_in_flight)
 
 
-async def handle_record(record: SQSRecord) -> None:
-    await asyncio.get_running_loop().run_in_executor(_workers, process_record, record)
-
-
-def process_record(record: SQSRecord) -> None:
-    """Runs on a worker thread, whose log keys name this record's image: so does the line
-    of a failure, which the event loop's thread could not label."""
-    receive_count = int(record.attributes.approximate_receive_count or 1)
-    sent_at = datetime.fromtimestamp(int(record.attributes.sent_timestamp) / 1000, UTC)
-    try:
-        process_image_message(
-            record.body, receive_count, record.receipt_handle, sent_at, finish=False
-        )
-    except RetryLater:
-        raise  # already logged, and its redelivery is scheduled
-    except Exception:
-        logger.exception(
-            "image message failed; SQS will deliver it again",
-            extra={"message_id": record.message_id, "receive_count": receive_count},
-        )
-        raise
+def batch_record(record: dict[str, Any]) -> BatchRecord:
+    """A record of the event as process_batch takes it (Lambda's SQS record shape)."""
+    attributes = record.get("attributes") or {}
+    sent = attributes.get("SentTimestamp")
+    return BatchRecord(
+        message_id=record["messageId"],
+        body=record.get("body") or "",
+        receive_count=int(attributes.get("ApproximateReceiveCount") or 1),
+        receipt_handle=record.get("receiptHandle") or "",
+        sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
+    )
 
 
 @lambda_entry()
-def lambda_handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
-    response = async_process_partial_response(
-        event=event, record_handler=handle_record, processor=processor, context=context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    records = [batch_record(record) for record in event.get("Records") or []]
+    failed = process_batch(
+        records, _workers, _budget, lambda: context.get_remaining_time_in_millis() / 1000
     )
-    # The processor keeps the raw records of the batch's successes (event dicts).
-    finish_jobs(cast(dict, record)["body"] for record in processor.success_messages)
-    return response
+    # A batch whose every record failed is still a partial response: a function error would
+    # hide which records to retry, and Lambda would deliver them all again.
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}

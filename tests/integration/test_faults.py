@@ -1,6 +1,8 @@
 """Nothing lost, nothing stuck, nothing counted twice: faults injected into every DynamoDB and
 SQS call of submit and process, crashes, duplicate, late, out-of-order and concurrent
 deliveries. Each test ends with the job terminal and its counters equal to its image records.
+Process runs with batch filing (the default: one transaction per job and batch) unless a
+test says otherwise; the crash test runs with both filings.
 
 Faults are raised where botocore sends a request (`BaseClient._make_api_call`), below
 PynamoDB and boto3 and above the network, as an exhausted AWS retry would surface.
@@ -24,6 +26,7 @@ from retail_pulse.data.models import SUCCEEDED, ImageRecord, JobRecord
 from retail_pulse.domain import ImageSuccess
 from retail_pulse.jobs.process import process_image_message
 from retail_pulse.jobs.reconcile import reconcile
+from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
 from tests.support.pipeline import (
@@ -150,10 +153,20 @@ def test_a_submit_without_a_key_fails_cleanly_too(aws, stores, call_api, image_s
 # -- process ------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["batch", "per_image"])
+def filing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test with each FILING of the process function."""
+    monkeypatch.setenv("FILING", request.param)
+    get_settings.cache_clear()
+    yield request.param
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
 @pytest.mark.parametrize(
     "fault",
     [
-        Fault("TransactWriteItems", "Images", nth=2),  # the result is not filed
+        Fault("TransactWriteItems", "Images", nth=1),  # the batch's results are not filed
         Fault("TransactWriteItems", "Images", nth=1, code="InternalServerError"),  # retried
         Fault("GetItem", "Jobs", nth=1),  # filed, but the batch's job-end check fails
         Fault("UpdateItem", "Jobs", nth=1),  # filed, stamping the job finished fails
@@ -184,38 +197,71 @@ def test_a_fault_delaying_a_retry_still_retries(aws, stores, call_api, image_ser
     assert (job_record.succeeded, job_record.failed) == (1, 0)
 
 
-def test_a_handler_crash_mid_batch_redelivers_the_batch_without_double_counting(
+def test_a_fault_while_filing_a_duplicate_batch_image_by_image_is_redelivered(
     aws, stores, call_api, image_server, monkeypatch
 ):
-    """The invocation dies after some records were filed: Lambda deletes nothing, so the
-    whole batch comes back, filed records included."""
+    """A batch holding an image filed already is filed image by image; a fault there fails
+    only that record, which comes back and is counted once."""
+    job_id = submit(call_api, urls(image_server, 5)).body["job_id"]
+    batch = Pipeline(aws).receive()
+    outcome = ImageSuccess(perimeter=60, width=20, height=10, store_id="S00339218", area=None)
+    assert record_outcome(job_id, 2, outcome, 1)  # a first delivery of image 2 got there
+    # The batch's transaction is cancelled (image 2 left pending); the first image-by-image
+    # transaction after it fails.
+    with injected(monkeypatch, Fault("TransactWriteItems", "Images", nth=2)):
+        failed = invoke_process(batch)
+    assert len(failed) == 1
+    Pipeline(aws).drain(failed)
+
+    job_record = assert_accounted(job_id)
+    assert (job_record.succeeded, job_record.failed) == (5, 0)
+
+
+def test_a_handler_crash_mid_batch_redelivers_the_batch_without_double_counting(
+    aws, stores, call_api, image_server, monkeypatch, filing
+):
+    """The invocation dies after some results were filed: Lambda deletes nothing, so the
+    whole batch comes back, filed records included. Batch filing dies after the first of
+    the batch's two jobs was filed; image-by-image filing after four images."""
     from retail_pulse.jobs import process
 
-    job_id = submit(call_api, urls(image_server, 10)).body["job_id"]
+    first = submit(call_api, urls(image_server, 5)).body["job_id"]
+    second = submit(call_api, urls(image_server, 5)).body["job_id"]
     batch = Pipeline(aws).receive()
+    assert len(batch) == 10
     filed = 0
     lock = threading.Lock()
 
-    def dies_after_four(*args: Any) -> bool:
-        nonlocal filed
-        with lock:
-            filed += 1
-            crash = filed > 4
-        if crash:
-            raise SystemError("execution environment died")
-        return record_outcome(*args)
+    def dies_after(limit: int, real: Any) -> Any:
+        def file(*args: Any) -> Any:
+            nonlocal filed
+            with lock:
+                filed += 1
+                crash = filed > limit
+            if crash:
+                raise SystemError("execution environment died")
+            return real(*args)
+
+        return file
 
     with monkeypatch.context() as patch:
-        patch.setattr(process, "record_outcome", dies_after_four)
+        if filing == "batch":
+            patch.setattr(process, "record_outcomes", dies_after(1, process.record_outcomes))
+        else:
+            patch.setattr(process, "record_outcome", dies_after(4, record_outcome))
         invoke_process(batch)  # its answer is lost with the environment
-    assert JobRecord.get(job_id).succeeded == 4
+    counts = [JobRecord.get(job_id).succeeded for job_id in (first, second)]
+    assert sum(counts) == (5 if filing == "batch" else 4)
+    if filing == "batch":
+        assert sorted(counts) == [0, 5]  # one job's transaction landed whole, one not at all
 
     for delivery in batch:
         delivery.receive_count += 1
     Pipeline(aws).drain(batch)
 
-    job_record = assert_accounted(job_id)
-    assert (job_record.succeeded, job_record.failed) == (10, 0)
+    for job_id in (first, second):
+        job_record = assert_accounted(job_id)
+        assert (job_record.succeeded, job_record.failed) == (5, 0)
 
 
 # -- deliveries, on both backends ---------------------------------------------------------

@@ -1,10 +1,9 @@
-"""The moto child's additions: request counting for the benchmark's bill, item-level rollback
-of transactions, and the benchmark's reading of REPORT lines. Correctness only; speed is the
+"""The moto child's additions: item-level rollback of transactions, and the benchmark's
+reading of REPORT lines and of the functions' own AWS usage. Correctness only; speed is the
 benchmark's business."""
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -12,58 +11,58 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from bench.costs import LambdaUsage, dynamodb_units
+from bench.costs import AwsUsage, LambdaUsage, price
 from local_stack.moto_transactions import cheap_transaction_rollback
-from local_stack.request_counts import COUNTS_PATH, RequestCounter
 
 
-def _call(app: RequestCounter, target: str = "", body: dict[str, Any] | None = None) -> bytes:
-    raw = json.dumps(body or {}).encode()
-    environ = {
-        "PATH_INFO": "/",
-        "HTTP_X_AMZ_TARGET": target,
-        "CONTENT_LENGTH": str(len(raw)),
-        "wsgi.input": io.BytesIO(raw),
+def _usage_line(function: str, wru: float, rru: float, requests: dict[str, int]) -> str:
+    summary = {
+        "dynamodb_wru": wru,
+        "dynamodb_rru": rru,
+        "requests": requests,
+        "wru_by": {"retail-pulse-local-ImagesTable/StoreVisits": wru},
+        "cancelled_transactions": 0,
     }
-    return b"".join(app(environ, lambda *args: None))
+    return f"[{function}] " + json.dumps({"_aws": {}, "aws_usage": summary})
 
 
-def test_requests_and_items_are_counted_and_the_body_still_reaches_moto() -> None:
-    seen: list[bytes] = []
-
-    def moto(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        seen.append(environ["wsgi.input"].read())
-        return [b"{}"]
-
-    app = RequestCounter(moto)
-    transaction = {"TransactItems": [{"Update": {}}, {"Update": {}}]}
-    _call(app, "DynamoDB_20120810.TransactWriteItems", transaction)
-    _call(app, "DynamoDB_20120810.GetItem")
-    _call(app, "AmazonSQS.ReceiveMessage")
-    _call(app, "AmazonSQS.ReceiveMessage")
-
-    assert json.loads(seen[0]) == transaction
-    counts = json.loads(_counts(app))
-    assert counts["requests"] == {
-        "dynamodb.TransactWriteItems": 1,
-        "dynamodb.GetItem": 1,
-        "sqs.ReceiveMessage": 2,
-    }
-    assert counts["items"]["dynamodb.TransactWriteItems"] == 2
-
-
-def _counts(app: RequestCounter) -> bytes:
-    environ = {"PATH_INFO": COUNTS_PATH, "wsgi.input": io.BytesIO()}
-    return b"".join(app(environ, lambda *args: None))
-
-
-def test_capacity_units_count_transactional_writes_twice_and_index_writes() -> None:
-    units = dynamodb_units(
-        {"dynamodb.TransactWriteItems": 20, "dynamodb.GetItem": 3, "sqs.ReceiveMessage": 9},
-        images_succeeded=10,
-        jobs=1,
+def test_the_bill_sums_what_the_functions_clients_measured() -> None:
+    log = "\n".join(
+        [
+            _usage_line("SubmitFunction", 10.0, 1.0, {"sqs.SendMessageBatch": 1}),
+            _usage_line("ProcessFunction", 30.0, 2.0, {"dynamodb.TransactWriteItems": 1}),
+            _usage_line("StatusFunction", 0.0, 1.0, {"dynamodb.GetItem": 1}),
+            _usage_line("StatusFunction", 0.0, 1.0, {"dynamodb.GetItem": 1}),
+            _usage_line("ReconcilerFunction", 5.0, 4.0, {"dynamodb.Query": 4}),
+            "[ProcessFunction] REPORT RequestId: a\tDuration: 1.0 ms\tBilled Duration: 1000 ms"
+            "\tMemory Size: 1024 MB\tMax Memory Used: 100 MB",
+            "[StatusFunction] REPORT RequestId: b\tDuration: 1.0 ms\tBilled Duration: 500 ms"
+            "\tMemory Size: 1024 MB\tMax Memory Used: 100 MB",
+            "[StatusFunction] REPORT RequestId: c\tDuration: 1.0 ms\tBilled Duration: 500 ms"
+            "\tMemory Size: 1024 MB\tMax Memory Used: 100 MB",
+        ]
     )
-    assert units == {"rru": 3.0, "wru": 40.0 + 22.0, "wru_index_estimate": 22.0}
+    bill = price(
+        LambdaUsage.from_log(log),
+        AwsUsage.from_log(log),
+        {
+            "ProcessFunction.Images.ReceiveMessage": 3,
+            "ProcessFunction.Images.DeleteMessageBatch": 1,
+        },
+        images=10,
+    )
+    per = bill["per_image"]
+    # The reconciler is a cost of time, not of images; the status function is one read.
+    assert per["dynamodb_wru"] == pytest.approx((10 + 30) / 10)
+    assert per["dynamodb_rru"] == pytest.approx((1 + 2 + 1) / 10)
+    assert per["sqs_requests"] == pytest.approx((1 + 3 + 1) / 10)
+    assert per["lambda_gb_s"] == pytest.approx((1.0 + 0.5) / 10)
+    assert per["lambda_requests"] == pytest.approx(2 / 10)
+    assert per["api_requests"] == pytest.approx(2 / 10)
+    assert bill["wru_by"] == {"ImagesTable/StoreVisits": pytest.approx(4.0)}
+    usd = bill["usd_per_million"]
+    assert usd["dynamodb_write"] == pytest.approx(4.0 * 0.625)
+    assert usd["total"] == pytest.approx(sum(v for k, v in usd.items() if k != "total"))
 
 
 def test_report_lines_give_billed_gb_seconds_and_peak_memory() -> None:

@@ -7,17 +7,21 @@ in the three Powertools decorators every function needs:
   appended in one request or batch never labels the next one's lines; for API functions
   the API Gateway request id is the correlation id of every line;
 - the tracer's handler segment;
-- the metrics flush, with the cold-start metric.
+- the metrics flush, with the cold-start metric;
+- the tally of what the invocation sent to AWS (retail_pulse.data.usage), reset when it
+  starts and published with its metrics when it ends: one EMF blob per invocation.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from retail_pulse.observability import logger, metrics, tracer
+from retail_pulse.data.usage import usage
+from retail_pulse.observability import logger, metrics, publish_usage, tracer
 from retail_pulse.settings import FunctionSettings, Settings, load_settings
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -30,7 +34,15 @@ def lambda_entry(
     load_settings(settings)
 
     def wrap(handler: Handler) -> Handler:
-        wrapped = metrics.log_metrics(capture_cold_start_metric=True)(handler)
+        @functools.wraps(handler)
+        def counted(event: Any, context: Any) -> Any:
+            usage.reset()
+            try:
+                return handler(event, context)
+            finally:
+                publish_usage()  # inside the metrics flush below, so in the same blob
+
+        wrapped = metrics.log_metrics(capture_cold_start_metric=True)(counted)
         wrapped = tracer.capture_lambda_handler(wrapped)
         wrapped = logger.inject_lambda_context(
             correlation_id_path=correlation_paths.API_GATEWAY_REST if api else None,

@@ -18,6 +18,8 @@ from aws_lambda_powertools.logging.types import LogRecord
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.base import SingleMetric
 
+from retail_pulse.data.usage import usage
+
 # A URL as it appears in a JSON log line: it ends at a quote, a space or a backslash, except
 # the JSON escapes a URL's text may carry (\u00e9, \/).
 _URL_IN_JSON = re.compile(r"""https?://(?:[^\s"'<>\\]|\\u[0-9a-fA-F]{4}|\\/)+""", re.IGNORECASE)
@@ -77,6 +79,12 @@ JOBS_EXPIRED = "JobsExpired"
 DEAD_LETTERS_UNREADABLE = "DeadLettersUnreadable"
 # Emitted by Powertools itself (capture_cold_start_metric), with a `function_name` dimension.
 COLD_START = "ColdStart"
+# What each invocation sent to AWS, measured by its clients (retail_pulse.data.usage): the
+# drivers of the bill, per function (docs/capacity.md prices them).
+DYNAMODB_WRITE_UNITS = "DynamoDBWriteUnits"
+DYNAMODB_READ_UNITS = "DynamoDBReadUnits"
+DYNAMODB_REQUESTS = "DynamoDBRequests"
+SQS_REQUESTS = "SQSRequests"
 
 # Low-cardinality failure classes: the only values of the `reason` dimension.
 FAILURE_REASONS = (
@@ -110,3 +118,18 @@ def count_failures(reason: str, value: int = 1) -> None:
     # One write, where single_metric's print() makes two: a log line from another thread
     # could land between the blob and its newline, and CloudWatch would drop the metric.
     sys.stdout.write(blob + "\n")
+
+
+def publish_usage() -> None:
+    """The invocation's AWS requests and capacity units: totals as metrics, the breakdown
+    by operation, table and index as the blob's metadata (searchable in Logs Insights).
+    Nothing when the invocation sent nothing."""
+    summary = usage.summary()
+    if not summary["requests"]:
+        return
+    count(DYNAMODB_WRITE_UNITS, summary["dynamodb_wru"])
+    count(DYNAMODB_READ_UNITS, summary["dynamodb_rru"])
+    count(DYNAMODB_REQUESTS, summary["dynamodb_requests"])
+    count(SQS_REQUESTS, summary["sqs_requests"])
+    with _metrics_lock:
+        metrics.add_metadata(key="aws_usage", value=summary)

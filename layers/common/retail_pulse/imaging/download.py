@@ -126,15 +126,19 @@ def fetch_image(url: str, settings: Settings | None = None) -> bytes:
     return fetch(url, settings).data
 
 
-def fetch(url: str, settings: Settings | None = None) -> FetchedImage:
+def fetch(
+    url: str, settings: Settings | None = None, *, size_known: Callable[[int], None] | None = None
+) -> FetchedImage:
     """Download `url` following at most MAX_REDIRECTS redirects, each hop vetted.
 
+    `size_known` is told the body's Content-Length, once it is known to be within the byte
+    cap and before the body is read (a caller holding memory for the body can shrink it).
     Raises PermanentImageError or TransientImageError, and nothing else.
     """
     settings = settings or get_settings()
     with _deadline_attempt(url, settings.image_deadline_s) as attempt:
         try:
-            fetched = _follow(url, settings, attempt)
+            fetched = _follow(url, settings, attempt, size_known)
         except MemoryError:
             raise  # not the host's doing, and not safe to carry on from
         except Exception as err:
@@ -153,7 +157,9 @@ def fetch(url: str, settings: Settings | None = None) -> FetchedImage:
         return fetched
 
 
-def _follow(url: str, settings: Settings, attempt: _Attempt) -> FetchedImage:
+def _follow(
+    url: str, settings: Settings, attempt: _Attempt, size_known: Callable[[int], None] | None
+) -> FetchedImage:
     """The redirect loop of one attempt."""
     current = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -164,7 +170,7 @@ def _follow(url: str, settings: Settings, attempt: _Attempt) -> FetchedImage:
                 continue
             _raise_for_status(response, current)
             _refuse_content_encoding(response, current)
-            data = _read_body(response, current, settings, attempt)
+            data = _read_body(response, current, settings, attempt, size_known)
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             return FetchedImage(url=current, data=data, content_type=content_type or None)
     raise PermanentImageError(f"more than {MAX_REDIRECTS} redirects from {url}", reason="download")
@@ -460,7 +466,11 @@ def _refuse_content_encoding(response: requests.Response, url: str) -> None:
 
 
 def _read_body(
-    response: requests.Response, url: str, settings: Settings, attempt: _Attempt
+    response: requests.Response,
+    url: str,
+    settings: Settings,
+    attempt: _Attempt,
+    size_known: Callable[[int], None] | None = None,
 ) -> bytes:
     """The body, failing on the byte cap or the deadline, whichever comes first."""
     cap = settings.max_image_bytes
@@ -477,6 +487,8 @@ def _read_body(
             )
         if len(declared) > _MAX_DIGITS or int(declared) > cap:
             raise PermanentImageError(too_large, reason="too_large")
+        if size_known is not None:
+            size_known(int(declared))
 
     body = bytearray()
     try:

@@ -1,18 +1,40 @@
-"""Measure one image and file its result exactly once; decide when trouble is worth a retry."""
+"""Measure the images of an SQS batch and file each result exactly once; decide when
+trouble is worth a retry.
+
+A batch's images run at once on a thread pool, bounded by the bytes of image bodies held at
+once (ByteBudget, IMAGE_BYTES_IN_FLIGHT) as well as by threads: a body is held from its
+download's start to the end of its header's measurement, never through the GPU stand-in's
+pause. With FILING=batch the results of one batch that belong to one job are then filed in
+one transaction (up to 99 images and one counter update); when some image had already left
+`pending` (a duplicate delivery) that transaction wrote nothing, and its images are filed
+one by one, each duplicate told apart and counted once. With FILING=per_image each image is
+filed on its own thread as soon as it is measured (the earlier design).
+"""
 
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from retail_pulse.data.jobs import mark_finished, record_outcome
+from retail_pulse.data.jobs import (
+    AlreadyFiled,
+    Filing,
+    mark_finished,
+    record_outcome,
+    record_outcomes,
+    transaction_chunks,
+)
 from retail_pulse.data.queue import delay_message
-from retail_pulse.domain import ImageFailure, ImageSuccess
+from retail_pulse.domain import ImageFailure, ImageResult, ImageSuccess
 from retail_pulse.imaging.download import fetch
 from retail_pulse.imaging.errors import ImageError, TransientImageError
 from retail_pulse.imaging.measure import measure_image
@@ -53,6 +75,90 @@ class RetryLater(Exception):
         self.delay_s = delay_s
 
 
+class NotStarted(Exception):
+    """The image could not start before the invocation would run out of time (the bytes
+    budget was held by slower downloads): its message goes back to the queue untouched."""
+
+
+class ByteBudget:
+    """Bytes of image bodies an invocation may hold at once.
+
+    A download reserves the byte cap (MAX_IMAGE_BYTES) before it starts, shrinks the
+    reservation to the body's Content-Length once the headers tell it, and gives it back
+    when its header has been measured. A reservation larger than the whole budget is
+    clipped to it, so one image can always run alone. `peak` is the most ever reserved.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.held = 0
+        self.peak = 0
+        self._changed = threading.Condition()
+
+    def acquire(self, amount: int, timeout_s: float | None = None) -> int | None:
+        """Wait until `amount` (at most the capacity) fits; the amount held, or None if it
+        did not fit within `timeout_s`."""
+        amount = max(0, min(amount, self.capacity))
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: self.held + amount <= self.capacity, timeout=timeout_s
+            ):
+                return None
+            self.held += amount
+            self.peak = max(self.peak, self.held)
+            return amount
+
+    def release(self, amount: int) -> None:
+        with self._changed:
+            self.held -= amount
+            self._changed.notify_all()
+
+    @contextmanager
+    def reserve(self, amount: int, timeout_s: float | None = None) -> Iterator[Reservation]:
+        """Hold `amount` bytes for the block; raises NotStarted if they never fit in time."""
+        held = self.acquire(amount, timeout_s)
+        if held is None:
+            raise NotStarted("the batch's other images held the memory until too late")
+        reservation = Reservation(self, held)
+        try:
+            yield reservation
+        finally:
+            self.release(reservation.held)
+
+
+class Reservation:
+    """Bytes held for one download; `shrink` gives back what the body will not need."""
+
+    def __init__(self, budget: ByteBudget, held: int) -> None:
+        self.budget = budget
+        self.held = held
+
+    def shrink(self, size: int) -> None:
+        if 0 <= size < self.held:
+            self.budget.release(self.held - size)
+            self.held = size
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One record of an SQS batch, as the process function needs it."""
+
+    message_id: str
+    body: str
+    receive_count: int
+    receipt_handle: str
+    sent_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """A record whose image was measured (or failed for good), its result not yet filed."""
+
+    record: BatchRecord
+    message: ImageMessage
+    outcome: ImageResult
+
+
 def retry_delay(attempt: int, retry_after_s: float | None, settings: Settings) -> int:
     """Exponential backoff with full jitter; a server's Retry-After wins, up to the cap."""
     ceiling = min(settings.retry_max_delay_s, settings.retry_base_delay_s * 2 ** (attempt - 1))
@@ -88,56 +194,97 @@ def process_image_message(
     *,
     finish: bool = True,
 ) -> None:
-    """Process one queue message. Raises to have SQS deliver it again (a batch item failure);
+    """Process one queue message and file its result on its own (FILING=per_image, and
+    callers outside a batch). Raises to have SQS deliver it again (a batch item failure);
     a transient failure with attempts left first pushes the redelivery out by a backoff.
 
-    `finish=False` leaves the job's end to `finish_jobs`, called once per batch.
+    `finish=False` leaves the job's end to the caller, checked once per batch.
     """
+    record = BatchRecord("", body, receive_count, receipt_handle, sent_at)
+    measured = _measure_record(record, budget=None, start_by=None)
+    _file_one(measured)
+    # Also after a duplicate: the first delivery may have died between its transaction and
+    # stamping the job finished.
+    if finish:
+        finish_job(measured.message.job_id)
+
+
+def _measure_record(
+    record: BatchRecord, budget: ByteBudget | None, start_by: float | None
+) -> _Measured:
+    """Parse and measure one record's image. Raises RetryLater (its redelivery already
+    pushed out by a backoff), NotStarted (already made visible again) or what went wrong."""
     # Records of a batch run on threads of one process and a thread serves many records:
     # keys are per thread, and cleared first so an unreadable body never logs with the
     # previous record's image.
     logger.thread_safe_clear_keys()
-    message = ImageMessage.model_validate_json(body)
-    if sent_at is not None:
-        age = (datetime.now(UTC) - sent_at).total_seconds()
+    message = ImageMessage.model_validate_json(record.body)
+    if record.sent_at is not None:
+        age = (datetime.now(UTC) - record.sent_at).total_seconds()
         count(QUEUE_AGE, max(0.0, age), MetricUnit.Seconds)
     settings = get_settings()
     logger.thread_safe_append_keys(
         job_id=message.job_id, image=f"{message.job_id}/{message.image_index}"
     )
     try:
-        outcome = measure_url(message, receive_count, settings)
+        outcome = measure_url(message, record.receive_count, settings, budget, start_by)
     except RetryLater as retry:
         count(IMAGE_RETRIES)
         logger.info("image retry scheduled", extra={"cause": str(retry.cause)})
-        delay_message(receipt_handle, retry.delay_s)
+        delay_message(record.receipt_handle, retry.delay_s, express=message.express)
         raise
-    recorded = record_outcome(message.job_id, message.image_index, outcome, receive_count)
+    except NotStarted:
+        logger.warning("image not started: the invocation would run out of time")
+        # Visible again at once, for the next invocation, not after the visibility timeout.
+        delay_message(record.receipt_handle, 0, express=message.express)
+        raise
+    return _Measured(record, message, outcome)
+
+
+def _file_one(measured: _Measured) -> bool:
+    """File one image's result in its own transaction; False for a duplicate delivery."""
+    message, outcome = measured.message, measured.outcome
+    recorded = record_outcome(
+        message.job_id, message.image_index, outcome, measured.record.receive_count
+    )
     if not recorded:
-        logger.info("duplicate delivery ignored")
+        logger.info(
+            "duplicate delivery ignored",
+            extra={"job_id": message.job_id, "image": f"{message.job_id}/{message.image_index}"},
+        )
         count(DUPLICATE_DELIVERIES)
     elif isinstance(outcome, ImageSuccess):
         count(IMAGES_SUCCEEDED)
-    # Also after a duplicate: the first delivery may have died between its transaction and
-    # stamping the job finished.
-    if finish:
-        finish_job(message.job_id)
+    return recorded
 
 
 def measure_url(
-    message: ImageMessage, attempt: int, settings: Settings
+    message: ImageMessage,
+    attempt: int,
+    settings: Settings,
+    budget: ByteBudget | None = None,
+    start_by: float | None = None,
 ) -> ImageSuccess | ImageFailure:
+    """Download and measure one image, then pause for the GPU stand-in. With a `budget`,
+    the image's bytes are reserved in it first, waiting at most until `start_by`
+    (time.monotonic()); NotStarted if they never fit by then."""
     try:
-        started = time.perf_counter()
-        with tracer.provider.in_subsegment("download") as subsegment:
-            subsegment.put_annotation("job_id", message.job_id)
-            image = fetch(message.url, settings)
-        measured = time.perf_counter()
-        with tracer.provider.in_subsegment("measure"):
-            size = measure_image(image.data, settings, content_type=image.content_type)
+        with _image_memory(budget, settings, start_by) as reservation:
+            started = time.perf_counter()
+            with tracer.provider.in_subsegment("download") as subsegment:
+                subsegment.put_annotation("job_id", message.job_id)
+                image = fetch(message.url, settings, size_known=reservation)
+            measured = time.perf_counter()
+            with tracer.provider.in_subsegment("measure"):
+                size = measure_image(image.data, settings, content_type=image.content_type)
+            body_bytes = len(image.data)
+            # The body goes with its reservation: nothing may keep it through the pause.
+            del image
         count(DOWNLOAD_TIME, (measured - started) * 1000, MetricUnit.Milliseconds)
         count(MEASURE_TIME, (time.perf_counter() - measured) * 1000, MetricUnit.Milliseconds)
-        count(DOWNLOAD_BYTES, len(image.data), MetricUnit.Bytes)
+        count(DOWNLOAD_BYTES, body_bytes, MetricUnit.Bytes)
+    except NotStarted:
+        raise  # not the image's failure: it was never tried
     except TransientImageError as error:
         if attempt < settings.max_attempts:
             raise RetryLater(error, retry_delay(attempt, error.retry_after_s, settings)) from error
@@ -170,7 +317,22 @@ def measure_url(
         height=size.height,
         store_id=message.store_id,
         area=message.area,
+        tenant=message.tenant,
     )
+
+
+@contextmanager
+def _image_memory(
+    budget: ByteBudget | None, settings: Settings, start_by: float | None
+) -> Iterator[Callable[[int], None] | None]:
+    """The image's bytes held in `budget` (the byte cap, until the size is known) for the
+    block; yields what to tell the size to, or None without a budget."""
+    if budget is None:
+        yield None
+        return
+    timeout_s = None if start_by is None else max(0.0, start_by - time.monotonic())
+    with budget.reserve(settings.max_image_bytes, timeout_s) as reservation:
+        yield reservation.shrink
 
 
 def image_host(url: str) -> str:
@@ -184,14 +346,148 @@ def _log_failure(reason: str, error: str, url: str) -> None:
     count_failures(reason)
 
 
-def finish_jobs(bodies: Iterable[str]) -> None:
+def process_batch(
+    records: Sequence[BatchRecord],
+    pool: Executor,
+    budget: ByteBudget,
+    time_left_s: Callable[[], float] | None = None,
+) -> list[str]:
+    """Measure a batch's images at once on `pool`, file their results (FILING), and check
+    each of its jobs once for its end. Returns the message ids to report as batch item
+    failures: SQS delivers those again, and deletes the rest.
+
+    A record fails when its message is unreadable, its image has transient trouble with
+    attempts left (RetryLater), it could not start in time, or its result could not be
+    filed; never a record whose result is filed. An error checking a job's end fails that
+    job's records: their redelivery finds them filed (duplicates) and checks again.
+    """
+    settings = get_settings()
+    per_image = settings.filing == "per_image"
+    start_by = None
+    if time_left_s is not None:
+        # An image started later could run into the function's timeout, and an invocation
+        # that times out has its whole batch delivered again, filed images included.
+        margin_s = settings.image_deadline_s + settings.gpu_sleep_max_s + _FILING_RESERVE_S
+        start_by = time.monotonic() + time_left_s() - margin_s
+    futures = [pool.submit(_run_record, record, budget, start_by, per_image) for record in records]
+    failed: set[str] = set()
+    measured: list[_Measured] = []
+    for record, future in zip(records, futures, strict=True):
+        try:
+            result = future.result()
+        except Exception:
+            failed.add(record.message_id)  # logged on its thread, with its image
+            continue
+        measured.append(result)
+    if not per_image:
+        failed |= _file_by_job(measured)
+    filed = [m for m in measured if m.record.message_id not in failed]
+    failed |= _finish_jobs(filed)
+    return [record.message_id for record in records if record.message_id in failed]
+
+
+# An invocation keeps this long, after its last image's deadline and pause, to file results.
+_FILING_RESERVE_S = 5.0
+
+
+def _run_record(
+    record: BatchRecord, budget: ByteBudget, start_by: float | None, file_now: bool
+) -> _Measured:
+    """One record on a worker thread, whose log keys name its image: so does the line of a
+    failure, which the thread running the batch could not label."""
+    try:
+        measured = _measure_record(record, budget, start_by)
+        if file_now:
+            _file_one(measured)
+        return measured
+    except (RetryLater, NotStarted):
+        raise  # already logged, and its redelivery is scheduled
+    except Exception:
+        logger.exception(
+            "image message failed; SQS will deliver it again",
+            extra={"message_id": record.message_id, "receive_count": record.receive_count},
+        )
+        raise
+
+
+def _file_by_job(measured: Sequence[_Measured]) -> set[str]:
+    """File each job's results in as few transactions as fit; the message ids that failed."""
+    by_job: dict[str, list[_Measured]] = {}
+    seen: set[tuple[str, int]] = set()
+    repeats: list[_Measured] = []
+    for item in measured:
+        key = (item.message.job_id, item.message.image_index)
+        # SQS may deliver one message twice in one batch: a transaction may not name an item
+        # twice, so the second copy is filed on its own afterwards (a duplicate, then).
+        if key in seen:
+            repeats.append(item)
+            continue
+        seen.add(key)
+        by_job.setdefault(item.message.job_id, []).append(item)
+    failed: set[str] = set()
+    for job_id, images in by_job.items():
+        for chunk in transaction_chunks(images):
+            failed |= _file_chunk(job_id, chunk)
+    failed |= _file_each(repeats)
+    return failed
+
+
+def _file_chunk(job_id: str, chunk: Sequence[_Measured]) -> set[str]:
+    filings = [Filing(m.message.image_index, m.outcome, m.record.receive_count) for m in chunk]
+    try:
+        record_outcomes(job_id, filings)
+    except AlreadyFiled as duplicates:
+        logger.info(
+            "batch holds images filed already: filing them one by one",
+            extra={"job_id": job_id, "images": len(chunk), "duplicates": len(duplicates.positions)},
+        )
+        return _file_each(chunk)
+    except Exception:
+        logger.exception(
+            "results not filed; SQS will deliver their messages again",
+            extra={"job_id": job_id, "images": len(chunk)},
+        )
+        return {m.record.message_id for m in chunk}
+    succeeded = sum(isinstance(m.outcome, ImageSuccess) for m in chunk)
+    if succeeded:
+        count(IMAGES_SUCCEEDED, succeeded)
+    return set()
+
+
+def _file_each(items: Sequence[_Measured]) -> set[str]:
+    """Image by image, as FILING=per_image does; the message ids that could not be filed."""
+    failed: set[str] = set()
+    for item in items:
+        try:
+            _file_one(item)
+        except Exception:
+            logger.exception(
+                "result not filed; SQS will deliver its message again",
+                extra={
+                    "job_id": item.message.job_id,
+                    "image": f"{item.message.job_id}/{item.message.image_index}",
+                },
+            )
+            failed.add(item.record.message_id)
+    return failed
+
+
+def _finish_jobs(filed: Sequence[_Measured]) -> set[str]:
     """Check each job of a batch once for its end, after all its records are filed: one
-    consistent read per job and batch instead of one per image (a batch is usually ten
-    images of one job). If the invocation dies first, the batch comes back and its
-    duplicates get here again. An error here fails the invocation, so the whole batch is
-    redelivered and the check runs again (its records are filed already: duplicates)."""
-    for job_id in dict.fromkeys(ImageMessage.model_validate_json(b).job_id for b in bodies):
-        finish_job(job_id)
+    consistent read per job and batch instead of one per image. If the invocation dies
+    first, the batch comes back and its duplicates get here again; if the check fails, the
+    job's records are reported failed and come back for it."""
+    failed: set[str] = set()
+    for job_id in dict.fromkeys(m.message.job_id for m in filed):
+        try:
+            finish_job(job_id)
+        except Exception:
+            logger.exception(
+                "job end check failed; its records will be delivered again",
+                extra={"job_id": job_id},
+            )
+            failed |= {m.record.message_id for m in filed if m.message.job_id == job_id}
+    return failed
 
 
 def finish_job(job_id: str) -> None:

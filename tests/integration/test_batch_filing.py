@@ -1,0 +1,250 @@
+"""Batch filing (FILING=batch): the results of one SQS batch that belong to one job are filed
+in one TransactWriteItems, duplicates fall back to image-by-image filing with exact
+counters, and what the clients sent is counted as DynamoDB and SQS bill it.
+
+The accounting runs on both backends: moto for the request counts, DynamoDB Local for the
+consumed capacity (moto reports none for a transaction and none for index writes, so only
+DynamoDB Local's units are asserted), reached through the local stack's router, which sums
+a multi-item transaction's figures where DynamoDB Local alone would not
+(local_stack/dynamodb_capacity.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.client import BaseClient
+from werkzeug.serving import make_server
+
+from local_stack.dynamodb_local import DynamoDbRouter
+from retail_pulse.data.jobs import record_outcome
+from retail_pulse.data.models import ALL_MODELS, FAILED, SUCCEEDED, ImageRecord, JobRecord
+from retail_pulse.data.usage import usage
+from retail_pulse.domain import ImageSuccess
+from retail_pulse.settings import get_settings
+from tests.integration.conftest import job, visit
+from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
+from tests.support.pipeline import Delivery, Pipeline, assert_accounted, invoke_process
+
+pytestmark = pytest.mark.usefixtures("no_gpu_pause", "backend_stores")
+
+
+def submit(call_api: Any, urls: list[str], store_id: str = "S00339218") -> str:
+    result = call_api("POST", "/api/submit/", body=job(visit(store_id, urls)))
+    assert result.status_code == 201, result.body
+    return result.body["job_id"]
+
+
+def image_urls(image_server: Any, count: int) -> list[str]:
+    # One image file, many URLs: every record of the batch is a distinct image.
+    return [image_server.url(f"/img/20x10.jpg?n={i}") for i in range(count)]
+
+
+@pytest.fixture
+def sent() -> Iterator[Counter[str]]:
+    """Every DynamoDB and SQS call botocore makes, counted independently of the service's
+    own hooks: the number the accounting must agree with."""
+    calls: Counter[str] = Counter()
+    lock = threading.Lock()
+    real = BaseClient._make_api_call
+
+    def counting(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        with lock:
+            calls[operation] += 1
+        return real(client, operation, params)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BaseClient, "_make_api_call", counting)
+        yield calls
+
+
+def test_a_batch_of_two_jobs_is_one_transaction_per_job(aws, call_api, image_server, sent):
+    first = submit(call_api, image_urls(image_server, 60))
+    second = submit(call_api, image_urls(image_server, 39), store_id="S01408764")
+    batch = Pipeline(aws).receive()
+    assert len(batch) == 99
+    sent.clear()
+
+    assert invoke_process(batch) == []
+
+    assert sent["TransactWriteItems"] == 2  # 61 items for one job, 40 for the other
+    assert usage.summary()["requests"]["dynamodb.TransactWriteItems"] == 2
+    for job_id, total in ((first, 60), (second, 39)):
+        record = assert_accounted(job_id)
+        assert (record.succeeded, record.failed) == (total, 0)
+
+
+def test_more_images_of_one_job_than_a_transaction_takes_are_split_evenly(
+    aws, call_api, image_server, sent
+):
+    job_id = submit(call_api, image_urls(image_server, 150))
+    batch = Pipeline(aws).receive()
+    sent.clear()
+
+    assert invoke_process(batch) == []
+
+    assert sent["TransactWriteItems"] == 2  # 75 + 75 images, each with the job's counter
+    record = assert_accounted(job_id)
+    assert (record.succeeded, record.failed) == (150, 0)
+
+
+def test_a_batch_holding_a_filed_image_is_filed_image_by_image_with_exact_counters(
+    aws, call_api, image_server, sent
+):
+    job_id = submit(call_api, image_urls(image_server, 8))
+    batch = Pipeline(aws).receive()
+    late = ImageSuccess(perimeter=60, width=20, height=10, store_id="S00339218", area="710006")
+    assert record_outcome(job_id, 3, late, 1)  # an earlier delivery of image 3 got there
+    # And the same message twice in one batch, as SQS may deliver it.
+    batch.append(Delivery(batch[0].body, receive_count=2))
+    sent.clear()
+
+    assert invoke_process(batch) == []
+
+    # The batch's transaction (cancelled: image 3 left pending), then one per image (8),
+    # then the repeated message on its own.
+    assert sent["TransactWriteItems"] == 1 + 8 + 1
+    record = assert_accounted(job_id)
+    assert (record.succeeded, record.failed) == (8, 0)
+    assert usage.summary()["cancelled_transactions"] == 1 + 2  # the batch's, two duplicates
+
+
+def test_retries_and_unreadable_records_are_reported_and_the_rest_filed_at_once(
+    aws, call_api, image_server, sent
+):
+    urls = [
+        *image_urls(image_server, 4),
+        image_server.url("/always/503"),
+        image_server.url("/status/404"),
+    ]
+    job_id = submit(call_api, urls)
+    batch = [*Pipeline(aws).receive(), Delivery(body="{not an image message")]
+    by_url = {json.loads(d.body)["url"]: d for d in batch[:-1]}
+    sent.clear()
+
+    failed = invoke_process(batch)
+
+    # The transient 503 comes back after a backoff; the unreadable body comes back; the 404
+    # is a permanent failure, filed with the successes.
+    assert {d.message_id for d in failed} == {
+        by_url[image_server.url("/always/503")].message_id,
+        batch[-1].message_id,
+    }
+    assert sent["TransactWriteItems"] == 1
+    assert sent["ChangeMessageVisibility"] == 1
+    images = {i.image_index: i.state for i in ImageRecord.query(job_id)}
+    assert [images[i] for i in range(6)] == [SUCCEEDED] * 4 + ["pending", FAILED]
+    record = JobRecord.get(job_id, consistent_read=True)
+    assert (record.succeeded, record.failed) == (4, 1)
+
+
+def test_a_failed_end_check_fails_only_that_jobs_records(aws, call_api, image_server, monkeypatch):
+    from retail_pulse.jobs import process
+
+    first = submit(call_api, image_urls(image_server, 3))
+    second = submit(call_api, image_urls(image_server, 2))
+    batch = Pipeline(aws).receive()
+    real = process.finish_job
+
+    def finish(job_id: str) -> None:
+        if job_id == first:
+            raise ConnectionError("injected: the job's GetItem failed")
+        real(job_id)
+
+    monkeypatch.setattr(process, "finish_job", finish)
+    failed = invoke_process(batch)
+    monkeypatch.undo()
+
+    assert {json.loads(d.body)["job_id"] for d in failed} == {first}
+    assert len(failed) == 3
+    assert_accounted(second)
+    Pipeline(aws).drain(failed)  # duplicates now: filed image by image, then finished
+    for job_id, total in ((first, 3), (second, 2)):
+        record = assert_accounted(job_id)
+        assert (record.succeeded, record.failed) == (total, 0)
+
+
+@pytest.fixture
+def through_the_router(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """On DynamoDB Local, the models' clients reach it through the local stack's router, as
+    the local stack's functions do; the backend's name."""
+    backend_name = request.node.callspec.params["backend"]
+    if backend_name != "dynamodb-local":
+        return backend_name
+    port = int(os.environ["AWS_ENDPOINT_URL_DYNAMODB"].rsplit(":", 1)[1])
+    server = make_server("127.0.0.1", 0, DynamoDbRouter(_not_dynamodb, port), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    request.addfinalizer(server.shutdown)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{server.server_port}")
+    for model in ALL_MODELS:
+        model._connection = None  # new clients, at the router's address
+    return backend_name
+
+
+def _not_dynamodb(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("404 Not Found", [("Content-Length", "0")])
+    return []
+
+
+@pytest.mark.parametrize("filing", ["batch", "per_image"])
+def test_consumed_capacity_is_counted_with_index_writes(
+    aws,
+    call_api,
+    image_server,
+    sent,
+    filing,
+    monkeypatch,
+    through_the_router,
+):
+    """What the hooks count equals what botocore sent; on DynamoDB Local the write units
+    are DynamoDB's own: a transactional update is 2 units per item and per index entry."""
+    monkeypatch.setenv("FILING", filing)
+    get_settings.cache_clear()
+    images = 20
+    job_id = submit(call_api, image_urls(image_server, images))
+    batch = Pipeline(aws).receive()
+    sent.clear()
+
+    assert invoke_process(batch) == []
+    summary = usage.summary()
+
+    dynamodb = {k.split(".", 1)[1]: n for k, n in summary["requests"].items() if "dynamodb" in k}
+    assert dynamodb == {op: n for op, n in sent.items() if op != "ChangeMessageVisibility"}
+    assert summary["sqs_requests"] == 0
+    assert_accounted(job_id)
+    if through_the_router != "dynamodb-local":
+        return  # moto's units are not DynamoDB's
+    wru = summary["wru_by"]
+    # Each success: its record (2) and its entries in StoreVisits and AreaVisits (2 each).
+    assert wru["Images"] == pytest.approx(2 * images)
+    assert wru["Images/StoreVisits"] == pytest.approx(2 * images)
+    assert wru["Images/AreaVisits"] == pytest.approx(2 * images)
+    # The job's counter: once per batch, or once per image; then the job's finished stamp
+    # (a standard write, 1) and its leaving the OngoingJobs index (1).
+    counter_updates = 1 if filing == "batch" else images
+    assert wru["Jobs"] == pytest.approx(2 * counter_updates + 1)
+    assert wru["Jobs/OngoingJobs"] == pytest.approx(1)
+    assert summary["dynamodb_wru"] == pytest.approx(sum(wru.values()))
+    # The end check: one strongly consistent read of the job per batch, whatever the filing.
+    assert summary["dynamodb_rru"] == pytest.approx(1)
+
+
+def test_each_invocation_publishes_what_it_sent(aws, call_api, image_server, capsys):
+    job_id = submit(call_api, image_urls(image_server, 3))
+    batch = Pipeline(aws).receive()
+    capsys.readouterr()
+
+    invoke_process(batch)
+
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    (blob,) = [b for b in blobs if "aws_usage" in b]
+    assert blob["aws_usage"]["requests"]["dynamodb.TransactWriteItems"] == 1
+    assert blob["DynamoDBRequests"] == [blob["aws_usage"]["dynamodb_requests"]]
+    assert blob["SQSRequests"] == [0.0]
+    assert_accounted(job_id)
