@@ -539,6 +539,8 @@ def deploy_stack(
         "AwsEndpointUrl": ministack.endpoint,
         "AllowedPrivateHosts": f"127.0.0.1:{image_port}",
         "ProcessConcurrency": str(process_concurrency),
+        # Two cores: the express lane's workers are on top of ProcessConcurrency's.
+        "ExpressConcurrency": "2",
         # As the local stack's default: no x-api-key (a private test stack).
         "RequireApiKey": "false",
     }

@@ -82,12 +82,14 @@ class ApiGateway:
         sink: LogSink,
         port: int = 3000,
         local_endpoints: dict[tuple[str, str], LocalEndpoint] | None = None,
-        api_key: str | None = None,
+        api_keys: dict[str, str | None] | None = None,
         gateway_response_headers: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self._routes = sorted((_compile(r) for r in routes), key=lambda c: c.specificity)
-        # None: no key is checked (the default locally, like RequireApiKey=false).
-        self.api_key = api_key or None
+        # x-api-key value -> the key's id in requestContext.identity.apiKeyId (None for the
+        # one-key case, LOCAL_API_KEY: the default tenant). None: no key is checked (the
+        # default locally, like RequireApiKey=false).
+        self.api_keys = dict(api_keys) if api_keys else None
         self.gateway_response_headers = dict(gateway_response_headers or {})
         self._invoke = invoke
         self._sink = sink
@@ -255,11 +257,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return self._json(
                 403, _NO_ROUTE, {"x-amzn-ErrorType": "MissingAuthenticationTokenException"}
             )
-        if self.api.api_key is not None and not hmac.compare_digest(
-            self.headers.get("x-api-key", "").encode(), self.api.api_key.encode()
-        ):
-            return self._json(403, _FORBIDDEN, {"x-amzn-ErrorType": "ForbiddenException"})
+        key_id: str | None = None
+        if self.api.api_keys is not None:
+            sent = self.headers.get("x-api-key", "").encode()
+            known = [
+                name
+                for key, name in self.api.api_keys.items()
+                if hmac.compare_digest(sent, key.encode())
+            ]
+            if not known:
+                return self._json(403, _FORBIDDEN, {"x-amzn-ErrorType": "ForbiddenException"})
+            key_id = known[0]
         event = self.api.build_event(self, route, path, query, path_parameters, body)
+        if key_id is not None:
+            event["requestContext"]["identity"]["apiKeyId"] = key_id
         invocation = self.api._invoke(route.function, event)
         return self._respond(invocation)
 

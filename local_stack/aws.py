@@ -11,6 +11,7 @@ import http.client
 import json
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -33,6 +34,7 @@ DUMMY_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
 }
 MOTO_START_TIMEOUT_S = 30.0
+DYNAMODB_LOCAL_START_TIMEOUT_S = 90.0
 
 # CloudFormation queue properties that are also SQS queue attributes, under the same name.
 _QUEUE_ATTRIBUTES = [
@@ -73,10 +75,14 @@ def free_port() -> int:
 class MotoServer:
     """moto's server as a child process on 127.0.0.1:`port` (0: a free port)."""
 
-    def __init__(self, port: int = 0, log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int = 0, log_path: Path | None = None, dynamodb_local_jar: Path | None = None
+    ) -> None:
         self.requested_port = port
         self.port = 0
         self.log_path = log_path
+        # With a jar, DynamoDB requests are answered by DynamoDB Local (dynamodb_local.py).
+        self.dynamodb_local_jar = dynamodb_local_jar
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
 
@@ -107,6 +113,11 @@ class MotoServer:
             )
         env = {**os.environ, **DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": REGION}
         env.pop("AWS_ENDPOINT_URL", None)
+        timeout_s = MOTO_START_TIMEOUT_S
+        if self.dynamodb_local_jar is not None:
+            env["LOCAL_DYNAMODB_JAR"] = str(self.dynamodb_local_jar)
+            env["LOCAL_DYNAMODB_LOG"] = self._log_file.name  # its lines beside moto's
+            timeout_s += DYNAMODB_LOCAL_START_TIMEOUT_S  # a JVM starts first
         self._process = subprocess.Popen(
             [sys.executable, "-m", "local_stack.moto_process", str(os.getpid()), str(self.port)],
             stdin=subprocess.DEVNULL,
@@ -114,7 +125,7 @@ class MotoServer:
             stderr=subprocess.STDOUT,
             env=env,
         )
-        deadline = time.monotonic() + MOTO_START_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self._process.poll() is None:
             if self._answers():
                 return ""
@@ -170,6 +181,17 @@ def create_resources(
                 },
             )
         log.info("table %s -> %s", table.logical_id, table.name)
+    secrets_manager = client("secretsmanager", endpoint_url)
+    for logical_id, resource in model.resources.items():
+        if resource["Type"] != "AWS::SecretsManager::Secret":
+            continue
+        # As CloudFormation does: GenerateSecretString makes a random value, never in the
+        # template. The functions read it by the name their environment's Ref gives.
+        properties = resource.get("Properties") or {}
+        value = properties.get("SecretString") or secrets.token_urlsafe(32)
+        name = model.resolver.refs[logical_id]
+        secrets_manager.create_secret(Name=name, SecretString=value)
+        log.info("secret %s -> %s", logical_id, name)
     sqs = client("sqs", endpoint_url)
     for queue in model.queues:  # dead-letter targets come first
         attributes = queue_attributes(queue.properties)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -21,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local_stack import dynamodb_local
 from local_stack.api_gateway import ApiGateway, LocalEndpoint
 from local_stack.aws import DUMMY_CREDENTIALS, MotoServer, create_resources
-from local_stack.event_sources import Schedule, SqsPoller
+from local_stack.event_sources import RequestTally, Schedule, SqsPoller
 from local_stack.model import FunctionSpec, StackModel
 from local_stack.runtime import FunctionRuntime, Invocation, LogSink
 from local_stack.template import REGION
@@ -32,6 +34,7 @@ log = logging.getLogger("local_stack")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLLER_JOIN_S = 5.0  # an invocation in flight at shutdown gets this long to finish
+EVENT_SOURCE_REQUESTS_PATH = "/local/event-source-requests"
 
 # The store master is loaded by the same command a person runs (retail_pulse.stores.command
 # behind it), in a process of its own with the functions' environment, so it writes to the
@@ -63,8 +66,12 @@ class StackConfig:
     state_file: Path | None = None
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     function_pollers: dict[str, int] = field(default_factory=dict)
-    # Routes answer 403 without this x-api-key; None (LOCAL_API_KEY unset) checks none.
-    api_key: str | None = None
+    # x-api-key values -> the client (tenant) each stands for: routes answer 403 without a
+    # known key. None (neither LOCAL_API_KEYS nor LOCAL_API_KEY set) checks none.
+    api_keys: dict[str, str | None] | None = None
+    # "moto", or "dynamodb-local": DynamoDB answered by Amazon's DynamoDB Local, whose
+    # consumed capacity is DynamoDB's own (the benchmark prices it); SQS stays on moto.
+    dynamodb: str = "moto"
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -90,8 +97,34 @@ class StackConfig:
                 for key, value in env.items()
                 if key.startswith("LOCAL_POLLERS_") and value.strip()
             },
-            api_key=env.get("LOCAL_API_KEY") or None,
+            api_keys=parse_api_keys(env.get("LOCAL_API_KEYS"), env.get("LOCAL_API_KEY")),
+            dynamodb=env.get("LOCAL_DYNAMODB") or cls.dynamodb,
         )
+
+
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def parse_api_keys(many: str | None, one: str | None) -> dict[str, str | None] | None:
+    """LOCAL_API_KEYS=name:key,name2:key2: each key stands for a client, whose name is its
+    requests' apiKeyId (the tenant), as an API key's id is in AWS. LOCAL_API_KEY=key: the
+    one-client case, the default tenant (no apiKeyId)."""
+    if many and many.strip():
+        keys: dict[str, str | None] = {}
+        for entry in many.split(","):
+            name, _, key = entry.strip().partition(":")
+            if not _CLIENT_NAME.fullmatch(name) or not key:
+                raise ValueError(
+                    f"LOCAL_API_KEYS entry {entry.strip()!r} is not name:key (a name of letters, "
+                    "digits, - and _, then a key)"
+                )
+            if key in keys:
+                raise ValueError(f"LOCAL_API_KEYS gives the key of {name!r} to two clients")
+            keys[key] = name
+        return keys
+    if one and one.strip():
+        return {one.strip(): None}
+    return None
 
 
 @dataclass
@@ -112,13 +145,21 @@ class LocalStack:
     def __init__(self, config: StackConfig | None = None, sink: LogSink | None = None) -> None:
         self.config = config or StackConfig()
         self.sink = sink or LogSink()
-        self.moto = MotoServer(self.config.moto_port)
+        jar = None
+        if self.config.dynamodb == "dynamodb-local":
+            jar = dynamodb_local.ensure_jar()
+        elif self.config.dynamodb != "moto":
+            raise ValueError(f"LOCAL_DYNAMODB={self.config.dynamodb!r}: moto or dynamodb-local")
+        self.moto = MotoServer(self.config.moto_port, dynamodb_local_jar=jar)
         self.model: StackModel | None = None
         self.functions: dict[str, FunctionRuntime] = {}
         self.api: ApiGateway | None = None
         self.local_endpoints: dict[tuple[str, str], LocalEndpoint] = {
             ("GET", "/api/openapi.json"): self._openapi,
+            ("GET", EVENT_SOURCE_REQUESTS_PATH): self._event_source_requests,
         }
+        # What the SQS pollers (Lambda's, in AWS) sent: billed like the functions' requests.
+        self.event_source_requests = RequestTally()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.endpoints: StackEndpoints | None = None
@@ -171,7 +212,7 @@ class LocalStack:
                 self.sink,
                 self.config.port,
                 self.local_endpoints,
-                api_key=self.config.api_key,
+                api_keys=self.config.api_keys,
                 gateway_response_headers=model.gateway_response_headers(),
             )
             api_url = self.api.start()
@@ -233,6 +274,7 @@ class LocalStack:
                             self.config.poll_wait_s,
                             index,
                             dead_letter_queue=source.queue_arn in dead_letter_arns,
+                            tally=self.event_source_requests,
                         )
                     )
                 log.info(
@@ -315,6 +357,11 @@ class LocalStack:
 
     def _invoke(self, function: str, event: dict[str, Any]) -> Invocation:
         return self.functions[function].invoke(event)
+
+    def _event_source_requests(self) -> tuple[int, dict[str, str], bytes] | None:
+        """The pollers' SQS requests so far, by "<function>.<event>.<operation>"."""
+        body = json.dumps(self.event_source_requests.snapshot()).encode()
+        return 200, {"Content-Type": "application/json"}, body
 
     def _openapi(self) -> tuple[int, dict[str, str], bytes] | None:
         document = self.config.template.parent / "openapi.json"

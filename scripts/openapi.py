@@ -36,6 +36,8 @@ def load_function(name: str) -> ModuleType:
     for variable in ("JOBS_TABLE", "IMAGES_TABLE", "STORES_TABLE", "IDEMPOTENCY_TABLE"):
         os.environ.setdefault(variable, variable.removesuffix("_TABLE").title())
     os.environ.setdefault("IMAGE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Images")
+    os.environ.setdefault("EXPRESS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Express")
+    os.environ.setdefault("PAGE_TOKEN_SECRET_ARN", "PageTokenSecret")
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -19,6 +19,10 @@ os.environ.update(
         "STORES_TABLE": "Stores",
         "IMAGE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/Images",
         "IDEMPOTENCY_TABLE": "Idempotency",
+        "EXPRESS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/ExpressImages",
+        # Every job on the image queue, as before the express lane; its tests set their own.
+        "EXPRESS_MAX_IMAGES": "0",
+        "PAGE_TOKEN_SECRET_ARN": "retail-pulse-PageTokenSecret",
         "POWERTOOLS_SERVICE_NAME": "retail-pulse",
         "POWERTOOLS_METRICS_NAMESPACE": "RetailPulse",
         "POWERTOOLS_TRACE_DISABLED": "true",
@@ -101,6 +105,9 @@ def aws() -> Iterator[Aws]:
             model._connection = None  # never reuse a client from another mock
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
         create_idempotency_table(boto3.client("dynamodb", region_name="us-east-1"))
+        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name=os.environ["PAGE_TOKEN_SECRET_ARN"], SecretString="test-page-token-key"
+        )
         sqs = boto3.client("sqs", region_name="us-east-1")
         dlq_url = sqs.create_queue(QueueName="ImagesDeadLetter")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
@@ -116,6 +123,8 @@ def aws() -> Iterator[Aws]:
             },
         )["QueueUrl"]
         assert queue_url == os.environ["IMAGE_QUEUE_URL"]
+        express_url = sqs.create_queue(QueueName="ExpressImages")["QueueUrl"]
+        assert express_url == os.environ["EXPRESS_QUEUE_URL"]
         yield Aws(sqs=sqs, queue_url=queue_url, dlq_url=dlq_url)
         for model in ALL_MODELS:
             model._connection = None

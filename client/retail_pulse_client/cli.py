@@ -1,4 +1,5 @@
-"""`retail-pulse`: submit jobs, watch them, read visits back, import the store master.
+"""`retail-pulse`: submit jobs, watch them, read visits back, import the store master,
+add and list the API's clients.
 
 stdout carries results (a job id, a final status, visits) and stderr carries progress and
 messages, so `JOB=$(retail-pulse submit job.csv)` and `retail-pulse visits --format csv >
@@ -6,8 +7,8 @@ out.csv` do what they say.
 
 Exit status: 0 done (the job completed, or is still going for `status` without --watch);
 1 the job failed (or, for `stores import`, some rows were rejected); 2 bad usage or bad
-input, with what to fix; 3 the service or the table could not be reached; 130 stopped by
-Ctrl-C (the job itself goes on).
+input, with what to fix; 3 the service, the table or (for `clients`) AWS could not be
+reached; 130 stopped by Ctrl-C (the job itself goes on).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -39,7 +41,9 @@ from retail_pulse_client.client import (
 from retail_pulse_client.display import JobProgress, is_terminal
 from retail_pulse_client.jobfile import JobFileError, load_job
 
-if TYPE_CHECKING:  # the service package is optional at run time (only `stores import`)
+if TYPE_CHECKING:  # the service package is optional at run time (`stores`, `clients`)
+    from retail_pulse.clients import ClientListing
+    from retail_pulse.domain import NewClient
     from retail_pulse.stores.command import ImportOutput
     from retail_pulse.stores.master import Rejection
 
@@ -64,6 +68,12 @@ stores_app = typer.Typer(
     rich_markup_mode="markdown",
 )
 app.add_typer(stores_app, name="stores")
+clients_app = typer.Typer(
+    help="Add and list the API's clients: API keys on the usage plan of a deployed stack.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(clients_app, name="clients")
 
 
 class TextOrJson(StrEnum):
@@ -75,6 +85,11 @@ class VisitsFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
+
+
+class TableOrJson(StrEnum):
+    table = "table"
+    json = "json"
 
 
 ApiUrl = Annotated[
@@ -96,6 +111,25 @@ ApiKey = Annotated[
 ]
 Format = Annotated[
     TextOrJson, typer.Option("--format", help="json prints one machine-readable object.")
+]
+Stack = Annotated[
+    str | None,
+    typer.Option(
+        "--stack",
+        envvar="RETAIL_PULSE_STACK",
+        help="The deployed CloudFormation stack; its ApiId and UsagePlanId outputs are read "
+        "(env RETAIL_PULSE_STACK; default retail-pulse, as in samconfig.toml).",
+        show_default=False,
+    ),
+]
+ApiId = Annotated[
+    str | None,
+    typer.Option(
+        "--api-id",
+        envvar="RETAIL_PULSE_API_ID",
+        help="The REST API's id, instead of --stack (env RETAIL_PULSE_API_ID).",
+        show_default=False,
+    ),
 ]
 
 
@@ -486,3 +520,180 @@ class _RichImportOutput:
         if self._writing:
             self._stop_bar()
         self._plain.message(line)
+
+
+# -- clients -------------------------------------------------------------------------------
+
+
+def _clients_service(command: str) -> ModuleType:
+    """The service's clients module; with the client installed alone, one line and exit 2."""
+    try:
+        import retail_pulse.clients as service
+    except ModuleNotFoundError as missing:
+        _say(_needs_service_package(command, missing))
+        raise typer.Exit(EXIT_USAGE) from None
+    return service
+
+
+@contextmanager
+def _reporting_aws_errors(service: ModuleType) -> Iterator[None]:
+    """A request that cannot be done exits 2 saying what to change; AWS trouble exits 3."""
+    try:
+        yield
+    except service.ClientsError as error:
+        _say(f"error: {error}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except service.GatewayError as error:
+        _say(f"error: {error}\nCheck the AWS credentials and AWS_REGION of this shell.")
+        raise typer.Exit(EXIT_UNAVAILABLE) from None
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else ""
+
+
+@clients_app.command(
+    "add", epilog="Example: `KEY=$(retail-pulse clients add acme --stack retail-pulse)`"
+)
+def add_client(
+    name: Annotated[str, typer.Argument(help="The client's name: letters, digits, . _ -")],
+    plan: Annotated[
+        str | None,
+        typer.Option(
+            "--plan",
+            help="Put the key on this usage plan (id or name) instead of the stack's own, "
+            "for limits of its own; the plan must cover the stack's API.",
+            show_default=False,
+        ),
+    ] = None,
+    stack: Stack = None,
+    api_id: ApiId = None,
+    output_format: Format = TextOrJson.text,
+) -> None:
+    """Create the client NAME: a new API key on the stack's usage plan, and print the key,
+    this once.
+
+    stdout is the key alone (with --format json, one object holding it); stderr names the
+    client's tenant (its key's id, which its jobs and results are filed under) and the
+    plan's throttle and quota, which every key on the plan gets for itself. AWS comes from
+    the environment (AWS_PROFILE, AWS_REGION; AWS_ENDPOINT_URL for an emulator), and this
+    needs the service package (`make install` installs it). Exit 0 created; 2 the name is
+    taken, or the stack, API or plan is not found; 3 AWS could not be reached or refused.
+    """
+    service = _clients_service("clients add")
+    with _reporting_aws_errors(service):
+        added = service.add_client(name, stack=stack, api_id=api_id, plan=plan)
+        _report_new_client(
+            added.created,
+            added.api.describe(),
+            service.describe_limits(added.created.plan),
+            output_format,
+        )
+
+
+def _report_new_client(
+    created: NewClient, where: str, limits: str, output_format: TextOrJson
+) -> None:
+    """The key on stdout, once; everything else on stderr."""
+    client, plan = created.client, created.plan
+    plan_label = f"{plan.plan_id} ({plan.name})" if plan.name else plan.plan_id
+    _say(
+        f"Created client {client.name} on {where}: tenant {client.tenant} (its API key's "
+        f"id), usage plan {plan_label}: {limits}"
+    )
+    if output_format is TextOrJson.json:
+        print(
+            json.dumps(
+                {
+                    "name": client.name,
+                    "tenant": client.tenant,
+                    "key_id": client.key_id,
+                    "plan_id": plan.plan_id,
+                    "plan_name": plan.name,
+                    "created_at": _when(client.created_at),
+                    "enabled": client.enabled,
+                    "api_key": created.api_key,
+                }
+            )
+        )
+    else:
+        _say("Its API key, printed only now (send it as x-api-key; clients list never shows it):")
+        print(created.api_key, flush=True)
+
+
+@clients_app.command("list", epilog="Example: retail-pulse clients list --format json")
+def list_clients(
+    stack: Stack = None,
+    api_id: ApiId = None,
+    output_format: Annotated[
+        TableOrJson, typer.Option("--format", help="json is for programs: one object.")
+    ] = TableOrJson.table,
+) -> None:
+    """List the clients of the stack's API: every API key on a usage plan covering it, with
+    its tenant (the key's id), plan, creation time and whether it is enabled; never a key.
+
+    A table (without colours off a terminal), or one JSON object; each plan's limits
+    follow on stderr. AWS comes from the environment, as for `clients add`, and this needs
+    the service package. Exit 0 listed; 2 the stack or API is not found; 3 AWS could not
+    be reached or refused.
+    """
+    service = _clients_service("clients list")
+    with _reporting_aws_errors(service):
+        listing = service.list_clients(stack=stack, api_id=api_id)
+        limits = {plan.plan_id: service.describe_limits(plan) for plan in listing.plans}
+        if output_format is TableOrJson.json:
+            print(json.dumps(_listing_json(listing), indent=2))
+        else:
+            _print_clients(listing, limits)
+
+
+def _listing_json(listing: ClientListing) -> dict[str, Any]:
+    return {
+        "api_id": listing.api.api_id,
+        "stack": listing.api.stack,
+        "plans": [
+            {
+                "plan_id": plan.plan_id,
+                "name": plan.name,
+                "throttle": {"rate_limit": plan.rate_limit, "burst_limit": plan.burst_limit},
+                "quota": {"limit": plan.quota_limit, "period": plan.quota_period},
+            }
+            for plan in listing.plans
+        ],
+        "clients": [
+            {
+                "name": client.name,
+                "tenant": client.tenant,
+                "key_id": client.key_id,
+                "plan_id": client.plan_id,
+                "created_at": _when(client.created_at),
+                "enabled": client.enabled,
+            }
+            for client in listing.clients
+        ],
+    }
+
+
+def _print_clients(listing: ClientListing, limits: dict[str, str]) -> None:
+    where = listing.api.describe()
+    if not listing.plans:
+        _say(f"No usage plan covers {where}: it takes no API keys, so it has no clients")
+        return
+    if not listing.clients:
+        _say(f"No clients on {where} yet: add one with retail-pulse clients add NAME")
+        return
+    names = {plan.plan_id: plan.name for plan in listing.plans}
+    table = Table("name", "tenant (key id)", "plan", "created", "enabled")
+    for client in listing.clients:
+        name = names.get(client.plan_id)
+        table.add_row(
+            client.name,
+            client.tenant,
+            f"{client.plan_id} ({name})" if name else client.plan_id,
+            _when(client.created_at),
+            "yes" if client.enabled else "no",
+        )
+    _stdout_console().print(table)
+    _say(f"{_count(len(listing.clients), 'client')} on {where}")
+    for plan in listing.plans:
+        _say(f"plan {plan.plan_id}{f' ({plan.name})' if plan.name else ''}: {limits[plan.plan_id]}")

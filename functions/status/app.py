@@ -9,8 +9,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from retail_pulse.api.models import INTERNAL_ERROR, ErrorBody, StatusResponse, UnknownJobBody
-from retail_pulse.api.resolver import json_response, make_resolver
+from retail_pulse.api.models import (
+    INTERNAL_ERROR,
+    RETRY_AFTER_HEADER,
+    ErrorBody,
+    StatusResponse,
+    UnknownJobBody,
+)
+from retail_pulse.api.resolver import caller_tenant, json_response, make_resolver
 from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.status import job_status
 from retail_pulse.observability import logger, tracer
@@ -24,6 +30,7 @@ router = APIGatewayRouter()
     responses={
         200: {
             "description": "ongoing, completed, or failed with one error per failed store",
+            "headers": RETRY_AFTER_HEADER,
             "content": {"application/json": {"model": StatusResponse}},
         },
         400: {
@@ -40,8 +47,11 @@ def status(
     logger.append_keys(job_id=jobid)
     tracer.put_annotation(key="job_id", value=jobid[:256])
     # An unknown job raises UnknownJob: the SPEC's 400 {} (api/errors.py).
-    status = StatusResponse.model_validate(job_status(jobid), from_attributes=True)
-    return json_response(200, status)
+    found = job_status(caller_tenant(router.current_event), jobid)
+    status = StatusResponse.model_validate(found, from_attributes=True)
+    # Only an ongoing job has it: when asking again is worth it (jobs/status.py).
+    headers = {"Retry-After": str(found.retry_after_s)} if found.retry_after_s else None
+    return json_response(200, status, headers)
 
 
 app = make_resolver(router)

@@ -5,13 +5,21 @@ With an `Idempotency-Key` header, the same request within 24 h answers the same 
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.api.errors import BadRequest
-from retail_pulse.api.models import INTERNAL_ERROR, ErrorBody, SubmitRequest, SubmitResponse
-from retail_pulse.api.resolver import json_response, make_resolver
+from retail_pulse.api.models import (
+    INTERNAL_ERROR,
+    LOCATION_HEADER,
+    ErrorBody,
+    SubmitRequest,
+    SubmitResponse,
+)
+from retail_pulse.api.resolver import caller_tenant, json_response, make_resolver
 from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.submit import HEADER, remember_invocation, submit_job
 
@@ -25,6 +33,7 @@ router = APIGatewayRouter()
     responses={
         201: {
             "description": "Job accepted",
+            "headers": LOCATION_HEADER,
             "content": {"application/json": {"model": SubmitResponse}},
         },
         400: {
@@ -55,7 +64,10 @@ def submit(job: SubmitRequest) -> Response[SubmitResponse]:
     except ValueError as error:
         raise BadRequest(str(error)) from error
     key = router.current_event.headers.get(HEADER)
-    return json_response(201, SubmitResponse(job_id=submit_job(job.to_job_request(), key)))
+    job_id = submit_job(job.to_job_request(caller_tenant(router.current_event)), key)
+    # The polling contract: where to follow the job.
+    location = f"/api/status?jobid={quote(job_id, safe='')}"
+    return json_response(201, SubmitResponse(job_id=job_id), {"Location": location})
 
 
 app = make_resolver(router)

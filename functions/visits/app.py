@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.api.models import INTERNAL_ERROR, ErrorBody, VisitsResponse
-from retail_pulse.api.resolver import json_response, make_resolver
+from retail_pulse.api.resolver import caller_tenant, json_response, make_resolver
 from retail_pulse.entry import lambda_entry
 from retail_pulse.visits.query import DEFAULT_LIMIT, MAX_LIMIT
 from retail_pulse.visits.service import find_visits
@@ -69,7 +69,10 @@ def visits(
         Query(alias="next", description="The `next` of the previous page, with the same filters"),
     ] = None,
 ) -> Response[VisitsResponse]:
-    page = find_visits(area, storeid, startdate, enddate, limit=limit, next_token=next_token)
+    tenant = caller_tenant(router.current_event)
+    page = find_visits(
+        tenant, area, storeid, startdate, enddate, limit=limit, next_token=next_token
+    )
     return json_response(200, VisitsResponse.model_validate(page, from_attributes=True))
 
 

@@ -140,10 +140,8 @@ class Stack:
         )
 
     def queue_url(self, dead_letter: bool = False) -> str:
-        """The image queue, or its dead-letter queue, found by role in the template."""
-        names = [n for n in self.queues if ("DeadLetter" in n) == dead_letter]
-        assert len(names) == 1, self.queues
-        return self.queues[names[0]]
+        """The image queue (large jobs), or its dead-letter queue, by logical id."""
+        return self.queues["ImageDeadLetterQueue" if dead_letter else "ImageQueue"]
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -183,13 +181,18 @@ def _deployed_stack(state_path: Path) -> Iterator[Stack]:
         images.stop()
 
 
-def _local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def _local_stack(
+    tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """A local stack of its own; `extra_env` adds settings (LOCAL_API_KEYS, pollers...)."""
     workdir = tmp_path_factory.mktemp("local-stack")
     log_path, state_path = workdir / "stack.log", workdir / "state.json"
     images = ImageServer().start()
     # A developer's own stack settings (an API key, a port) must not leak into the tests'.
     inherited = {
-        k: v for k, v in os.environ.items() if k not in ("LOCAL_API_KEY", "PORT", "MOTO_PORT")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LOCAL_API_KEY", "LOCAL_API_KEYS", "PORT", "MOTO_PORT")
     }
     env = {
         **inherited,
@@ -198,6 +201,7 @@ def _local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "LOCAL_STACK_STATE_FILE": str(state_path),
         "LOCAL_STACK_EXIT_WITH_PARENT": "1",
         "STORE_MASTER_CSV": str(ROOT / "data" / "stores_sample.csv"),
+        **(extra_env or {}),
     }
     started = time.monotonic()
     with open(log_path, "wb") as log:

@@ -132,12 +132,20 @@ def test_python_m_is_the_same_command(fresh: FreshClient) -> None:
     assert "submit" in result.stdout and "visits" in result.stdout
 
 
-def test_stores_import_says_in_one_line_what_to_install(fresh: FreshClient) -> None:
-    result = fresh.run(str(fresh.bin / "retail-pulse"), "stores", "import", "x.csv")
+@pytest.mark.parametrize(
+    "words",
+    [["stores", "import", "x.csv"], ["clients", "add", "acme"], ["clients", "list"]],
+    ids=" ".join,
+)
+def test_an_admin_command_says_in_one_line_what_to_install(
+    fresh: FreshClient, words: list[str]
+) -> None:
+    result = fresh.run(str(fresh.bin / "retail-pulse"), *words)
 
     assert result.returncode == 2
+    assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "retail-pulse stores import needs the service package: "
+        f"retail-pulse {' '.join(words[:2])} needs the service package: "
         "pip install -e <repo> (or make install)"
     ]
 

@@ -35,11 +35,14 @@ class ApiResult:
     def __init__(self, response: dict[str, Any]) -> None:
         self.raw = response
         self.status_code: int = response["statusCode"]
-        self.body: Any = json.loads(response["body"]) if response.get("body") else None
         headers = dict(response.get("headers") or {})
         for key, values in (response.get("multiValueHeaders") or {}).items():
             headers.setdefault(key, values[-1])
         self.headers = headers
+        # JSON, but for a route's documented text (the results' CSV), kept as text.
+        text = headers.get("Content-Type", "").startswith("text/")
+        body = response.get("body")
+        self.body: Any = (body if text else json.loads(body)) if body else None
 
 
 @cache

@@ -70,7 +70,7 @@ def test_a_repeat_while_the_first_is_running_gets_409_then_the_same_job(aws, cal
 
     monkeypatch.setattr(submit, "record_job", slow_record)
     results: list[str] = []
-    request = SubmitRequest.model_validate(BODY).to_job_request()
+    request = SubmitRequest.model_validate(BODY).to_job_request("default")
     first = threading.Thread(target=lambda: results.append(submit.submit_job(request, "order-3")))
     first.start()
     assert entered.wait(30)

@@ -193,9 +193,9 @@ def test_status_lines_carry_the_job_id_and_the_request_id(aws, image_server, out
     status = load_handler("status")
     lookup = status.job_status
 
-    def troubled_lookup(job: str) -> Any:
+    def troubled_lookup(tenant: str, job: str) -> Any:
         logger.warning("trouble")
-        return lookup(job)
+        return lookup(tenant, job)
 
     monkeypatch.setattr(status, "job_status", troubled_lookup)
     event = api_event("GET", "/api/status", query={"jobid": job_id})

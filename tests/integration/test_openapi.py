@@ -105,6 +105,27 @@ def visits_400(call_api: Call, path: str, **_: Any) -> ApiResult:
     return call_api("GET", path, query={"area": "no-such-area"})
 
 
+def jobs_200(call_api: Call, path: str, **_: Any) -> ApiResult:
+    submit_201(call_api, "/api/submit/")
+    return call_api("GET", path)
+
+
+def jobs_400(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("GET", path, query={"status": "no-such-status"})
+
+
+def results_200(call_api: Call, path: str, **_: Any) -> ApiResult:
+    job_id = submit_201(call_api, "/api/submit/").body["job_id"]
+    return call_api("GET", path, query={"jobid": job_id})
+
+
+def results_400(call_api: Call, path: str, **_: Any) -> ApiResult:
+    # Both documented bodies: {"error"} for a missing jobid, {} for an unknown job.
+    missing = call_api("GET", path)
+    assert missing.status_code == 400 and "jobid" in missing.body["error"]
+    return call_api("GET", path, query={"jobid": "no-such-job"})
+
+
 def internal_error(use_case: str) -> Callable[..., ApiResult]:
     """A bug in the route's use case: the route still answers JSON, a 500 with the request
     id (the traceback is logged; tests/unit/test_hostile_requests.py checks that)."""
@@ -121,6 +142,8 @@ def internal_error(use_case: str) -> Callable[..., ApiResult]:
             "submit": {"body": job(visit("S00339218", [A]))},
             "status": {"query": {"jobid": "any"}},
             "visits": {"query": {"storeid": "S00339218"}},
+            "jobs": {},
+            "results": {"query": {"jobid": "any"}},
         }[function]
         return call_api(method, path, **kwargs)
 
@@ -132,6 +155,8 @@ SCENARIOS: dict[tuple[str, str, int], Callable[..., ApiResult]] = {
     ("POST", "/api/submit", 500): internal_error("submit_job"),
     ("GET", "/api/status", 500): internal_error("job_status"),
     ("GET", "/api/visits", 500): internal_error("find_visits"),
+    ("GET", "/api/jobs", 500): internal_error("list_jobs"),
+    ("GET", "/api/results", 500): internal_error("job_results"),
     ("POST", "/api/submit/", 201): submit_201,
     ("POST", "/api/submit/", 400): submit_400,
     ("POST", "/api/submit/", 409): submit_409,
@@ -146,6 +171,10 @@ SCENARIOS: dict[tuple[str, str, int], Callable[..., ApiResult]] = {
     ("GET", "/api/status", 400): status_400,
     ("GET", "/api/visits", 200): visits_200,
     ("GET", "/api/visits", 400): visits_400,
+    ("GET", "/api/jobs", 200): jobs_200,
+    ("GET", "/api/jobs", 400): jobs_400,
+    ("GET", "/api/results", 200): results_200,
+    ("GET", "/api/results", 400): results_400,
 }
 
 

@@ -39,10 +39,11 @@ def test_accepts_the_spec_example_and_enqueues_one_message_per_image(aws, stores
     bodies = sorted(
         (json.loads(m["Body"]) for m in aws.queued_messages()), key=lambda b: b["image_index"]
     )
+    common = {"job_id": job_id, "area": "710006", "tenant": "default", "express": False}
     assert bodies == [
-        {"job_id": job_id, "image_index": 0, "url": A, "store_id": "S00339218", "area": "710006"},
-        {"job_id": job_id, "image_index": 1, "url": B, "store_id": "S00339218", "area": "710006"},
-        {"job_id": job_id, "image_index": 2, "url": B, "store_id": "S01408764", "area": "710006"},
+        {**common, "image_index": 0, "url": A, "store_id": "S00339218"},
+        {**common, "image_index": 1, "url": B, "store_id": "S00339218"},
+        {**common, "image_index": 2, "url": B, "store_id": "S01408764"},
     ]
 
 

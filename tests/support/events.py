@@ -25,8 +25,10 @@ def api_event(
     body: str | bytes | dict | list | None = None,
     query: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
+    tenant: str | None = None,
 ) -> dict[str, Any]:
-    """A REST API (v1) proxy event as API Gateway sends it."""
+    """A REST API (v1) proxy event as API Gateway sends it; `tenant` is the id of the API
+    key the request came with (requestContext.identity.apiKeyId), none by default."""
     event = copy.deepcopy(_fixture("submit.json"))
     if isinstance(body, dict | list):
         body = json.dumps(body)
@@ -43,6 +45,8 @@ def api_event(
     if headers:
         event["headers"].update(headers)
         event["multiValueHeaders"].update({k: [v] for k, v in headers.items()})
+    if tenant is not None:
+        event["requestContext"]["identity"]["apiKeyId"] = tenant
     context = event["requestContext"]
     context.update(
         httpMethod=method,

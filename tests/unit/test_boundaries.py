@@ -40,13 +40,13 @@ def _offending(paths: list[Path], forbidden: tuple[str, ...]) -> dict[str, list[
     return found
 
 
-@pytest.mark.parametrize("folder", ["jobs", "visits", "stores", "imaging", "api"])
+@pytest.mark.parametrize("folder", ["jobs", "visits", "stores", "clients", "imaging", "api"])
 def test_only_data_access_touches_the_tables(folder: str) -> None:
     """Records and connections are private to retail_pulse.data."""
     assert _offending(_modules(folder), ("retail_pulse.data.models", "pynamodb")) == {}
 
 
-@pytest.mark.parametrize("folder", ["jobs", "visits", "stores"])
+@pytest.mark.parametrize("folder", ["jobs", "visits", "stores", "clients"])
 def test_business_logic_knows_no_http_and_no_aws_library(folder: str) -> None:
     """Use cases raise retail_pulse.errors; api/ alone maps them to statuses."""
     assert _offending(_modules(folder), ("retail_pulse.api", *AWS_LIBRARIES)) == {}

@@ -326,13 +326,24 @@ def test_a_bad_date_filter_exits_2_before_asking(api: FakeApi) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["submit"], ["status"], ["visits"], ["stores"], ["stores", "import"]]
+    "command",
+    [
+        [],
+        ["submit"],
+        ["status"],
+        ["visits"],
+        ["stores"],
+        ["stores", "import"],
+        ["clients"],
+        ["clients", "add"],
+        ["clients", "list"],
+    ],
 )
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
 
     assert result.exit_code == 0
-    assert "Example" in result.stdout or command == ["stores"]
+    assert "Example" in result.stdout or command in (["stores"], ["clients"])
 
 
 def test_bad_usage_exits_2() -> None:

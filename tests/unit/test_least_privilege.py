@@ -42,6 +42,7 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:PutItem", "JobsTable"),
         ("dynamodb:BatchWriteItem", "ImagesTable"),
         ("sqs:SendMessage", "ImageQueue"),
+        ("sqs:SendMessage", "ExpressImageQueue"),
         ("dynamodb:GetItem", "IdempotencyTable"),
         ("dynamodb:PutItem", "IdempotencyTable"),
         ("dynamodb:UpdateItem", "IdempotencyTable"),
@@ -53,13 +54,16 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:UpdateItem", "JobsTable"),
         ("dynamodb:GetItem", "JobsTable"),
         ("sqs:ChangeMessageVisibility", "ImageQueue"),
+        ("sqs:ChangeMessageVisibility", "ExpressImageQueue"),
         *((action, "ImageQueue") for action in POLLER),
+        *((action, "ExpressImageQueue") for action in POLLER),
     },
     "DeadLetterFunction": {
         ("dynamodb:UpdateItem", "ImagesTable"),
         ("dynamodb:UpdateItem", "JobsTable"),
         ("dynamodb:GetItem", "JobsTable"),
         *((action, "ImageDeadLetterQueue") for action in POLLER),
+        *((action, "ExpressDeadLetterQueue") for action in POLLER),
     },
     "ReconcilerFunction": {
         ("dynamodb:Query", "JobsTable/index/OngoingJobs"),
@@ -69,6 +73,7 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:UpdateItem", "ImagesTable"),
         ("dynamodb:PutItem", "ImagesTable"),
         ("sqs:SendMessage", "ImageQueue"),
+        ("sqs:SendMessage", "ExpressImageQueue"),
     },
     "StatusFunction": {
         ("dynamodb:GetItem", "JobsTable"),
@@ -80,6 +85,14 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:Query", "StoresTable/index/StoresByArea"),
         ("dynamodb:GetItem", "StoresTable"),
         ("dynamodb:BatchGetItem", "StoresTable"),
+    },
+    "ListJobsFunction": {
+        ("dynamodb:Query", "JobsTable/index/TenantJobs"),
+        ("dynamodb:BatchGetItem", "JobsTable"),
+    },
+    "ResultsFunction": {
+        ("dynamodb:GetItem", "JobsTable"),
+        ("dynamodb:Query", "ImagesTable"),
     },
 }
 

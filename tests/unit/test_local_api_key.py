@@ -1,6 +1,7 @@
-"""The local API Gateway asks for an API key only when one is configured (LOCAL_API_KEY),
-and then answers like API Gateway with RequireApiKey=true: 403 {"message": "Forbidden"}
-before the function runs."""
+"""The local API Gateway asks for an API key only when keys are configured (LOCAL_API_KEYS,
+or LOCAL_API_KEY for one client), and then answers like API Gateway with RequireApiKey=true:
+403 {"message": "Forbidden"} before the function runs; a known key's request carries its
+client's name as requestContext.identity.apiKeyId, the tenant."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import requests
 from local_stack.api_gateway import ApiGateway
 from local_stack.model import ApiRoute
 from local_stack.runtime import Invocation, LogSink
-from local_stack.stack import StackConfig
+from local_stack.stack import StackConfig, parse_api_keys
 
 KEY = "local-test-key-0123456789"
 
@@ -35,14 +36,14 @@ class Recorder:
 GATEWAY_HEADERS = {"DEFAULT_4XX": {"X-Content-Type-Options": "nosniff"}}
 
 
-def _gateway(api_key: str | None) -> tuple[ApiGateway, Recorder]:
+def _gateway(api_keys: dict[str, str | None] | None) -> tuple[ApiGateway, Recorder]:
     recorder = Recorder()
     gateway = ApiGateway(
         [ApiRoute("StatusFunction", "Status", "/api/status", "GET")],
         recorder,
         LogSink(io.StringIO()),
         port=0,
-        api_key=api_key,
+        api_keys=api_keys,
         gateway_response_headers=GATEWAY_HEADERS,
     )
     gateway.start()
@@ -51,7 +52,14 @@ def _gateway(api_key: str | None) -> tuple[ApiGateway, Recorder]:
 
 @pytest.fixture
 def keyed() -> Iterator[tuple[ApiGateway, Recorder]]:
-    gateway, recorder = _gateway(KEY)
+    gateway, recorder = _gateway({KEY: None})
+    yield gateway, recorder
+    gateway.stop()
+
+
+@pytest.fixture
+def two_clients() -> Iterator[tuple[ApiGateway, Recorder]]:
+    gateway, recorder = _gateway(parse_api_keys("acme:key-of-acme,globex:key-of-globex", None))
     yield gateway, recorder
     gateway.stop()
 
@@ -98,15 +106,37 @@ def test_no_key_configured_means_no_check(open_gateway: tuple[ApiGateway, Record
     assert len(recorder.events) == 1
 
 
-@pytest.mark.parametrize(("value", "expected"), [(KEY, KEY), ("", None), (None, None)])
+@pytest.mark.parametrize(("value", "expected"), [(KEY, {KEY: None}), ("", None), (None, None)])
 def test_local_api_key_comes_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: str | None
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: dict[str, None] | None
 ) -> None:
+    monkeypatch.delenv("LOCAL_API_KEYS", raising=False)
     if value is None:
         monkeypatch.delenv("LOCAL_API_KEY", raising=False)
     else:
         monkeypatch.setenv("LOCAL_API_KEY", value)
-    assert StackConfig.from_env().api_key == expected
+    assert StackConfig.from_env().api_keys == expected
+
+
+def test_each_clients_key_names_its_tenant_and_other_keys_are_refused(
+    two_clients: tuple[ApiGateway, Recorder],
+) -> None:
+    gateway, recorder = two_clients
+    url = gateway.url + "/api/status?jobid=x"
+    for key, tenant in (("key-of-acme", "acme"), ("key-of-globex", "globex")):
+        assert requests.get(url, headers={"x-api-key": key}, timeout=10).status_code == 200
+        assert recorder.events[-1]["requestContext"]["identity"]["apiKeyId"] == tenant
+    refused = requests.get(url, headers={"x-api-key": "key-of-initech"}, timeout=10)
+    assert (refused.status_code, refused.json()) == (403, {"message": "Forbidden"})
+    assert len(recorder.events) == 2
+
+
+@pytest.mark.parametrize(
+    "value", ["acme", "acme:", ":key", "a b:key", "acme:k1,acme2:k1", "ac#me:k"]
+)
+def test_a_malformed_local_api_keys_is_refused_at_start(value: str) -> None:
+    with pytest.raises(ValueError, match="LOCAL_API_KEYS"):
+        parse_api_keys(value, None)
 
 
 def test_the_templates_gateway_responses_carry_the_security_headers() -> None:

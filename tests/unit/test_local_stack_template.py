@@ -147,6 +147,8 @@ def _expected_env_value(raw: dict[str, Any], value: Any, model: StackModel, moto
         return f"{model.stack_name}-{name}"
     if kind == "AWS::SQS::Queue":
         return f"{moto_url}/123456789012/{model.stack_name}-{name}"
+    if kind == "AWS::SecretsManager::Secret":
+        return f"{model.stack_name}-{name}"  # the name the local stack creates it under
     raise AssertionError(f"unexpected Ref {name} in an environment")
 
 
@@ -180,6 +182,13 @@ def test_every_function_has_its_merged_resolved_environment(
                 assert value in table_names
 
 
+def _parameter_value(raw: dict[str, Any], value: Any) -> Any:
+    """A property's value, a `!Ref` to a parameter read as the parameter's default."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return int(raw["Parameters"][value["Ref"]]["Default"])
+    return value
+
+
 def test_every_api_route_and_sqs_source(
     raw: dict[str, Any], running: tuple[StackModel, str]
 ) -> None:
@@ -196,7 +205,7 @@ def test_every_api_route_and_sqs_source(
                     (
                         logical_id,
                         f"arn:aws:sqs:us-east-1:123456789012:{model.stack_name}-{queue}",
-                        props.get("BatchSize", 10),
+                        _parameter_value(raw, props.get("BatchSize", 10)),
                         "ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
                     )
                 )

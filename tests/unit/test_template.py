@@ -68,6 +68,22 @@ def test_table_keys_and_indexes_match_the_pynamodb_model(template, logical_id, m
     }
 
 
+@pytest.mark.parametrize(
+    ("logical_id", "model"), [("JobsTable", JobRecord), ("ImagesTable", ImageRecord)]
+)
+def test_jobs_and_images_expire_by_the_models_ttl_attribute(template, logical_id, model):
+    """Retention: DynamoDB deletes by the attribute the code writes (RETENTION_DAYS)."""
+    ttl = model._ttl_attribute()
+    assert ttl is not None
+    assert template["Resources"][logical_id]["Properties"]["TimeToLiveSpecification"] == {
+        "AttributeName": ttl.attr_name,
+        "Enabled": True,
+    }
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["RETENTION_DAYS"] == {"Ref": "RetentionDays"}
+    assert template["Parameters"]["RetentionDays"]["Default"] == 90
+
+
 def test_every_table_is_one_the_code_knows(template):
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     for logical_id in resources(template, "AWS::DynamoDB::Table"):
@@ -96,6 +112,7 @@ def test_api_routes_are_the_specs(template):
             if event["Type"] == "Api":
                 routes.add((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
     assert {("POST", "/api/submit/"), ("POST", "/api/submit"), ("GET", "/api/status")} <= routes
+    assert {("GET", "/api/jobs"), ("GET", "/api/results")} <= routes
 
 
 def test_image_queue_feeds_process_with_partial_batch_failures_and_a_dead_letter_queue(template):
@@ -111,3 +128,29 @@ def test_image_queue_feeds_process_with_partial_batch_failures_and_a_dead_letter
     # Transient retries must end in a recorded failure before SQS gives up on a message.
     max_attempts = int(template["Globals"]["Function"]["Environment"]["Variables"]["MAX_ATTEMPTS"])
     assert queue["RedrivePolicy"]["maxReceiveCount"] > max_attempts
+
+
+def test_process_batches_are_large_and_a_full_batch_of_one_job_is_one_transaction(template):
+    from retail_pulse.data.jobs import IMAGES_PER_TRANSACTION
+
+    parameters = template["Parameters"]
+    event = template["Resources"]["ProcessFunction"]["Properties"]["Events"]["Images"]
+    props = event["Properties"]
+    assert props["BatchSize"] == {"Ref": "ProcessBatchSize"}
+    assert props["MaximumBatchingWindowInSeconds"] == {"Ref": "ProcessBatchingWindowSeconds"}
+    batch = parameters["ProcessBatchSize"]["Default"]
+    window = parameters["ProcessBatchingWindowSeconds"]["Default"]
+    # 99 images and the job's counter: the 100 items of one TransactWriteItems.
+    assert batch == IMAGES_PER_TRANSACTION
+    # Lambda refuses a BatchSize above 10 without a batching window of at least 1 s.
+    assert window >= 1 or batch <= 10
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    # The whole batch runs at once, within the bytes budget, within the function's memory.
+    assert int(env["IMAGE_CONCURRENCY"]) >= batch
+    memory_mb = template["Resources"]["ProcessFunction"]["Properties"]["MemorySize"]
+    assert 2 * int(env["IMAGE_BYTES_IN_FLIGHT"]) + 100 * 2**20 <= memory_mb * 2**20
+    assert int(env["IMAGE_BYTES_IN_FLIGHT"]) >= int(env["MAX_IMAGE_BYTES"])
+    assert env["FILING"] == {"Ref": "Filing"} and parameters["Filing"]["Default"] == "batch"
+    # Freed image bodies go back to the system, or the bytes budget bounds nothing.
+    own = template["Resources"]["ProcessFunction"]["Properties"]["Environment"]["Variables"]
+    assert int(own["MALLOC_MMAP_THRESHOLD_"]) <= 1024 * 1024

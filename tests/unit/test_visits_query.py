@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -144,14 +146,50 @@ QUERY = VisitFilter(area="710006", start=utc(2026, 11, 1))
 CURSOR = Cursor("710006", "2026-11-28T10:15:00Z#job-1#00003")
 
 
+KEY = b"the deployment's page token key"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def signed(raw: bytes, tenant: str = "default", key: bytes = KEY) -> str:
+    """A token of these bytes with a valid HMAC: what a forger with the key could make, so
+    the checks behind the signature are exercised too."""
+    mac = hmac.new(key, tenant.encode() + b"\n" + raw, hashlib.sha256).digest()
+    return f"{_b64(raw)}.{_b64(mac)}"
+
+
 def forge(payload: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+    return signed(json.dumps(payload).encode())
 
 
 def test_token_round_trip_is_url_safe():
-    token = encode_token(QUERY, CURSOR)
-    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-    assert decode_token(token, QUERY, ["710006"]) == CURSOR
+    token = encode_token(QUERY, CURSOR, KEY)
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+    assert decode_token(token, QUERY, ["710006"], KEY) == CURSOR
+
+
+def test_a_token_altered_or_signed_otherwise_is_refused_before_it_is_read():
+    token = encode_token(QUERY, CURSOR, KEY)
+    body, mac = token.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    payload["k"] = "2026-11-29T00:00:00Z#other-job#00001"  # jump elsewhere in the index
+    altered = f"{_b64(json.dumps(payload).encode())}.{mac}"
+    for bad in (altered, body, signed(base64.urlsafe_b64decode(body + "==="), key=b"other")):
+        with pytest.raises(InvalidRequest) as caught:
+            decode_token(bad, QUERY, ["710006"], KEY)
+        assert str(caught.value) == BAD_TOKEN
+
+
+def test_a_token_made_for_one_client_is_refused_for_another():
+    mine = VisitFilter(area="710006", start=utc(2026, 11, 28), tenant="client-a")
+    theirs = VisitFilter(area="710006", start=utc(2026, 11, 28), tenant="client-b")
+    token = encode_token(mine, CURSOR, KEY)
+    assert decode_token(token, mine, ["710006"], KEY) == CURSOR
+    with pytest.raises(InvalidRequest) as caught:
+        decode_token(token, theirs, ["710006"], KEY)
+    assert str(caught.value) == BAD_TOKEN
 
 
 @pytest.mark.parametrize(
@@ -165,16 +203,16 @@ def test_token_round_trip_is_url_safe():
         forge({"v": 2, "q": QUERY.fingerprint(), "p": "710006", "k": CURSOR.after}),
         "A" * 5000,
         # Crafted: each once raised out of decode_token (RecursionError) or slipped through.
-        base64.urlsafe_b64encode(b"[" * 1500).decode().rstrip("="),
+        signed(b"[" * 1500),
         forge({"v": True, "q": QUERY.fingerprint(), "p": "710006", "k": CURSOR.after}),
         forge({"v": int("9" * 3000)}),
-        base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode().rstrip("="),
-        base64.urlsafe_b64encode(json.dumps({"v": 1}).encode("utf-16")).decode().rstrip("="),
+        signed(b"\xff\xfe\xfd"),
+        signed(json.dumps({"v": 1}).encode("utf-16")),
     ],
 )
 def test_malformed_tokens_are_bad_requests(token):
     with pytest.raises(InvalidRequest, match="not valid") as caught:
-        decode_token(token, QUERY, ["710006"])
+        decode_token(token, QUERY, ["710006"], KEY)
     assert str(caught.value) == BAD_TOKEN
 
 
@@ -199,9 +237,9 @@ def test_malformed_tokens_are_bad_requests(token):
     ],
 )
 def test_a_token_of_another_query_is_a_bad_request(issued_for, asked, partitions):
-    token = encode_token(issued_for, CURSOR)
+    token = encode_token(issued_for, CURSOR, KEY)
     with pytest.raises(InvalidRequest) as caught:
-        decode_token(token, asked, partitions)
+        decode_token(token, asked, partitions, KEY)
     assert str(caught.value) == OTHER_QUERY_TOKEN
 
 

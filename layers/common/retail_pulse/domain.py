@@ -4,9 +4,14 @@ visits/, stores/) works on them and never sees a table record or an AWS response
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
+
+# A client is an API key of the API's usage plan; its key's id is the tenant every job,
+# image and result belongs to. Without API keys every request is this one tenant, and so
+# is every record written before tenants existed.
+DEFAULT_TENANT = "default"
 
 ImageState = Literal["pending", "succeeded", "failed"]
 PENDING: ImageState = "pending"
@@ -33,6 +38,7 @@ class Job:
     failed: int
     visit_count: int
     created_at: datetime
+    tenant: str = DEFAULT_TENANT
     finished_at: datetime | None = None
     # When an image of the job last finished: the reconciler leaves a progressing job alone.
     progressed_at: datetime | None = None
@@ -42,6 +48,30 @@ class Job:
     @property
     def done(self) -> bool:
         return self.succeeded + self.failed >= self.total
+
+    @property
+    def state(self) -> JobState:
+        """The SPEC's status, from the counters alone: the one rule that status, the job
+        list and its index agree on."""
+        if not self.done:
+            return "ongoing"
+        return "failed" if self.failed else "completed"
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Where a job sits in its client's list: newest first by created_at, then job_id."""
+
+    created_at: datetime
+    job_id: str
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """One page of a client's jobs, newest first; `next` when more exist."""
+
+    jobs: list[Job]
+    next: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,7 @@ class ImageSuccess:
     height: int
     store_id: str
     area: str | None
+    tenant: str = DEFAULT_TENANT  # whose results index it is filed in
 
 
 @dataclass(frozen=True)
@@ -89,6 +120,9 @@ class FailedImage:
 
 
 JobState = Literal["ongoing", "completed", "failed"]
+# Every status a job can have, in one place: the job list's `status` filter accepts these,
+# and its index has one partition per client and status. A new status goes in JobState.
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 
 
 @dataclass(frozen=True)
@@ -106,6 +140,32 @@ class JobStatus:
     job_id: str
     progress: JobProgress
     error: list[FailedImage] | None = None
+    # Only while ongoing: how long a client polling the status should wait (Retry-After).
+    retry_after_s: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageReport:
+    """One image of a job as the results export shows it, whatever its state; None where
+    the image has no such value (a pending image has no perimeter, a success no error)."""
+
+    image_index: int
+    store_id: str
+    url: str | None
+    visit_time: str | None
+    state: ImageState
+    perimeter: int | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """One page of a job's images in submit order; `next` when more exist."""
+
+    results: list[ImageReport]
+    next: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +203,52 @@ class VisitRequest:
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A job as submitted, validated by the API: its visits in order."""
+    """A job as submitted, validated by the API: its visits in order, and whose it is."""
 
     visits: tuple[VisitRequest, ...]
+    tenant: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True)
+class UsagePlan:
+    """An API Gateway usage plan: the throttle and quota every key on it gets, per key, and
+    the APIs (id, stage) whose requests it accepts those keys for."""
+
+    plan_id: str
+    name: str | None
+    api_stages: tuple[tuple[str, str], ...]  # (api id, stage name)
+    rate_limit: float | None = None  # requests per second, steady
+    burst_limit: int | None = None
+    quota_limit: int | None = None
+    quota_period: str | None = None  # DAY, WEEK or MONTH
+
+    def covers(self, api_id: str) -> bool:
+        """A key on this plan is accepted by (some stage of) this API."""
+        return any(api == api_id for api, _ in self.api_stages)
+
+
+@dataclass(frozen=True)
+class Client:
+    """One client of the API: an API key on one of its usage plans. The key's id is the
+    tenant: API Gateway puts it in requestContext.identity.apiKeyId of every request, and
+    the service's records are keyed by it."""
+
+    name: str
+    key_id: str
+    plan_id: str
+    created_at: datetime | None
+    enabled: bool
+
+    @property
+    def tenant(self) -> str:
+        return self.key_id
+
+
+@dataclass(frozen=True)
+class NewClient:
+    """A client just created, with its key's value: shown to the person once, never kept
+    or logged (repr leaves it out, so a traceback or a debug print does not leak it)."""
+
+    client: Client
+    plan: UsagePlan
+    api_key: str = field(repr=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -32,6 +32,11 @@ class Settings(BaseModel):
     stores_table: str = Field("Stores", alias="STORES_TABLE")
     idempotency_table: str = Field("Idempotency", alias="IDEMPOTENCY_TABLE")
     image_queue_url: str | None = Field(None, alias="IMAGE_QUEUE_URL")
+    # The express lane: jobs of at most express_max_images images are enqueued here.
+    express_queue_url: str | None = Field(None, alias="EXPRESS_QUEUE_URL")
+    express_max_images: int = Field(100, alias="EXPRESS_MAX_IMAGES", ge=0)
+    # The Secrets Manager secret whose value keys the HMAC of visits page tokens.
+    page_token_secret_arn: str | None = Field(None, alias="PAGE_TOKEN_SECRET_ARN")
     # Empty in AWS; the local stack and `sam local` point it at moto on loopback.
     endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
     region: str = Field("us-east-1", alias="AWS_REGION")
@@ -67,9 +72,25 @@ class Settings(BaseModel):
     reconcile_after_s: int = Field(900, alias="RECONCILE_AFTER_S", ge=1)
     job_hard_deadline_s: int = Field(7200, alias="JOB_HARD_DEADLINE_S", ge=1)
 
+    # Retention: a job and its images carry a DynamoDB TTL of this many days after submit,
+    # after which DynamoDB deletes them (README: "Retention").
+    retention_days: int = Field(90, alias="RETENTION_DAYS", ge=1)
+
     # The stand-in for GPU inference: a uniform pause per image.
     gpu_sleep_min_s: float = Field(0.1, alias="GPU_SLEEP_MIN_S", ge=0)
     gpu_sleep_max_s: float = Field(0.4, alias="GPU_SLEEP_MAX_S", ge=0)
+
+    # The process function. "batch": the results of one SQS batch that belong to one job are
+    # filed in one transaction with one counter update; "per_image": one transaction per
+    # image (the earlier design, kept to compare the two in one benchmark run).
+    filing: Literal["batch", "per_image"] = Field("batch", alias="FILING")
+    # Most images of a batch in flight at once (threads): each mostly waits, on the image
+    # host and then on the GPU stand-in, so a whole batch of the event source runs at once.
+    image_concurrency: int = Field(100, alias="IMAGE_CONCURRENCY", ge=1)
+    # Most bytes of image bodies held at once by one invocation, whatever the batch size:
+    # 8 images at MAX_IMAGE_BYTES. A body briefly exists twice (read buffer, then bytes), so
+    # 160 MiB of bodies is ~320 MiB at worst above a ~90 MB runtime, inside 512 MB.
+    image_bytes_in_flight: int = Field(160 * 1024 * 1024, alias="IMAGE_BYTES_IN_FLIGHT", ge=1)
 
     @field_validator("allowed_private_hosts", mode="before")
     @classmethod
@@ -108,6 +129,8 @@ class FunctionSettings(Settings):
     stores_table: str = Field(alias="STORES_TABLE")
     idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE")
     image_queue_url: str = Field(alias="IMAGE_QUEUE_URL")
+    express_queue_url: str = Field(alias="EXPRESS_QUEUE_URL")
+    page_token_secret_arn: str = Field(alias="PAGE_TOKEN_SECRET_ARN")
 
 
 _settings_class: type[Settings] = Settings

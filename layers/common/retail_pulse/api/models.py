@@ -7,7 +7,10 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.openapi.types import (
+    OpenAPIResponse,
+    OpenAPIResponseHeader,
+)
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -21,7 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from retail_pulse.api.errors import SUBJECT_ERROR
-from retail_pulse.domain import JobRequest, VisitRequest
+from retail_pulse.domain import ImageReport, ImageState, Job, JobRequest, JobState, VisitRequest
 from retail_pulse.settings import get_settings
 from retail_pulse.timestamps import OUT_OF_RANGE, format_timestamp, parse_timestamp, shown
 
@@ -215,15 +218,16 @@ class SubmitRequest(BaseModel):
         if self.image_count > limit:  # _within_the_job_limit has seen to it; kept as the rule
             raise ValueError(_too_many_images(self.image_count, limit))
 
-    def to_job_request(self) -> JobRequest:
-        """The job as the submit use case takes it."""
+    def to_job_request(self, tenant: str) -> JobRequest:
+        """The job as the submit use case takes it, for the client that sent it."""
         return JobRequest(
             visits=tuple(
                 VisitRequest(
                     store_id=v.store_id, image_url=tuple(v.image_url), visit_time=v.visit_time
                 )
                 for v in self.visits
-            )
+            ),
+            tenant=tenant,
         )
 
     @property
@@ -302,3 +306,99 @@ class VisitsResponse(BaseModel):
         exclude_if=lambda v: v is None,
         description="Present when more results exist: pass it back as `next` for the next page",
     )
+
+
+class JobSummary(BaseModel):
+    """One job of the caller's list."""
+
+    job_id: str
+    status: JobState
+    created_at: str = Field(description="When the job was submitted, RFC 3339 in UTC")
+    finished_at: str | None = Field(
+        description="When the job reached its terminal status, RFC 3339 in UTC; null before"
+    )
+    progress: Progress
+
+    @classmethod
+    def of(cls, job: Job) -> JobSummary:
+        return cls(
+            job_id=job.job_id,
+            status=job.state,
+            created_at=format_timestamp(job.created_at),
+            finished_at=format_timestamp(job.finished_at) if job.finished_at else None,
+            progress=Progress(total=job.total, succeeded=job.succeeded, failed=job.failed),
+        )
+
+
+class JobsResponse(BaseModel):
+    """The body of GET /api/jobs: the caller's jobs, newest first."""
+
+    jobs: list[JobSummary]
+    next: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Present when more jobs exist: pass it back as `next` for the next page",
+    )
+
+
+class ResultRow(BaseModel):
+    """One image of a job; null where the image has no such value yet or at all."""
+
+    store_id: str
+    image_url: str | None = Field(description="The URL as submitted")
+    visit_time: str | None = Field(description="The visit's time, RFC 3339 in UTC")
+    status: ImageState = Field(description="pending until the image is processed")
+    perimeter: int | None = Field(description="2 * (width + height), when measured")
+    width: int | None
+    height: int | None
+    error: str | None = Field(description="Why the image failed, when it did")
+
+    @classmethod
+    def of(cls, row: ImageReport) -> ResultRow:
+        return cls(
+            store_id=row.store_id,
+            image_url=row.url,
+            visit_time=row.visit_time,
+            status=row.state,
+            perimeter=row.perimeter,
+            width=row.width,
+            height=row.height,
+            error=row.error,
+        )
+
+
+class ResultsResponse(BaseModel):
+    """The body of GET /api/results: one row per image, in submit order."""
+
+    results: list[ResultRow]
+    next: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Present when more images exist: pass it back as `next` for the next page",
+    )
+
+
+# The polling contract's headers (submit's 201, an ongoing status) and the CSV export's
+# next-page header, as openapi.json documents them.
+NEXT_HEADER = "Retail-Pulse-Next"
+LOCATION_HEADER: dict[str, OpenAPIResponseHeader] = {
+    "Location": {
+        "description": "Where to follow the job: /api/status?jobid=<job_id>",
+        "schema": {"type": "string"},
+    }
+}
+RETRY_AFTER_HEADER: dict[str, OpenAPIResponseHeader] = {
+    "Retry-After": {
+        "description": "Only while the job is ongoing: seconds to wait before asking again, "
+        "the estimated time left at the job's rate so far, 1 to 60 (5 before any image is "
+        "done)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 60},
+    }
+}
+NEXT_PAGE_HEADER: dict[str, OpenAPIResponseHeader] = {
+    NEXT_HEADER: {
+        "description": "With format=csv, when more images exist: pass it back as `next` for "
+        "the next page (the JSON body has it as `next`)",
+        "schema": {"type": "string"},
+    }
+}

@@ -17,9 +17,11 @@ from aws_lambda_powertools.event_handler.router import Router
 TITLE = "Retail Pulse"
 DESCRIPTION = (
     "Submit jobs of store visits with image URLs; every image is downloaded and measured "
-    "(perimeter = 2 * (width + height)). Follow a job with /api/status and read the "
-    'measurements back with /api/visits. Every 4xx body is JSON: {"error": "..."}, '
-    "except the SPEC's {} for an unknown job."
+    "(perimeter = 2 * (width + height)). Follow a job with /api/status (submit's Location; "
+    "Retry-After while ongoing), list your jobs with /api/jobs, export a job's results "
+    "with /api/results (JSON or CSV) and read the measurements back by store and area with "
+    '/api/visits. Every 4xx body is JSON: {"error": "..."}, except the SPEC\'s {} for an '
+    "unknown job."
 )
 # Powertools documents a 422 for request validation; make_resolver answers those with 400.
 _UNUSED_BY_US = (422,)

@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.router import Router
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import BaseModel
 
 from retail_pulse import errors as domain_errors
@@ -23,6 +24,7 @@ from retail_pulse.api.errors import (
     describe_validation_errors,
     error_response,
 )
+from retail_pulse.domain import DEFAULT_TENANT
 from retail_pulse.observability import logger
 from retail_pulse.settings import get_settings
 
@@ -37,14 +39,38 @@ SECURITY_HEADERS = {
 MAX_JSON_DEPTH = 32
 
 
-def json_response(status_code: int, body: BaseModel | dict[str, Any]) -> Response:
-    """A JSON response with the security headers; models are validated against the route's
-    declared response type, so the OpenAPI document cannot drift from what is returned."""
+def caller_tenant(event: APIGatewayProxyEvent) -> str:
+    """The client a request comes from: the id of its API key, which API Gateway puts in
+    requestContext.identity.apiKeyId when the route requires keys. Without keys (a private
+    test stack, the local stack without LOCAL_API_KEYS) every request is the default tenant."""
+    return event.request_context.identity.api_key_id or DEFAULT_TENANT
+
+
+def json_response(
+    status_code: int,
+    body: BaseModel | dict[str, Any],
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A JSON response with the security headers (and any `headers` of the route's own, such
+    as Location); models are validated against the route's declared response type, so the
+    OpenAPI document cannot drift from what is returned."""
     return Response(
         status_code=status_code,
         content_type="application/json",
         body=body,
-        headers=dict(SECURITY_HEADERS),
+        headers={**SECURITY_HEADERS, **(headers or {})},
+    )
+
+
+def text_response(
+    status_code: int, body: str, content_type: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A response that is not JSON (a CSV export), with the security headers all the same."""
+    return Response(
+        status_code=status_code,
+        content_type=content_type,
+        body=body,
+        headers={**SECURITY_HEADERS, "Content-Type": content_type, **(headers or {})},
     )
 
 

@@ -1,8 +1,9 @@
-"""Data access: the only code that talks to DynamoDB and SQS.
+"""Data access: the only code that talks to DynamoDB and SQS (and API Gateway).
 
 Small repositories, one per thing stored: `jobs` (jobs and the hot path of their image
 records), `images` (the reconciler's image reads and repairs), `stores` (the store master),
-`visits` (results read back), `queue` (the image queue). Each takes and returns
+`visits` (results read back), `queue` (the image queue), `clients` (API keys and usage
+plans, for the `clients` admin command; it also reads stack outputs). Each takes and returns
 retail_pulse.domain types; the PynamoDB records of `models` and every connection stay in
 this package, and every multi-item write goes through `transactions`.
 """

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data.jobs import visit_key
+from retail_pulse.data.listing_keys import expiry
 from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord, connection
 from retail_pulse.data.transactions import ConditionFailed, transact_write
 from retail_pulse.domain import Image
@@ -56,6 +57,7 @@ def record_unwritten_image(job_id: str, image_index: int, error: str) -> bool:
         attempts=0,
         finished_at=now,
         failed_job_id=job_id,
+        expires_at=expiry(),  # kept as long as the job's other images
     )
     job = JobRecord(job_id=job_id)
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
+from retail_pulse.data.listing_keys import expiry, listed_as, status_partition
 from retail_pulse.data.models import (
     FAILED,
     ONGOING_SHARDS,
@@ -25,7 +28,8 @@ from retail_pulse.data.models import (
     ongoing_shard,
 )
 from retail_pulse.data.transactions import ConditionFailed, transact_write
-from retail_pulse.domain import FailedImage, Image, ImageResult, ImageSuccess, Job
+from retail_pulse.data.visits import results_partition
+from retail_pulse.domain import DEFAULT_TENANT, FailedImage, Image, ImageResult, ImageSuccess, Job
 
 # BatchWriteItem takes 25 items; a thread per slice keeps a 10,000-image submit to a few
 # seconds (each thread's batch_write retries unprocessed items with backoff).
@@ -48,6 +52,7 @@ def _image_record(image: Image) -> ImageRecord:
         visit_time=image.visit_time,
         visit_key=visit_key(image.visit_time, image.job_id, image.image_index),
         state=image.state,
+        expires_at=expiry(),
     )
     if image.state == FAILED:
         record.error = image.error
@@ -64,6 +69,7 @@ def _write_images(images: Sequence[Image]) -> None:
 def _job(record: JobRecord) -> Job:
     return Job(
         job_id=record.job_id,
+        tenant=record.tenant or DEFAULT_TENANT,
         total=int(record.total),
         succeeded=int(record.succeeded),
         failed=int(record.failed),
@@ -80,12 +86,15 @@ def create_job(job: Job, images: Sequence[Image]) -> None:
     whose images exist. An unfinished job joins the OngoingJobs index."""
     JobRecord(
         job_id=job.job_id,
+        tenant=job.tenant,
         total=job.total,
         succeeded=job.succeeded,
         failed=job.failed,
         visit_count=job.visit_count,
         created_at=job.created_at,
         ongoing_shard=ongoing_shard(job.job_id),
+        tenant_status=status_partition(job.tenant, job.state),
+        expires_at=expiry(),
     ).save(condition=JobRecord.job_id.does_not_exist())
     slices = [images[i : i + _WRITE_SLICE] for i in range(0, len(images), _WRITE_SLICE)]
     if len(slices) <= 1:
@@ -103,6 +112,43 @@ def get_job(job_id: str) -> Job | None:
         return None
 
 
+def _image_actions(job_id: str, outcome: ImageResult, attempts: int, now: datetime) -> list[Action]:
+    """What filing `outcome` writes on its image record."""
+    common: list[Action] = [ImageRecord.attempts.set(attempts), ImageRecord.finished_at.set(now)]
+    if isinstance(outcome, ImageSuccess):
+        actions = [
+            ImageRecord.state.set(SUCCEEDED),
+            ImageRecord.perimeter.set(outcome.perimeter),
+            ImageRecord.width.set(outcome.width),
+            ImageRecord.height.set(outcome.height),
+            ImageRecord.result_store_id.set(results_partition(outcome.tenant, outcome.store_id)),
+            *common,
+        ]
+        if outcome.area:
+            actions.append(
+                ImageRecord.result_area.set(results_partition(outcome.tenant, outcome.area))
+            )
+        return actions
+    return [
+        ImageRecord.state.set(FAILED),
+        ImageRecord.error.set(outcome.error),
+        ImageRecord.failed_job_id.set(job_id),
+        *common,
+    ]
+
+
+def _count_actions(outcomes: Sequence[ImageResult], now: datetime) -> list[Action]:
+    """What filing `outcomes` adds to their job's counters (one update, whatever their number)."""
+    succeeded = sum(isinstance(outcome, ImageSuccess) for outcome in outcomes)
+    failed = len(outcomes) - succeeded
+    actions: list[Action] = [JobRecord.progressed_at.set(now)]
+    if succeeded:
+        actions.append(JobRecord.succeeded.add(succeeded))
+    if failed:
+        actions.append(JobRecord.failed.add(failed))
+    return actions
+
+
 def record_outcome(job_id: str, image_index: int, outcome: ImageResult, attempts: int) -> bool:
     """Move one image out of `pending` and count it on its job, in one transaction.
 
@@ -112,29 +158,8 @@ def record_outcome(job_id: str, image_index: int, outcome: ImageResult, attempts
     image = ImageRecord(job_id=job_id, image_index=image_index)
     job = JobRecord(job_id=job_id)
     now = datetime.now(UTC)
-    common: list[Action] = [ImageRecord.attempts.set(attempts), ImageRecord.finished_at.set(now)]
-    image_actions: list[Action]
-    job_actions: list[Action]
-    if isinstance(outcome, ImageSuccess):
-        image_actions = [
-            ImageRecord.state.set(SUCCEEDED),
-            ImageRecord.perimeter.set(outcome.perimeter),
-            ImageRecord.width.set(outcome.width),
-            ImageRecord.height.set(outcome.height),
-            ImageRecord.result_store_id.set(outcome.store_id),
-            *common,
-        ]
-        if outcome.area:
-            image_actions.append(ImageRecord.result_area.set(outcome.area))
-        job_actions = [JobRecord.succeeded.add(1), JobRecord.progressed_at.set(now)]
-    else:
-        image_actions = [
-            ImageRecord.state.set(FAILED),
-            ImageRecord.error.set(outcome.error),
-            ImageRecord.failed_job_id.set(job_id),
-            *common,
-        ]
-        job_actions = [JobRecord.failed.add(1), JobRecord.progressed_at.set(now)]
+    image_actions = _image_actions(job_id, outcome, attempts, now)
+    job_actions = _count_actions([outcome], now)
 
     def build(transaction: TransactWrite) -> None:
         transaction.update(image, actions=image_actions, condition=ImageRecord.state == PENDING)
@@ -147,6 +172,78 @@ def record_outcome(job_id: str, image_index: int, outcome: ImageResult, attempts
             return False
         raise
     return True
+
+
+T = TypeVar("T")
+
+# TransactWriteItems takes at most 100 items; one of them is the job's counter.
+MAX_TRANSACTION_ITEMS = 100
+IMAGES_PER_TRANSACTION = MAX_TRANSACTION_ITEMS - 1
+
+
+@dataclass(frozen=True)
+class Filing:
+    """One image's result, to be filed: its index in its job, its outcome, its attempts."""
+
+    image_index: int
+    outcome: ImageResult
+    attempts: int
+
+
+class AlreadyFiled(Exception):
+    """Some images of a transaction had already left `pending` (a duplicate or late
+    delivery): the transaction was cancelled and wrote nothing. `positions` are theirs."""
+
+    def __init__(self, positions: list[int]) -> None:
+        super().__init__(f"images at positions {positions} had already left pending")
+        self.positions = positions
+
+
+def transaction_chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    """The images of one job cut into as few transactions as fit, of nearly equal sizes
+    (100 images are 50 + 50, not 99 + 1: the two then take about as long)."""
+    if not items:
+        return []
+    count = -(-len(items) // IMAGES_PER_TRANSACTION)
+    size = -(-len(items) // count)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def record_outcomes(job_id: str, filings: Sequence[Filing]) -> None:
+    """File the results of several images of one job in one transaction: each image's
+    conditional move out of `pending`, and one update of the job's counters by their totals.
+
+    All or nothing: raises AlreadyFiled when some image had already left `pending` (the
+    caller then files image by image, so each duplicate is told apart and counted once),
+    and any other failure with nothing written.
+    """
+    if not 0 < len(filings) <= IMAGES_PER_TRANSACTION:
+        raise ValueError(f"{len(filings)} images: one transaction files 1 to 99")
+    now = datetime.now(UTC)
+    updates = [
+        (
+            ImageRecord(job_id=job_id, image_index=filing.image_index),
+            _image_actions(job_id, filing.outcome, filing.attempts, now),
+        )
+        for filing in filings
+    ]
+    job_actions = _count_actions([filing.outcome for filing in filings], now)
+
+    def build(transaction: TransactWrite) -> None:
+        for image, actions in updates:
+            transaction.update(image, actions=actions, condition=ImageRecord.state == PENDING)
+        # Last, so its position is len(filings) in the cancellation reasons.
+        transaction.update(
+            JobRecord(job_id=job_id), actions=job_actions, condition=JobRecord.job_id.exists()
+        )
+
+    try:
+        transact_write(connection(), build)
+    except ConditionFailed as error:
+        images = [position for position in error.failed if position < len(filings)]
+        if images:
+            raise AlreadyFiled(images) from error
+        raise  # the job itself is missing: no use filing image by image
 
 
 def mark_finished(job_id: str) -> Job | None:
@@ -168,6 +265,7 @@ def mark_finished(job_id: str) -> Job | None:
             actions=[
                 JobRecord.finished_at.set(datetime.now(UTC)),
                 JobRecord.ongoing_shard.remove(),
+                *listed_as(job.tenant, job.state),
             ],
             condition=JobRecord.finished_at.does_not_exist(),
         )

@@ -10,8 +10,12 @@ the two agree.
 
 from __future__ import annotations
 
+from typing import Any
+
+import pynamodb.connection.table
 from pynamodb.attributes import (
     NumberAttribute,
+    TTLAttribute,
     UnicodeAttribute,
     UnicodeSetAttribute,
     UTCDateTimeAttribute,
@@ -25,6 +29,7 @@ from pynamodb.indexes import (
 )
 from pynamodb.models import Model
 
+from retail_pulse.data.usage import instrument
 from retail_pulse.domain import FAILED, PENDING, SUCCEEDED
 from retail_pulse.settings import get_settings
 
@@ -51,8 +56,24 @@ class _FromSettings(type):
 
 class _Meta(metaclass=_FromSettings):
     table_setting = ""
-    # The process function writes from one thread per record of a batch.
-    max_pool_connections = 32
+    # The process function may file from one thread per record of a batch (FILING=per_image,
+    # IMAGE_CONCURRENCY threads): a smaller pool would open and discard connections.
+    max_pool_connections = 100
+
+
+class _CountedConnection(Connection):
+    """PynamoDB's connection with its botocore client counted (data/usage.py) from its
+    first request on: the request counts and consumed capacity of the bill."""
+
+    @property
+    def client(self) -> Any:
+        return instrument(super().client)
+
+
+# Each model has a TableConnection of its own, which builds its Connection by the name in
+# its module: naming ours there counts every model's client, and builds none before the
+# model first needs it (a client costs ~0.1 s of CPU to build).
+pynamodb.connection.table.Connection = _CountedConnection  # type: ignore[misc]
 
 
 # Ongoing jobs spread over this many index partitions; the reconciler queries each.
@@ -76,6 +97,20 @@ class OngoingJobsIndex(GlobalSecondaryIndex["JobRecord"]):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
+class TenantJobsIndex(GlobalSecondaryIndex["JobRecord"]):
+    """A client's jobs by status, newest first: `tenant_status` is "<tenant>#<status>"
+    (data/listing.py), written at submit and moved when the job's status changes. Keys only:
+    the counters change with every batch filed, and a projection of them would be written
+    to the index each time; the list reads its page of jobs from the table instead."""
+
+    class Meta:
+        index_name = "TenantJobs"
+        projection = KeysOnlyProjection()
+
+    tenant_status = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
 class JobRecord(Model):
     """One submitted job; its counters make status O(1) whatever the job's size."""
 
@@ -83,6 +118,8 @@ class JobRecord(Model):
         table_setting = "jobs_table"
 
     job_id = UnicodeAttribute(hash_key=True)
+    # Absent on jobs written before tenants existed: those are the default tenant's.
+    tenant = UnicodeAttribute(null=True)
     total = NumberAttribute()
     succeeded = NumberAttribute(default=0)
     failed = NumberAttribute(default=0)
@@ -94,8 +131,14 @@ class JobRecord(Model):
     progressed_at = UTCDateTimeAttribute(null=True)
     # When the reconciler last enqueued the job's pending images again.
     requeued_at = UTCDateTimeAttribute(null=True)
+    # "<tenant>#<status>": the job's partition of TenantJobs (absent on jobs written before
+    # the list existed, until the one-off backfill of data/backfill.py).
+    tenant_status = UnicodeAttribute(null=True)
+    # DynamoDB deletes the job after this time (RETENTION_DAYS after submit).
+    expires_at = TTLAttribute(null=True)
 
     ongoing_jobs = OngoingJobsIndex()
+    tenant_jobs = TenantJobsIndex()
 
     @property
     def done(self) -> bool:
@@ -160,6 +203,8 @@ class ImageRecord(Model):
     failed_job_id = UnicodeAttribute(null=True)
     result_store_id = UnicodeAttribute(null=True)
     result_area = UnicodeAttribute(null=True)
+    # DynamoDB deletes the image after this time (its job's retention, RETENTION_DAYS).
+    expires_at = TTLAttribute(null=True)
 
     failed_images = FailedImagesIndex()
     store_visits = StoreVisitsIndex()

@@ -13,6 +13,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from retail_pulse.data.usage import instrument
+from retail_pulse.domain import DEFAULT_TENANT
 from retail_pulse.settings import SettingsError, get_settings
 
 # SendMessageBatch takes 10 messages; batches go out in parallel so 10,000 images
@@ -28,29 +30,45 @@ class EnqueueError(Exception):
 @lru_cache(maxsize=1)
 def _sqs() -> Any:
     settings = get_settings()
-    return boto3.client(
+    client = boto3.client(
         "sqs",
         region_name=settings.region,
         endpoint_url=settings.endpoint_url,
         config=Config(max_pool_connections=_SEND_THREADS, retries={"mode": "standard"}),
     )
+    # SQS bills every request: each one this client sends is counted (data/usage.py).
+    return instrument(client)
 
 
-def _queue_url() -> str:
-    url = get_settings().image_queue_url
+def _queue_url(express: bool = False) -> str:
+    """The image queue, or the express lane's (jobs of at most EXPRESS_MAX_IMAGES images)."""
+    settings = get_settings()
+    url = settings.express_queue_url if express else settings.image_queue_url
     if not url:
-        raise SettingsError("IMAGE_QUEUE_URL is not set: the image queue's URL is needed")
+        name = "EXPRESS_QUEUE_URL" if express else "IMAGE_QUEUE_URL"
+        raise SettingsError(f"{name} is not set: the image queue's URL is needed")
     return url
 
 
-def _send_batch(bodies: Sequence[dict[str, Any]]) -> None:
-    """Send up to 10 messages, retrying the entries SQS reports as failed."""
-    entries = {str(i): json.dumps(body) for i, body in enumerate(bodies)}
-    queue_url = _queue_url()
+def _send_batch(bodies: Sequence[dict[str, Any]], express: bool = False) -> None:
+    """Send up to 10 messages, retrying the entries SQS reports as failed.
+
+    Each message's group is its client (tenant): on a standard queue SQS fair queues then
+    keep one client's flood from raising the others' dwell time (no FIFO ordering implied).
+    """
+    entries = {str(i): body for i, body in enumerate(bodies)}
+    queue_url = _queue_url(express)
     for attempt in range(_SEND_ATTEMPTS):
         response = _sqs().send_message_batch(
             QueueUrl=queue_url,
-            Entries=[{"Id": key, "MessageBody": body} for key, body in entries.items()],
+            Entries=[
+                {
+                    "Id": key,
+                    "MessageBody": json.dumps(body),
+                    "MessageGroupId": str(body.get("tenant") or DEFAULT_TENANT),
+                }
+                for key, body in entries.items()
+            ],
         )
         failed = response.get("Failed", [])
         entries = {f["Id"]: entries[f["Id"]] for f in failed}
@@ -62,21 +80,22 @@ def _send_batch(bodies: Sequence[dict[str, Any]]) -> None:
     raise EnqueueError(f"{len(entries)} messages could not be enqueued: {failed[0]}")
 
 
-def enqueue_images(bodies: Sequence[dict[str, Any]]) -> None:
-    """One message per image, 10 a request, requests in parallel."""
+def enqueue_images(bodies: Sequence[dict[str, Any]], express: bool = False) -> None:
+    """One message per image, 10 a request, requests in parallel; on the express lane's
+    queue when `express`."""
     batches = [bodies[i : i + 10] for i in range(0, len(bodies), 10)]
     if len(batches) <= 1:
         for batch in batches:
-            _send_batch(batch)
+            _send_batch(batch, express)
         return
     with ThreadPoolExecutor(max_workers=min(_SEND_THREADS, len(batches))) as pool:
-        list(pool.map(_send_batch, batches))
+        list(pool.map(lambda batch: _send_batch(batch, express), batches))
 
 
-def delay_message(receipt_handle: str, seconds: int) -> None:
+def delay_message(receipt_handle: str, seconds: int, express: bool = False) -> None:
     """Hide a message for `seconds` so its retry waits without holding a Lambda."""
     _sqs().change_message_visibility(
-        QueueUrl=_queue_url(),
+        QueueUrl=_queue_url(express),
         ReceiptHandle=receipt_handle,
         VisibilityTimeout=max(0, min(int(seconds), 43_200)),
     )

@@ -13,8 +13,20 @@ from pynamodb.exceptions import QueryError
 from pynamodb.expressions.condition import Condition
 
 from retail_pulse.data.models import ImageRecord
+from retail_pulse.domain import DEFAULT_TENANT
 
 IndexName = Literal["store", "area"]
+
+
+def results_partition(tenant: str, value: str) -> str:
+    """The StoreVisits/AreaVisits partition of a tenant's results for a store id or area code.
+
+    The default tenant's partition is the bare value, so results filed before tenants
+    existed are its own with no migration; any other tenant's starts with "#", which no
+    store id or area code of the master may (stores/master.py), so the two never meet.
+    """
+    return value if tenant == DEFAULT_TENANT else f"#{tenant}#{value}"
+
 
 _INDEXES = {
     "store": (ImageRecord.store_visits, "result_store_id"),
@@ -25,6 +37,8 @@ _INDEXES = {
 _ATTRIBUTES = [
     "job_id",
     "image_index",
+    "store_id",
+    "area",
     "result_store_id",
     "result_area",
     "visit_key",
@@ -81,8 +95,8 @@ def query_visits(
     try:
         return [
             VisitRow(
-                store_id=image.result_store_id or "",
-                area=image.result_area,
+                store_id=image.store_id,
+                area=image.area,
                 visit_time=image.visit_time,
                 visit_key=image.visit_key,
                 perimeter=int(image.perimeter),

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from retail_pulse.domain import DEFAULT_TENANT
+from retail_pulse.settings import get_settings
+
 
 class ImageMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -14,3 +17,13 @@ class ImageMessage(BaseModel):
     url: str
     store_id: str
     area: str | None = None
+    # Messages sent before tenants existed carry none: they are the default tenant's.
+    tenant: str = DEFAULT_TENANT
+    # On the express lane's queue (a small job): a retry is pushed out on the same queue.
+    express: bool = False
+
+
+def is_express(images: int) -> bool:
+    """Whether a job of this many images takes the express lane (EXPRESS_MAX_IMAGES): its
+    messages go to ExpressImageQueue, which no large job's backlog shares."""
+    return images <= get_settings().express_max_images

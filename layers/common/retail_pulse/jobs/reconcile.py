@@ -18,7 +18,7 @@ from retail_pulse.data.images import pending_images, record_unwritten_image, rec
 from retail_pulse.data.jobs import get_job, note_requeued, record_outcome, unfinished_jobs
 from retail_pulse.data.queue import enqueue_images
 from retail_pulse.domain import ImageFailure, Job
-from retail_pulse.jobs.messages import ImageMessage
+from retail_pulse.jobs.messages import ImageMessage, is_express
 from retail_pulse.jobs.process import finish_job
 from retail_pulse.observability import (
     IMAGES_REQUEUED,
@@ -77,7 +77,7 @@ def reconcile(
             report.finished_jobs += 1
         elif _last_activity(job) <= soft_cutoff:
             report.stuck_jobs += 1
-            report.requeued_images += _requeue(job_id)
+            report.requeued_images += _requeue(job)
     _publish(report)
     return report
 
@@ -87,7 +87,9 @@ def _last_activity(job: Job) -> datetime:
     return max(moment for moment in moments if moment is not None)
 
 
-def _requeue(job_id: str) -> int:
+def _requeue(job: Job) -> int:
+    job_id = job.job_id
+    express = is_express(job.total)  # back on the lane submit chose
     messages = [
         ImageMessage(
             job_id=image.job_id,
@@ -95,10 +97,12 @@ def _requeue(job_id: str) -> int:
             url=image.url,
             store_id=image.store_id,
             area=image.area,
+            tenant=job.tenant,
+            express=express,
         ).model_dump()
         for image in pending_images(job_id)
     ]
-    enqueue_images(messages)
+    enqueue_images(messages, express)
     note_requeued(job_id)
     logger.warning("stuck job requeued", extra={"job_id": job_id, "images": len(messages)})
     return len(messages)

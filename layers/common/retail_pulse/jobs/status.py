@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+
 from retail_pulse.data.jobs import failed_images, get_job
-from retail_pulse.domain import FailedImage, JobProgress, JobStatus
+from retail_pulse.domain import FailedImage, Job, JobProgress, JobStatus
 from retail_pulse.errors import UnknownJob
 
 # DynamoDB rejects keys over 2 KB; ids we issue are 36 characters.
 _MAX_JOB_ID = 256
 
+# Retry-After of an ongoing job, in whole seconds (README: "Polling").
+RETRY_AFTER_MIN_S = 1
+RETRY_AFTER_MAX_S = 60
+RETRY_AFTER_UNSTARTED_S = 5
 
-def job_status(job_id: str) -> JobStatus:
-    """The job's status; raises UnknownJob when no such job exists."""
+
+def retry_after(job: Job, now: datetime) -> int:
+    """When an ongoing job is worth asking about again: the time its remaining images take
+    at the rate images have finished since submit, clamped to 1..60 s; 5 s while none has
+    finished, since there is no rate yet. A client that waits this long polls a short job
+    about once a second and a long one once a minute."""
+    done = job.succeeded + job.failed
+    if done <= 0:
+        return RETRY_AFTER_UNSTARTED_S
+    elapsed = max((now - job.created_at).total_seconds(), 0.001)
+    remaining_s = max(job.total - done, 0) * elapsed / done
+    return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, math.ceil(remaining_s)))
+
+
+def job_status(tenant: str, job_id: str) -> JobStatus:
+    """The job's status; raises UnknownJob when the caller has no such job (another
+    client's job answers exactly as one that does not exist)."""
     job = get_job(job_id) if job_id and len(job_id) <= _MAX_JOB_ID else None
-    if job is None:
+    if job is None or job.tenant != tenant:
         raise UnknownJob(job_id)
     progress = JobProgress(total=job.total, succeeded=job.succeeded, failed=job.failed)
     if not job.done:
-        return JobStatus(status="ongoing", job_id=job_id, progress=progress)
+        return JobStatus(
+            status="ongoing",
+            job_id=job_id,
+            progress=progress,
+            retry_after_s=retry_after(job, datetime.now(UTC)),
+        )
     if job.failed == 0:
         return JobStatus(status="completed", job_id=job_id, progress=progress)
     first_by_store: dict[str, FailedImage] = {}

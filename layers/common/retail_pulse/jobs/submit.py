@@ -33,7 +33,7 @@ from retail_pulse.data.queue import enqueue_images
 from retail_pulse.data.stores import find_stores
 from retail_pulse.domain import FAILED, Image, Job, JobRequest
 from retail_pulse.errors import InvalidRequest, KeyInProgress, KeyReused, StorageInterrupted
-from retail_pulse.jobs.messages import ImageMessage
+from retail_pulse.jobs.messages import ImageMessage, is_express
 from retail_pulse.observability import (
     IMAGES_SUBMITTED,
     JOBS_SUBMITTED,
@@ -88,7 +88,9 @@ def submit_job(request: JobRequest, idempotency_key: str | None = None) -> str:
     try:
         if idempotency_key is None:
             return record_job(request)
-        key = _checked(idempotency_key)
+        # Scoped to the client: the same key from two clients is two jobs. A tenant (an API
+        # key id, or "default") has no "#", so the pair cannot be read two ways.
+        key = f"{request.tenant}#{_checked(idempotency_key)}"
         return _submit_once(submission=Submission(idempotency_key=key, request=request))
     except IdempotencyAlreadyInProgressError as error:
         raise KeyInProgress(
@@ -134,6 +136,8 @@ def record_job(request: JobRequest) -> str:
     logger.append_keys(job_id=job_id)
     tracer.put_annotation(key="job_id", value=job_id)
     stores = find_stores({visit.store_id for visit in request.visits})
+    # A small job takes the express lane: no other client's backlog stands in front of it.
+    express = is_express(sum(len(visit.image_url) for visit in request.visits))
     images: list[Image] = []
     messages: list[dict] = []
     for visit in request.visits:
@@ -158,6 +162,8 @@ def record_job(request: JobRequest) -> str:
                         url=url,
                         store_id=visit.store_id,
                         area=store.area_code,
+                        tenant=request.tenant,
+                        express=express,
                     ).model_dump()
                 )
             images.append(image)
@@ -165,6 +171,7 @@ def record_job(request: JobRequest) -> str:
     unknown = len(images) - len(messages)
     job = Job(
         job_id=job_id,
+        tenant=request.tenant,
         total=len(images),
         succeeded=0,
         failed=unknown,
@@ -172,7 +179,7 @@ def record_job(request: JobRequest) -> str:
         created_at=datetime.now(UTC),
     )
     create_job(job, images)
-    enqueue_images(messages)
+    enqueue_images(messages, express)
     logger.info(
         "job accepted",
         extra={

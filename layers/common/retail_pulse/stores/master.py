@@ -193,6 +193,8 @@ def _row(line: int, cells: list[str], columns: dict[str, int]) -> StoreRow | str
         return f"StoreID {store_id!r} contains spaces"
     if store_id.startswith("#"):  # the Stores table keeps its area registry under "#areas"
         return f"StoreID {store_id!r} must not start with '#'"
+    if area_code.startswith("#"):  # a client's results are indexed under "#<client>#<area>"
+        return f"AreaCode {area_code!r} must not start with '#'"
     for column, value in (
         ("StoreID", store_id),
         ("AreaCode", area_code),

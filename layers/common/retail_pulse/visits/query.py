@@ -9,18 +9,17 @@ therefore cover whole seconds, and each row is checked against the exact range.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Protocol
 
-from retail_pulse.domain import Measurement, StoreResults
+from retail_pulse import tokens
+from retail_pulse.domain import DEFAULT_TENANT, Measurement, StoreResults
 from retail_pulse.errors import InvalidRequest, NotInStoreMaster
 from retail_pulse.timestamps import format_timestamp, parse_timestamp
+from retail_pulse.tokens import BAD_TOKEN
 
 # A page holds at most this many data entries (images): about 70 KB of JSON, far inside
 # Lambda's 6 MB response, and a few DynamoDB reads.
@@ -29,16 +28,11 @@ MAX_LIMIT = 1000
 # Longer than any store id or area code the store master accepts (master.MAX_FIELD_LENGTH);
 # far below DynamoDB's key limit, so a huge value is a 400, never a DynamoDB error.
 MAX_ID_LENGTH = 256
-_TOKEN_VERSION = 1
-_MAX_TOKEN_LENGTH = 4096
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _VISIT_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z#[^#]{1,256}#\d{1,9}$")
 # Sorts after every character a visit key can hold at that position ("Z", ".", "#").
 _AFTER_SECOND = "~"
 
-BAD_TOKEN = (
-    "the next token is not valid: pass back the 'next' value of the previous response unchanged"
-)
 OTHER_QUERY_TOKEN = (
     "the next token belongs to a different query: send it with the same area, storeid, "
     "startdate and enddate as the request that returned it"
@@ -53,6 +47,8 @@ class VisitFilter:
     store_id: str | None = None
     start: datetime | None = None
     end: datetime | None = None
+    # Whose results: only the caller's are read, and a token is bound to its client.
+    tenant: str = DEFAULT_TENANT
 
     def fingerprint(self) -> list[str | None]:
         """What a token must have been issued for (the limit may change between pages)."""
@@ -105,7 +101,11 @@ Fetch = Callable[[str, str | None, int], Sequence[Row]]
 
 
 def parse_filter(
-    area: str | None, store_id: str | None, startdate: str | None, enddate: str | None
+    area: str | None,
+    store_id: str | None,
+    startdate: str | None,
+    enddate: str | None,
+    tenant: str = DEFAULT_TENANT,
 ) -> VisitFilter:
     """Validate the query parameters that do not need the database."""
     area = (area or "").strip() or None
@@ -117,7 +117,7 @@ def parse_filter(
             f"startdate {format_timestamp(start)} is after enddate {format_timestamp(end)}; "
             "the range is inclusive, so send startdate <= enddate"
         )
-    return VisitFilter(area=area, store_id=store_id, start=start, end=end)
+    return VisitFilter(area=area, store_id=store_id, start=start, end=end, tenant=tenant)
 
 
 def parse_bound(name: str, value: str | None, *, end_of_day: bool) -> datetime | None:
@@ -159,37 +159,18 @@ def check_id(kind: str, value: str) -> None:
         raise NotInStoreMaster(f"{kind} '{shown}' is not in the store master")
 
 
-def encode_token(query: VisitFilter, cursor: Cursor) -> str:
-    """Opaque to clients: base64url of the query it belongs to and the index position."""
-    payload = {
-        "v": _TOKEN_VERSION,
-        "q": query.fingerprint(),
-        "p": cursor.partition,
-        "k": cursor.after,
-    }
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_token(query: VisitFilter, cursor: Cursor, key: bytes) -> str:
+    """Opaque to clients: the query it belongs to and the index position, signed for the
+    client (retail_pulse.tokens)."""
+    fields = {"q": query.fingerprint(), "p": cursor.partition, "k": cursor.after}
+    return tokens.sign(fields, query.tenant, key)
 
 
-def decode_token(token: str, query: VisitFilter, partitions: Sequence[str]) -> Cursor:
-    """The cursor in a token, after checking it is well formed, issued for this very query,
-    and points inside its key range (DynamoDB would refuse anything else)."""
-    token = token.strip()
-    if not token or len(token) > _MAX_TOKEN_LENGTH or not re.fullmatch(r"[A-Za-z0-9_-]+", token):
-        raise InvalidRequest(BAD_TOKEN)
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        # UTF-8 explicitly: json.loads of bytes would also read UTF-16 and UTF-32.
-        payload = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, ValueError, RecursionError) as error:
-        # ValueError covers bad UTF-8, bad JSON and numbers over the digit limit;
-        # RecursionError a token of nested brackets (1,500 "[" fit in 4,096 characters).
-        raise InvalidRequest(BAD_TOKEN) from error
-    # `type(...) is int`: True == 1, and a forged {"v": true} is no token of ours.
-    if not isinstance(payload, dict) or type(payload.get("v")) is not int:
-        raise InvalidRequest(BAD_TOKEN)
-    if payload["v"] != _TOKEN_VERSION:
-        raise InvalidRequest(BAD_TOKEN)
+def decode_token(token: str, query: VisitFilter, partitions: Sequence[str], key: bytes) -> Cursor:
+    """The cursor in a token, after checking it is ours and this client's (its HMAC), well
+    formed, issued for this very query, and inside its key range (DynamoDB would refuse
+    anything else)."""
+    payload = tokens.verify(token, query.tenant, key)
     partition, after = payload.get("p"), payload.get("k")
     if not isinstance(partition, str) or not isinstance(after, str) or not _VISIT_KEY.match(after):
         raise InvalidRequest(BAD_TOKEN)

@@ -13,8 +13,15 @@ from __future__ import annotations
 
 from functools import partial
 
+from retail_pulse.data.secrets import page_token_key
 from retail_pulse.data.stores import area_exists, find_stores, get_store, known_areas
-from retail_pulse.data.visits import IndexName, InvalidStartKey, VisitRow, query_visits
+from retail_pulse.data.visits import (
+    IndexName,
+    InvalidStartKey,
+    VisitRow,
+    query_visits,
+    results_partition,
+)
 from retail_pulse.domain import VisitsPage
 from retail_pulse.errors import InvalidRequest, NotInStoreMaster
 from retail_pulse.visits.query import (
@@ -32,6 +39,7 @@ from retail_pulse.visits.query import (
 
 
 def find_visits(
+    tenant: str,
     area: str | None = None,
     storeid: str | None = None,
     startdate: str | None = None,
@@ -41,11 +49,12 @@ def find_visits(
 ) -> VisitsPage:
     """One page of measured images, grouped by store. Raises InvalidRequest for an unknown
     store or area, a bad date or range, or a token that is not this query's."""
-    query = parse_filter(area, storeid, startdate, enddate)
+    query = parse_filter(area, storeid, startdate, enddate, tenant)
     by, partitions, known = _scope(query)
-    cursor = decode_token(next_token, query, partitions) if next_token else None
+    key = page_token_key()
+    cursor = decode_token(next_token, query, partitions, key) if next_token else None
     lower, upper = key_bounds(query.start, query.end)
-    fetch = partial(_fetch, by, lower, upper)
+    fetch = partial(_fetch, by, tenant, lower, upper)
     try:
         rows, next_cursor = collect_page(
             partitions, cursor, limit, fetch, keep=lambda row: query.contains(row.visit_time)
@@ -57,19 +66,22 @@ def find_visits(
         known = {sid: (store.area_code, store.store_name) for sid, store in found.items()}
     return VisitsPage(
         results=group_by_store(rows, known),
-        next=encode_token(query, next_cursor) if next_cursor else None,
+        next=encode_token(query, next_cursor, key) if next_cursor else None,
     )
 
 
 def _fetch(
     by: IndexName,
+    tenant: str,
     lower: str | None,
     upper: str | None,
     partition: str,
     after: str | None,
     count: int,
 ) -> list[VisitRow]:
-    return query_visits(by, partition, count, after=after, lower=lower, upper=upper)
+    """One read of the caller's own partition of the index: never another client's."""
+    own = results_partition(tenant, partition)
+    return query_visits(by, own, count, after=after, lower=lower, upper=upper)
 
 
 def _scope(
