@@ -4,7 +4,7 @@ bytes, without decoding a single pixel.
 Why not just `Image.open(...).size`: Pillow parses headers in Python loops whose length the
 file controls. A valid 640x480 JPEG whose frame header sits behind 18 MB of empty APP1
 segments costs Pillow 13 5 to 10 s of CPU and over 500 MB (an object per segment), in a
-512 MB function that measures ten images at a time. Feeding Pillow only a bounded prefix
+512 MB function that measures a whole batch of images at once. Feeding Pillow only a bounded prefix
 does not fix that in general: the cost is in the structure inside the prefix, and real
 files need more than any small prefix (a phone JPEG's frame header can sit behind 100 KB of
 EXIF, XMP and ICC segments; a TIFF's first directory is often at the end of the file).
