@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.fake_dns import fake_dns  # noqa: F401  (a fixture the fetcher tests share)
 from tests.support.template import load_template
 
 

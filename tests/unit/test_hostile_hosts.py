@@ -27,6 +27,7 @@ import pytest
 
 from retail_pulse.imaging import PermanentImageError, TransientImageError, download, fetch
 from retail_pulse.settings import Settings, get_settings
+from tests.support.fake_dns import FakeDns
 from tests.support.image_server import make_image
 
 DEADLINE_S = 1.0
@@ -171,31 +172,6 @@ def ends_on_the_deadline(url: str, settings: Settings) -> float:
     assert caught.value.reason == "download"
     assert settings.image_deadline_s * 0.9 <= elapsed < ENDS_WITHIN_S
     return elapsed
-
-
-class FakeDns(dict[str, list[str]]):
-    """Host names answered from this dict; IP literals passed through."""
-
-    def getaddrinfo(self, host: str, port: int, *args: object, **kwargs: object) -> list[tuple]:
-        try:
-            ips = [str(ipaddress.ip_address(host))]
-        except ValueError:
-            if host not in self:
-                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
-            ips = self[host]
-        return [
-            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, port, 0, 0))
-            if ":" in ip
-            else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
-            for ip in ips
-        ]
-
-
-@pytest.fixture
-def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
-    dns = FakeDns()
-    monkeypatch.setattr(socket, "getaddrinfo", dns.getaddrinfo)
-    return dns
 
 
 OK_HEADERS = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
