@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,13 @@ import boto3
 import requests
 import yaml
 
-from deployed.ministack_compat import MINISTACK_VERSION, adapt, after_deploy, describe
+from deployed.ministack_compat import (
+    MINISTACK_VERSION,
+    adapt,
+    after_deploy,
+    describe,
+    parameter_values,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_NAME = "retail-pulse"
@@ -557,6 +563,7 @@ def deploy_stack(
     applied = after_deploy(_client("apigateway", ministack.endpoint), adapted, physical_ids)
     log(describe(applied, "to the deployed stack"))
     state = stack_state(ministack.endpoint, resources, image_port, ministack.log_path)
+    state["sqs_slots"] = sqs_slots(adapted, parameter_values(adapted, overrides))
     shorten_visibility(ministack.endpoint, state["queues"])
     lap("sam deploy")
     load_store_master(ministack.endpoint, state["tables"]["StoresTable"], workdir)
@@ -566,6 +573,26 @@ def deploy_stack(
         lap("warm-up")
     state["timings_s"] = timings
     return state
+
+
+def sqs_slots(template: Mapping[str, Any], parameters: Mapping[str, str]) -> dict[str, int]:
+    """Images each SQS event source processes at once, by "<Function>.<Event>": its
+    MaximumConcurrency times its BatchSize (the local stack's state file says the same)."""
+
+    def value(node: Any) -> int:
+        return int(parameters[node["Ref"]] if isinstance(node, dict) else node)
+
+    slots = {}
+    for logical_id, resource in template["Resources"].items():
+        events = resource.get("Properties", {}).get("Events", {})
+        for event_id, event in events.items():
+            props = event.get("Properties", {})
+            concurrency = props.get("ScalingConfig", {}).get("MaximumConcurrency")
+            if event.get("Type") == "SQS" and concurrency is not None:
+                slots[f"{logical_id}.{event_id}"] = value(concurrency) * value(
+                    props.get("BatchSize", 10)
+                )
+    return slots
 
 
 def run_tests(state_path: Path, pytest_args: Sequence[str]) -> int:

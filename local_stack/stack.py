@@ -139,6 +139,8 @@ class StackEndpoints:
     functions: dict[str, str]  # logical id -> function name
     routes: list[str]  # "METHOD /path"
     pid: int
+    # "<Function>.<Event>" -> images one SQS source processes at once (pollers x BatchSize).
+    sqs_slots: dict[str, int] = field(default_factory=dict)
 
 
 class LocalStack:
@@ -153,6 +155,7 @@ class LocalStack:
         self.moto = MotoServer(self.config.moto_port, dynamodb_local_jar=jar)
         self.model: StackModel | None = None
         self.functions: dict[str, FunctionRuntime] = {}
+        self.sqs_slots: dict[str, int] = {}
         self.api: ApiGateway | None = None
         self.local_endpoints: dict[tuple[str, str], LocalEndpoint] = {
             ("GET", "/api/openapi.json"): self._openapi,
@@ -232,6 +235,7 @@ class LocalStack:
             functions={s.logical_id: s.name for s in specs},
             routes=[f"{r.method} {r.path}" for s in specs for r in s.api_routes],
             pid=os.getpid(),
+            sqs_slots=self.sqs_slots,
         )
         if self.config.state_file:
             self.config.state_file.write_text(json.dumps(asdict(self.endpoints), indent=2))
@@ -263,6 +267,7 @@ class LocalStack:
                 )
                 if source.maximum_concurrency:
                     count = min(count, source.maximum_concurrency)
+                self.sqs_slots[f"{spec.logical_id}.{source.event}"] = count * source.batch_size
                 for index in range(count):
                     pollers.append(
                         SqsPoller(

@@ -61,6 +61,8 @@ class Stack:
     kind: str = "local"
     # Deployed only: each function's CloudWatch Logs group, by the function's logical id.
     log_groups: dict[str, str] = field(default_factory=dict)
+    # "<Function>.<Event>" -> images that SQS source processes at once (both state files).
+    sqs_slots: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.http = requests.Session()
@@ -176,6 +178,7 @@ def _deployed_stack(state_path: Path) -> Iterator[Stack]:
             ready_s=0.0,
             kind="deployed",
             log_groups=state["log_groups"],
+            sqs_slots=state["sqs_slots"],
         )
     finally:
         images.stop()
@@ -223,6 +226,7 @@ def _local_stack(
             images=images,
             log_path=log_path,
             ready_s=time.monotonic() - started,
+            sqs_slots=state["sqs_slots"],
         )
     finally:
         process.terminate()
