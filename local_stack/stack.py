@@ -26,6 +26,7 @@ from local_stack import dynamodb_local
 from local_stack.api_gateway import ApiGateway, LocalEndpoint
 from local_stack.aws import DUMMY_CREDENTIALS, MotoServer, create_resources
 from local_stack.event_sources import RequestTally, Schedule, SqsPoller
+from local_stack.events import EventLog
 from local_stack.model import FunctionSpec, StackModel
 from local_stack.runtime import FunctionRuntime, Invocation, LogSink
 from local_stack.template import REGION
@@ -223,6 +224,9 @@ class LocalStack:
                 thread.start()
             self._threads.extend(pollers)
             self._start_schedules(specs)
+            event_log = EventLog(self.moto.url, self.config.stack_name, self.sink, self._stopping)
+            event_log.create().start()
+            self._threads.append(event_log)
         except BaseException:
             self.stop()
             raise

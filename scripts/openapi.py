@@ -38,6 +38,7 @@ def load_function(name: str) -> ModuleType:
     os.environ.setdefault("IMAGE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Images")
     os.environ.setdefault("EXPRESS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Express")
     os.environ.setdefault("PAGE_TOKEN_SECRET_ARN", "PageTokenSecret")
+    os.environ.setdefault("WEBHOOK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Webhooks")
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -23,6 +23,8 @@ os.environ.update(
         # Every job on the image queue, as before the express lane; its tests set their own.
         "EXPRESS_MAX_IMAGES": "0",
         "PAGE_TOKEN_SECRET_ARN": "retail-pulse-PageTokenSecret",
+        "WEBHOOK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/Webhooks",
+        "WEBHOOK_SIGNING_SECRET_ARN": "retail-pulse-WebhookSigningSecret",
         "POWERTOOLS_SERVICE_NAME": "retail-pulse",
         "POWERTOOLS_METRICS_NAMESPACE": "RetailPulse",
         "POWERTOOLS_TRACE_DISABLED": "true",
@@ -54,6 +56,7 @@ class Aws:
     sqs: object
     queue_url: str
     dlq_url: str
+    webhook_url: str = ""
 
     def receive(self, max_messages: int = 10_000) -> list[dict]:
         """Receive (not delete) what is visible on the image queue, as a poller would."""
@@ -108,6 +111,9 @@ def aws() -> Iterator[Aws]:
         boto3.client("secretsmanager", region_name="us-east-1").create_secret(
             Name=os.environ["PAGE_TOKEN_SECRET_ARN"], SecretString="test-page-token-key"
         )
+        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name=os.environ["WEBHOOK_SIGNING_SECRET_ARN"], SecretString="test-webhook-key"
+        )
         sqs = boto3.client("sqs", region_name="us-east-1")
         dlq_url = sqs.create_queue(QueueName="ImagesDeadLetter")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
@@ -125,7 +131,10 @@ def aws() -> Iterator[Aws]:
         assert queue_url == os.environ["IMAGE_QUEUE_URL"]
         express_url = sqs.create_queue(QueueName="ExpressImages")["QueueUrl"]
         assert express_url == os.environ["EXPRESS_QUEUE_URL"]
-        yield Aws(sqs=sqs, queue_url=queue_url, dlq_url=dlq_url)
+        webhook_url = sqs.create_queue(QueueName="Webhooks")["QueueUrl"]
+        assert webhook_url == os.environ["WEBHOOK_QUEUE_URL"]
+        boto3.client("events", region_name="us-east-1")  # the default bus exists in moto
+        yield Aws(sqs=sqs, queue_url=queue_url, dlq_url=dlq_url, webhook_url=webhook_url)
         for model in ALL_MODELS:
             model._connection = None
 

@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
-# The submit body's fields (openapi.json: SubmitRequest and Visit).
+# The submit body's fields (openapi.json: SubmitRequest and Visit): the required ones, and
+# the optional callback_url (where the service POSTs a signed job.finished webhook).
 SUBMIT_FIELDS = ("count", "visits")
+OPTIONAL_SUBMIT_FIELDS = ("callback_url",)
 VISIT_FIELDS = ("store_id", "image_url", "visit_time")
 STORE_ID_MIN_LENGTH = 1
 STORE_ID_MAX_LENGTH = 64
@@ -117,6 +119,13 @@ def url_problem(url: str, limits: Limits) -> str | None:
     return None
 
 
+def callback_problem(url: str, limits: Limits) -> str | None:
+    """Why the service would refuse `url` as a job's callback_url, or None when it takes it:
+    the same rule as an image URL (an http or https URL with a host, within the length
+    limit), since the service checks both alike."""
+    return url_problem(url, limits)
+
+
 def field_problems(body: Mapping[str, Any], limits: Limits) -> list[str]:
     """Every field of a submit body the service would reject, one sentence each naming
     the field; empty when every field is right (then see `job_problem`)."""
@@ -138,6 +147,12 @@ def field_problems(body: Mapping[str, Any], limits: Limits) -> list[str]:
     else:
         for index, visit in enumerate(visits):
             problems.extend(_visit_problems(f"visits[{index}]", visit, limits))
+    callback = body.get("callback_url")
+    if callback is not None:  # optional; null is the same as leaving it out
+        if not isinstance(callback, str):
+            problems.append("callback_url must be a string")
+        elif (problem := callback_problem(callback, limits)) is not None:
+            problems.append(f"callback_url {problem}")
     return problems
 
 

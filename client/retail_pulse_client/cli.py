@@ -1,39 +1,49 @@
-"""`retail-pulse`: submit jobs, watch them, read visits back, import the store master,
-add and list the API's clients.
+"""`retail-pulse`: submit jobs, watch, cancel and retry them, list them, export a job's
+results, read visits back, import the store master, add and list the API's clients.
 
-stdout carries results (a job id, a final status, visits) and stderr carries progress and
-messages, so `JOB=$(retail-pulse submit job.csv)` and `retail-pulse visits --format csv >
-out.csv` do what they say.
+stdout carries results (a job id, a final status, jobs, results, visits) and stderr carries
+progress and messages, so `JOB=$(retail-pulse submit job.csv)` and `retail-pulse results
+"$JOB" > out.csv` do what they say.
 
-Exit status: 0 done (the job completed, or is still going for `status` without --watch);
-1 the job failed (or, for `stores import`, some rows were rejected); 2 bad usage or bad
-input, with what to fix; 3 the service, the table or (for `clients`) AWS could not be
-reached; 130 stopped by Ctrl-C (the job itself goes on).
+Exit status: 0 done (the job completed, or is still going for `status` without --watch; for
+`cancel` and `retry`, the job was cancelled or is going again); 1 the job failed or was
+cancelled (or, for `stores import`, some rows were rejected); 2 bad usage or bad input, an
+unknown job, or a job whose state does not allow it (the API's 409), with what to fix; 3 the
+service, the table or (for `clients`) AWS could not be reached; 130 stopped by Ctrl-C (the
+job itself goes on).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from retail_pulse_client.checks import parse_timestamp
+from retail_pulse_client.checks import Limits, callback_problem, parse_timestamp
 from retail_pulse_client.client import (
     DEFAULT_API_URL,
+    JOBS_MAX_LIMIT,
+    RESULTS_MAX_LIMIT,
     ApiError,
     ClientError,
+    JobsPage,
     JobStatus,
+    JobSummary,
+    Progress,
     RetailPulseClient,
     ServiceUnavailable,
     VisitResult,
@@ -90,6 +100,20 @@ class VisitsFormat(StrEnum):
 class TableOrJson(StrEnum):
     table = "table"
     json = "json"
+
+
+class CsvOrJson(StrEnum):
+    csv = "csv"
+    json = "json"
+
+
+class JobStateChoice(StrEnum):
+    """The statuses GET /api/jobs filters by (client.JOB_STATES)."""
+
+    ongoing = "ongoing"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
 
 
 ApiUrl = Annotated[
@@ -153,12 +177,17 @@ def _stdout_console() -> Console:
     return Console(color_system=None, width=1000, soft_wrap=True)
 
 
+class UsageError(Exception):
+    """A flag's value cannot be used (an --output that cannot be written, ...); the message
+    names the flag and says what is wrong."""
+
+
 @contextmanager
 def _reporting_errors() -> Iterator[None]:
     """Turn every expected failure into one readable line and its exit status."""
     try:
         yield
-    except JobFileError as error:
+    except (JobFileError, UsageError) as error:
         _say(f"error: {error}")
         raise typer.Exit(EXIT_USAGE) from None
     except ApiError as error:
@@ -196,19 +225,30 @@ def _status_json(status: JobStatus) -> str:
     return json.dumps(body)
 
 
+def _outcome(status: JobStatus) -> int:
+    """The exit status a job's state deserves: only a job that failed or was cancelled (its
+    work not done) is a failure; an ongoing one is not yet anything."""
+    return EXIT_FAILED if status.status in ("failed", "cancelled") else EXIT_OK
+
+
+def _counts(progress: Progress) -> str:
+    """`3 succeeded, 1 failed`, and the cancelled images when the job has any."""
+    text = f"{progress.succeeded} succeeded, {progress.failed} failed"
+    if progress.cancelled is not None:
+        text += f", {progress.cancelled} cancelled"
+    return text
+
+
 def _report(status: JobStatus, output_format: TextOrJson) -> int:
     """Print a job's status (stdout) and return the exit status it deserves."""
-    code = EXIT_FAILED if status.status == "failed" else EXIT_OK
+    code = _outcome(status)
     if output_format is TextOrJson.json:
         print(_status_json(status))
         return code
     progress = status.progress
     counts = ""
     if progress is not None:
-        counts = (
-            f": {progress.done}/{progress.total} images done, "
-            f"{progress.succeeded} succeeded, {progress.failed} failed"
-        )
+        counts = f": {progress.done}/{progress.total} images done, {_counts(progress)}"
     print(f"Job {status.job_id} {status.status}{counts}")
     if status.errors:
         if is_terminal(sys.stdout):
@@ -254,18 +294,34 @@ def submit(
             show_default=False,
         ),
     ] = None,
+    callback: Annotated[
+        str | None,
+        typer.Option(
+            "--callback",
+            help="An http or https URL the service POSTs a signed job.finished webhook to "
+            "when the job ends (the body's callback_url; this flag wins over the file's).",
+            show_default=False,
+        ),
+    ] = None,
     output_format: Format = TextOrJson.text,
     api: ApiUrl = DEFAULT_API_URL,
     api_key: ApiKey = None,
 ) -> None:
     """Check a job file locally, submit it, and print the job id.
 
-    With --wait, exit 0 when the job completed and 1 when it failed (the failed stores are
-    listed); bad input exits 2 and names the line to fix.
+    With --wait, exit 0 when the job completed and 1 when it failed or was cancelled (the
+    failed stores are listed); bad input, a bad --callback URL included, exits 2 and names
+    what to fix.
     """
+    if callback is not None:
+        problem = callback_problem(callback, Limits.from_env())
+        if problem:
+            _say(f"error: --callback {problem}")
+            raise typer.Exit(EXIT_USAGE)
     with _reporting_errors(), RetailPulseClient(api, api_key) as client:
         job = load_job(file)
-        job_id = client.submit(job.payload, idempotency_key)
+        payload = job.payload if callback is None else {**job.payload, "callback_url": callback}
+        job_id = client.submit(payload, idempotency_key)
         _say(
             f"Submitted {_count(job.images, 'image')} in {_count(job.visits, 'visit')} "
             f"as job {job_id}"
@@ -292,11 +348,265 @@ def status(
 ) -> None:
     """Print a job's status and progress; failed stores are listed with their errors.
 
-    Exit 0 for a completed or ongoing job, 1 for a failed one, 2 for an unknown job id.
+    Exit 0 for a completed or ongoing job, 1 for a failed or cancelled one, 2 for an unknown
+    job id.
     """
     with _reporting_errors(), RetailPulseClient(api, api_key) as client:
         final = _watch(client, job_id) if watch else client.status(job_id)
         raise typer.Exit(_report(final, output_format))
+
+
+JobId = Annotated[str, typer.Argument(help="The job id that submit printed.", show_default=False)]
+
+
+@app.command(epilog="Example: retail-pulse cancel 0b6a6f3e-...")
+def cancel(
+    job_id: JobId,
+    output_format: Format = TextOrJson.text,
+    api: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Cancel an ongoing job: its images not yet processed never are. Print its status, now
+    cancelled, with how many images were cancelled.
+
+    Exit 0 cancelled; 2 for an unknown job id, or a job that has already ended (the API
+    says how); 3 the API could not be reached.
+    """
+    with _reporting_errors(), RetailPulseClient(api, api_key) as client:
+        final = client.cancel(job_id)
+        code = _report(final, output_format)
+        raise typer.Exit(EXIT_OK if final.status == "cancelled" else code)
+
+
+@app.command(epilog="Example: retail-pulse retry 0b6a6f3e-... --wait")
+def retry(
+    job_id: JobId,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show live progress and wait until the job ends.")
+    ] = False,
+    output_format: Format = TextOrJson.text,
+    api: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Retry a failed job: its failed images are processed again. Print its status, ongoing
+    again.
+
+    Exit 0 once it is going again (with --wait, 0 when it then completed and 1 when it
+    failed again); 2 for an unknown job id, or a job that did not fail (the API says how);
+    3 the API could not be reached.
+    """
+    with _reporting_errors(), RetailPulseClient(api, api_key) as client:
+        restarted = client.retry(job_id)
+        if not wait:
+            code = _report(restarted, output_format)
+            raise typer.Exit(EXIT_OK if restarted.status == "ongoing" else code)
+        _say(f"Retrying job {job_id}")
+        raise typer.Exit(_report(_watch(client, job_id), output_format))
+
+
+@app.command(epilog="Example: retail-pulse jobs --status failed --all")
+def jobs(
+    status_filter: Annotated[
+        JobStateChoice | None,
+        typer.Option("--status", help="Only jobs of this status.", show_default=False),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            min=1,
+            max=JOBS_MAX_LIMIT,
+            help="Jobs per page (the API's default is 20).",
+            show_default=False,
+        ),
+    ] = None,
+    all_pages: Annotated[
+        bool, typer.Option("--all", help="Follow every page to the oldest job.")
+    ] = False,
+    output_format: Annotated[
+        TableOrJson,
+        typer.Option("--format", help="json is for programs: the API's body, one object."),
+    ] = TableOrJson.table,
+    api: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """List your jobs, newest first: id, status, when created and finished, and progress.
+
+    One page, unless --all follows every page; when more jobs exist than shown, stderr says
+    so (and with --format json the object carries the API's `next`). Exit 0 listed; 2 bad
+    usage; 3 the API could not be reached.
+    """
+    state = None if status_filter is None else status_filter.value
+    with _reporting_errors(), RetailPulseClient(api, api_key) as client:
+        if all_pages:
+            page = JobsPage(jobs=tuple(client.jobs(status=state, limit=limit)))
+        else:
+            page = client.jobs_page(status=state, limit=limit)
+        if output_format is TableOrJson.json:
+            print(json.dumps(_jobs_json(page), indent=2))
+        else:
+            _print_jobs(page.jobs, state)
+        if page.next:
+            _say("More jobs exist: --all lists every one.")
+
+
+def _jobs_json(page: JobsPage) -> dict[str, Any]:
+    """The API's body: finished_at null until a job ends, `cancelled` and `next` only when
+    there are such."""
+    body: dict[str, Any] = {
+        "jobs": [
+            {
+                **job.model_dump(mode="json"),
+                "progress": job.progress.model_dump(mode="json", exclude_none=True),
+            }
+            for job in page.jobs
+        ]
+    }
+    if page.next:
+        body["next"] = page.next
+    return body
+
+
+def _progress_cell(progress: Progress) -> str:
+    return f"{progress.done}/{progress.total} ({_counts(progress)})"
+
+
+def _print_jobs(listed: Sequence[JobSummary], state: str | None) -> None:
+    if not listed:
+        _say(f"No {state} jobs." if state else "No jobs yet: submit one with retail-pulse submit")
+        return
+    table = Table("job_id", "status", "created_at", "finished_at", "progress")
+    for job in listed:
+        table.add_row(
+            job.job_id,
+            job.status,
+            job.created_at,
+            job.finished_at or "",
+            _progress_cell(job.progress),
+        )
+    _stdout_console().print(table)
+    _say(_count(len(listed), f"{state} job" if state else "job"))
+
+
+@app.command(epilog="Example: retail-pulse results 0b6a6f3e-... --format csv --output results.csv")
+def results(
+    job_id: JobId,
+    output_format: Annotated[
+        CsvOrJson,
+        typer.Option(
+            "--format",
+            help="csv: one header row, then one row per image; json: one object, "
+            '{"job_id": ..., "results": [...]}.',
+        ),
+    ] = CsvOrJson.csv,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file (replaced only once every page is read) instead of stdout.",
+            show_default=False,
+        ),
+    ] = None,
+    page_size: Annotated[
+        int | None,
+        typer.Option(
+            "--page-size",
+            min=1,
+            max=RESULTS_MAX_LIMIT,
+            help="Images per request.",
+            show_default=False,
+        ),
+    ] = None,
+    api: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Export every image's result of a job, across all result pages, in submit order:
+    store_id, image_url, visit_time, status (pending, succeeded, failed, cancelled),
+    perimeter, width, height, error.
+
+    A summary of the statuses goes to stderr. Exit 0 exported; 2 for an unknown job id or
+    an --output that cannot be written; 3 the API could not be reached.
+    """
+    with (
+        _reporting_errors(),
+        RetailPulseClient(api, api_key) as client,
+        _output_stream(output) as stream,
+    ):
+        if output_format is CsvOrJson.csv:
+            states = _write_results_csv(stream, client.results_csv(job_id, limit=page_size))
+        else:
+            rows = [row.model_dump(mode="json") for row in client.results(job_id, page_size)]
+            json.dump({"job_id": job_id, "results": rows}, stream, indent=2)
+            stream.write("\n")
+            states = Counter(str(row["status"]) for row in rows)
+    total = sum(states.values())
+    where = f" to {output}" if output is not None else ""
+    summary = ", ".join(f"{number} {state}" for state, number in sorted(states.items()))
+    _say(f"Wrote {_count(total, 'result')} of job {job_id}{where}: {summary or 'no images'}")
+
+
+def _write_results_csv(stream: IO[str], rows: Iterable[Sequence[str]]) -> Counter[str]:
+    """The service's CSV, its header once, row by row as the pages arrive (so a large
+    export starts at once); returns how many images are in each status."""
+    writer = csv.writer(stream, lineterminator="\n")
+    states: Counter[str] = Counter()
+    status_column = -1
+    for number, row in enumerate(rows):
+        writer.writerow(row)
+        if number == 0:  # the header: the service names the columns
+            status_column = list(row).index("status") if "status" in row else -1
+        elif 0 <= status_column < len(row):
+            states[row[status_column]] += 1
+    return states
+
+
+@contextmanager
+def _output_stream(path: Path | None) -> Iterator[IO[str]]:
+    """stdout, or a file next to `path` that replaces it only when everything was written:
+    an export that fails half way never leaves a file that looks complete."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = path.expanduser()
+    if target.is_dir():
+        raise UsageError(f"--output: {path} is a directory; name a file in it")
+    try:
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, then renamed)
+            "w",
+            encoding="utf-8",
+            newline="",
+            dir=target.parent,
+            prefix=f".{target.name}.",
+            suffix=".part",
+            delete=False,
+        )
+    except OSError as error:
+        raise UsageError(f"--output: cannot write {path}: {error.strerror or error}") from None
+    partial = Path(handle.name)
+    try:
+        with handle:
+            yield handle
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    try:
+        partial.chmod(_new_file_mode(target))
+        partial.replace(target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise UsageError(f"--output: cannot write {path}: {error.strerror or error}") from None
+
+
+def _new_file_mode(target: Path) -> int:
+    """The mode the file would have had if written in place: its own when it exists, else
+    what the umask leaves of rw-rw-rw- (a temporary file is created rw-------)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 @app.command(

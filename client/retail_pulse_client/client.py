@@ -1,11 +1,14 @@
-"""RetailPulseClient: submit a job, watch it, read the visit results back, over HTTP.
+"""RetailPulseClient: submit a job, watch it, cancel or retry it, list jobs, read a job's
+results and the visits back, over HTTP.
 
 Transient trouble (a dropped connection, HTTP 429, any 5xx) is retried a bounded number of
 times with exponential backoff and full jitter, so a brief outage or throttling never
 surfaces to the caller, yet a dead service is reported in well under a minute. Submits are
 retried too: every submit carries an Idempotency-Key, so a retried POST never creates a
-second job. Any other 4xx is the caller's mistake and raises ApiError at once with the
-server's own `error` text.
+second job. Cancel and retry are retried as well: when an answer was lost and the retry
+meets a 409 (the first try had already done it), the job's status is read to tell. Any
+other 4xx is the caller's mistake and raises ApiError (Conflict for a 409, UnknownJob for
+the SPEC's `400 {}`) at once with the server's own `error` text.
 
 The response models below are written by hand, and tests/unit/test_client_contract.py
 holds each against its schema in openapi.json (fields, types, what is required), so a
@@ -14,22 +17,46 @@ change to the API breaks a test here rather than a user's script.
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_API_URL = "http://127.0.0.1:3000"
-# The visits API returns `next` when more pages exist; the next request sends it back
-# under the same name.
+# The paged routes (visits, jobs, results) return `next` when more pages exist; the next
+# request sends it back under the same name. A CSV page of results carries it in a header.
 NEXT_PARAM = "next"
-TERMINAL = frozenset({"completed", "failed"})
+NEXT_HEADER = "Retail-Pulse-Next"
+# A job's status, and an image's in a job's results (openapi.json: StatusResponse,
+# JobSummary, ResultRow); `cancelled` is final, like completed and failed.
+JobState = Literal["ongoing", "completed", "failed", "cancelled"]
+ImageState = Literal["pending", "succeeded", "failed", "cancelled"]
+JOB_STATES: tuple[str, ...] = get_args(JobState)
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# The page sizes the routes allow (openapi.json: the `limit` parameters).
+JOBS_MAX_LIMIT = 100
+RESULTS_MAX_LIMIT = 1000
+# GET /api/results?format=csv: the header row every page starts with (ResultRow's fields).
+RESULT_COLUMNS = (
+    "store_id",
+    "image_url",
+    "visit_time",
+    "status",
+    "perimeter",
+    "width",
+    "height",
+    "error",
+)
 # A wrong job id is worth retrying never, a throttled or failing service always.
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
 
@@ -41,15 +68,21 @@ class ClientError(Exception):
 class ApiError(ClientError):
     """The API answered with an error status (a 4xx, or a 5xx that outlasted the retries)."""
 
-    def __init__(self, status_code: int, message: str, body: Any = None) -> None:
+    def __init__(self, status_code: int, message: str, body: Any = None, attempts: int = 1) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.body = body
+        self.attempts = attempts  # how many tries the call took, the answered one included
 
 
 class UnknownJob(ApiError):
-    """GET /api/status answered 400 `{}`: the service has no job with that id."""
+    """A job route answered 400 `{}`: the service has no job with that id (for this client)."""
+
+
+class Conflict(ApiError):
+    """409: the job's state does not allow it (cancelling a finished job, retrying one that
+    did not fail), or a submit's Idempotency-Key is busy or was used for another body."""
 
 
 class ServiceUnavailable(ClientError):
@@ -64,14 +97,26 @@ class _Model(BaseModel):
 _M = TypeVar("_M", bound=_Model)
 
 
+class _Paged(_Model):
+    """A page of a paged route: `next` is present only when another page exists."""
+
+    next: str | None = None
+
+
+_P = TypeVar("_P", bound=_Paged)
+
+
 class Progress(_Model):
     total: int
     succeeded: int
     failed: int
+    # Only a cancelled job's progress has it: its images never processed.
+    cancelled: int | None = None
 
     @property
     def done(self) -> int:
-        return self.succeeded + self.failed
+        """Images with a final state; all of them (== total) once the job has ended."""
+        return self.succeeded + self.failed + (self.cancelled or 0)
 
 
 class StoreError(_Model):
@@ -88,7 +133,7 @@ class SubmitAccepted(_Model):
 class JobStatus(_Model):
     """The body of GET /api/status for a known job."""
 
-    status: Literal["ongoing", "completed", "failed"]
+    status: JobState
     job_id: str
     progress: Progress | None = None  # optional in the SPEC; this service always sends it
     errors: tuple[StoreError, ...] = Field(default=(), alias="error")
@@ -118,11 +163,57 @@ class VisitResult(_Model):
     data: tuple[ImageResult, ...] = ()
 
 
-class VisitsPage(_Model):
+class VisitsPage(_Paged):
     """The body of GET /api/visits: one page of results, and `next` when more exist."""
 
     results: tuple[VisitResult, ...]
     next: str | None = None
+
+
+class JobSummary(_Model):
+    """One job of GET /api/jobs: times are RFC 3339 in UTC, finished_at null until it ends."""
+
+    job_id: str
+    status: JobState
+    created_at: str
+    finished_at: str | None = None
+    progress: Progress
+
+
+class JobsPage(_Paged):
+    """The body of GET /api/jobs: the caller's jobs newest first, and `next` when more exist."""
+
+    jobs: tuple[JobSummary, ...]
+    next: str | None = None
+
+
+class ResultRow(_Model):
+    """One image of GET /api/results, in submit order; null where it has no such value."""
+
+    store_id: str
+    image_url: str | None = None
+    visit_time: str | None = None
+    status: ImageState
+    perimeter: int | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+
+
+class ResultsPage(_Paged):
+    """The body of GET /api/results (JSON): one page of a job's images, `next` when more exist."""
+
+    results: tuple[ResultRow, ...]
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class CsvPage:
+    """One page of GET /api/results?format=csv: its header row, its rows, the next token."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    next: str | None
 
 
 def _timestamp(value: str | datetime | None) -> str | None:
@@ -190,13 +281,26 @@ class RetailPulseClient:
 
     def status(self, job_id: str) -> JobStatus:
         """GET /api/status; raises UnknownJob when the service has no such job."""
-        try:
+        with _unknown_job(job_id):
             body = self._request("GET", "/api/status", params={"jobid": job_id})
-        except ApiError as error:
-            if error.status_code == 400 and error.body == {}:
-                raise UnknownJob(400, f"there is no job with id '{job_id}'", {}) from None
-            raise
         return self._parse(JobStatus, body, "status")
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """POST /api/cancel: stop an ongoing job; its images not yet processed never are.
+
+        Returns the job's status, now `cancelled` (progress counts the cancelled images).
+        Raises Conflict with the service's words when the job has already ended, UnknownJob
+        when there is no such job.
+        """
+        return self._change("cancel", job_id, done=lambda status: status.status == "cancelled")
+
+    def retry(self, job_id: str) -> JobStatus:
+        """POST /api/retry: process a failed job's failed images again.
+
+        Returns the job's status, `ongoing` again. Raises Conflict with the service's words
+        when the job did not fail, UnknownJob when there is no such job.
+        """
+        return self._change("retry", job_id, done=lambda status: status.status != "failed")
 
     def wait(
         self,
@@ -206,7 +310,7 @@ class RetailPulseClient:
         poll_cap: float = 5.0,
         timeout: float | None = None,
     ) -> JobStatus:
-        """Poll status until the job is completed or failed, and return the final status.
+        """Poll status until the job is completed, failed or cancelled; return that status.
 
         The interval starts at `poll` and grows by half each time up to `poll_cap`: a short
         job is noticed quickly, an hour-long one costs few requests. `on_progress` sees
@@ -237,29 +341,62 @@ class RetailPulseClient:
 
         Results stream page by page, so a caller can stop early without reading them all.
         """
-        params: dict[str, str | int] = {
-            name: value
-            for name, value in (
-                ("storeid", store),
-                ("area", area),
-                ("startdate", _timestamp(start)),
-                ("enddate", _timestamp(end)),
-                ("limit", limit),
-            )
-            if value is not None
-        }
-        seen_tokens: set[str] = set()
-        while True:
-            body = self._request("GET", "/api/visits", params=params)
-            page = self._parse(VisitsPage, body, "visits")
+        params = _present(
+            ("storeid", store),
+            ("area", area),
+            ("startdate", _timestamp(start)),
+            ("enddate", _timestamp(end)),
+            ("limit", limit),
+        )
+        for page in self._pages("visits", params, VisitsPage):
             yield from page.results
-            token = page.next
-            if not token:
-                return
-            if token in seen_tokens:  # a server bug would otherwise loop forever
-                raise ClientError(f"the visits API sent the page token {token!r} twice")
-            seen_tokens.add(token)
-            params[NEXT_PARAM] = token
+
+    def jobs_page(
+        self, status: str | None = None, limit: int | None = None, next_token: str | None = None
+    ) -> JobsPage:
+        """One page of GET /api/jobs: the caller's jobs newest first, at most `limit` (1 to
+        100; the service's default 20), only those of `status` when given. Pass the page's
+        `next` back as `next_token` (with the same status) for the page after it."""
+        params = _present(("status", status), ("limit", limit), (NEXT_PARAM, next_token))
+        return self._parse(JobsPage, self._request("GET", "/api/jobs", params=params), "jobs")
+
+    def jobs(self, status: str | None = None, limit: int | None = None) -> Iterator[JobSummary]:
+        """Every job of the caller newest first, following `next` to the last page;
+        `limit` is the page size."""
+        params = _present(("status", status), ("limit", limit))
+        for page in self._pages("jobs", params, JobsPage):
+            yield from page.jobs
+
+    def results(self, job_id: str, limit: int | None = None) -> Iterator[ResultRow]:
+        """Every image of a job in submit order, whatever its state, following `next` to the
+        last page; `limit` is the page size (1 to 1,000). UnknownJob when there is none."""
+        params = _present(("jobid", job_id), ("limit", limit))
+        with _unknown_job(job_id):
+            for page in self._pages("results", params, ResultsPage):
+                yield from page.results
+
+    def results_csv(self, job_id: str, limit: int | None = None) -> Iterator[tuple[str, ...]]:
+        """A job's results as the service writes them in CSV: its header row once, then one
+        row per image across every page (each page starts with the header; it is checked
+        and dropped), following the Retail-Pulse-Next header to the last page."""
+        params = _present(("jobid", job_id), ("limit", limit), ("format", "csv"))
+        header: tuple[str, ...] | None = None
+        seen_tokens: set[str] = set()
+        with _unknown_job(job_id):
+            while True:
+                page = self._csv_page("/api/results", params)
+                if header is None:
+                    header = page.header
+                    yield header
+                elif page.header != header:
+                    raise ClientError(
+                        f"the results API changed its CSV columns between pages: "
+                        f"{','.join(header)} became {','.join(page.header)}"
+                    )
+                yield from page.rows
+                if not page.next:
+                    return
+                params[NEXT_PARAM] = _fresh(page.next, seen_tokens, "results")
 
     # -- transport -----------------------------------------------------------------------
 
@@ -274,7 +411,8 @@ class RetailPulseClient:
         bound = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
         return random.uniform(0, bound)
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> tuple[requests.Response, int]:
+        """The response that ended the retries, and how many attempts it took."""
         url = self.base_url + path
         for attempt in range(1, self.max_attempts + 1):
             last_try = attempt == self.max_attempts
@@ -291,8 +429,61 @@ class RetailPulseClient:
             if response.status_code in _RETRY_STATUS and not last_try:
                 self._sleep(self._backoff(attempt, response.headers.get("Retry-After")))
                 continue
-            return _body_or_raise(response, attempt)
+            return response, attempt
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return _body_or_raise(*self._send(method, path, **kwargs))
+
+    def _change(self, action: str, job_id: str, done: Callable[[JobStatus], bool]) -> JobStatus:
+        """POST /api/<action>?jobid=; a 409 met only on a retry is checked against the status:
+        when the job is as the action leaves it, the lost first try did it."""
+        try:
+            with _unknown_job(job_id):
+                body = self._request("POST", f"/api/{action}", params={"jobid": job_id})
+        except Conflict as conflict:
+            if conflict.attempts > 1 and done(current := self.status(job_id)):
+                return current
+            raise
+        return self._parse(JobStatus, body, action)
+
+    def _pages(self, what: str, params: dict[str, str | int], model: type[_P]) -> Iterator[_P]:
+        """GET /api/<what> page by page, sending each page's `next` back until there is none."""
+        seen_tokens: set[str] = set()
+        while True:
+            page = self._parse(model, self._request("GET", f"/api/{what}", params=params), what)
+            yield page
+            if not page.next:
+                return
+            params[NEXT_PARAM] = _fresh(page.next, seen_tokens, what)
+
+    def _csv_page(self, path: str, params: dict[str, str | int]) -> CsvPage:
+        response, attempts = self._send(
+            "GET", path, params=params, headers={"Accept": "text/csv, application/json"}
+        )
+        if not response.ok:
+            _body_or_raise(response, attempts)  # raises with the server's words
+        kind, *options = response.headers.get("Content-Type", "").split(";")
+        if kind.strip().lower() != "text/csv":
+            raise ClientError(
+                f"GET {response.url} answered {kind.strip() or 'no content type'} where CSV "
+                "was asked for"
+            )
+        charset = "utf-8"  # RFC 7111's default would be US-ASCII; the service says UTF-8
+        for option in options:
+            name, _, value = option.partition("=")
+            if name.strip().lower() == "charset":
+                charset = value.strip().strip('"')
+        try:
+            text = response.content.decode(charset)
+        except (LookupError, UnicodeDecodeError) as error:
+            raise ClientError(
+                f"GET {response.url} answered CSV that is not {charset}: {error}"
+            ) from None
+        rows = [tuple(row) for row in csv.reader(io.StringIO(text, newline=""))]
+        if not rows:
+            raise ClientError(f"GET {response.url} answered an empty CSV page (no header row)")
+        return CsvPage(rows[0], tuple(rows[1:]), response.headers.get(NEXT_HEADER) or None)
 
     @staticmethod
     def _parse(model: type[_M], body: Any, what: str) -> _M:
@@ -302,6 +493,30 @@ class RetailPulseClient:
             raise ClientError(
                 f"the {what} API sent a body this client does not understand: {error}"
             ) from error
+
+
+def _present(*pairs: tuple[str, str | int | None]) -> dict[str, str | int]:
+    """Query parameters without the ones not given."""
+    return {name: value for name, value in pairs if value is not None}
+
+
+def _fresh(token: str, seen: set[str], what: str) -> str:
+    """A page token not sent before: a server bug would otherwise loop forever."""
+    if token in seen:
+        raise ClientError(f"the {what} API sent the page token {token!r} twice")
+    seen.add(token)
+    return token
+
+
+@contextmanager
+def _unknown_job(job_id: str) -> Iterator[None]:
+    """The SPEC's `400 {}` of a job route as UnknownJob, naming the id."""
+    try:
+        yield
+    except ApiError as error:
+        if error.status_code == 400 and error.body == {}:
+            raise UnknownJob(400, f"there is no job with id '{job_id}'", {}) from None
+        raise
 
 
 def _reason(error: Exception) -> str:
@@ -324,12 +539,13 @@ def _body_or_raise(response: requests.Response, attempts: int) -> Any:
                 "with a body that is not JSON"
             )
         return body
+    kind = Conflict if response.status_code == 409 else ApiError
     server_text = body.get("error") if isinstance(body, dict) else None
     if isinstance(server_text, str) and server_text and response.status_code < 500:
         # A 4xx speaks for itself: the server's own words, unadorned.
-        raise ApiError(response.status_code, server_text, body)
+        raise kind(response.status_code, server_text, body, attempts)
     detail = server_text or (response.text or response.reason or "").strip()[:300]
     message = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
     if response.status_code in _RETRY_STATUS:
         message += f" (gave up after {attempts} attempts)"
-    raise ApiError(response.status_code, message, body)
+    raise kind(response.status_code, message, body, attempts)

@@ -57,6 +57,9 @@ class _CountsColumn(ProgressColumn):
         text = Text(f"{task.fields.get('succeeded', 0)} ok", style="green")
         failed = task.fields.get("failed", 0)
         text.append(f"  {failed} failed", style="red" if failed else "dim")
+        cancelled = task.fields.get("cancelled")
+        if cancelled is not None:
+            text.append(f"  {cancelled} cancelled", style="yellow")
         text.append(f"  of {task.total:.0f}" if task.total is not None else "", style="bold")
         return text
 
@@ -70,7 +73,7 @@ class JobProgress:
         self.live = is_terminal(self.stream)
         self._started = time.monotonic()
         self._first_done: int | None = None
-        self._last_line: tuple[str, int, int, int] | None = None
+        self._last_line: tuple[str, int, int, int | None, int] | None = None
         self._bar: Progress | None = None
         self._task = None
         if self.live:
@@ -84,7 +87,9 @@ class JobProgress:
                 console=Console(file=self.stream),
                 transient=False,
             )
-            self._task = self._bar.add_task("waiting", total=None, succeeded=0, failed=0)
+            self._task = self._bar.add_task(
+                "waiting", total=None, succeeded=0, failed=0, cancelled=None
+            )
 
     def __enter__(self) -> JobProgress:
         if self._bar is not None:
@@ -102,33 +107,42 @@ class JobProgress:
 
     def update(self, status: JobStatus) -> None:
         progress = status.progress
-        succeeded, failed, total = (
-            (progress.succeeded, progress.failed, progress.total) if progress else (0, 0, 0)
+        succeeded, failed, cancelled, total = (
+            (progress.succeeded, progress.failed, progress.cancelled, progress.total)
+            if progress
+            else (0, 0, None, 0)
         )
         if self._bar is not None and self._task is not None:
             self._bar.update(
                 self._task,
                 description=status.status,
                 total=total or None,
-                completed=succeeded + failed,
+                completed=succeeded + failed + (cancelled or 0),
                 succeeded=succeeded,
                 failed=failed,
+                cancelled=cancelled,
             )
             return
-        self._plain_line(status.status, succeeded, failed, total)
+        self._plain_line(status.status, succeeded, failed, cancelled, total)
 
-    def _plain_line(self, state: str, succeeded: int, failed: int, total: int) -> None:
+    def _plain_line(
+        self, state: str, succeeded: int, failed: int, cancelled: int | None, total: int
+    ) -> None:
         """One line per change; an unchanged poll prints nothing, so a long wait stays short."""
-        key = (state, succeeded, failed, total)
+        key = (state, succeeded, failed, cancelled, total)
         if key == self._last_line:
             return
         self._last_line = key
-        done = succeeded + failed
+        processed = succeeded + failed  # the rate is of images processed, never cancelled
+        done = processed + (cancelled or 0)
         elapsed = time.monotonic() - self._started
         if self._first_done is None:
-            self._first_done = done  # the rate counts only what finished while we watched
-        line = f"{state}: {done}/{total} images done ({succeeded} succeeded, {failed} failed)"
-        rate = (done - self._first_done) / elapsed if elapsed > 0 else 0.0
+            self._first_done = processed  # the rate counts only what finished while we watched
+        counts = f"{succeeded} succeeded, {failed} failed"
+        if cancelled is not None:
+            counts += f", {cancelled} cancelled"
+        line = f"{state}: {done}/{total} images done ({counts})"
+        rate = (processed - self._first_done) / elapsed if elapsed > 0 else 0.0
         if rate > 0:
             line += f", {rate:.1f} images/s"
             if done < total:

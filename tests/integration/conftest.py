@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.events import api_event
-from tests.support.handlers import FakeContext, load_handler
+from tests.support.handlers import FakeContext, function_for, load_handler
 
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi.json"
 
@@ -69,8 +69,7 @@ def call_api() -> Callable[..., ApiResult]:
     status must be one openapi.json documents for that route."""
 
     def call(method: str, path: str, **kwargs: Any) -> ApiResult:
-        name = "submit" if path.startswith("/api/submit") else path.split("/")[2]
-        handler = load_handler(name).lambda_handler
+        handler = load_handler(function_for(path)).lambda_handler
         result = ApiResult(handler(api_event(method, path, **kwargs), FakeContext()))
         assert_documented(method, path, result.status_code)
         return result

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from retail_pulse.api import models
 from retail_pulse.api.openapi import documented_responses
 from tests.integration.conftest import OPENAPI, ApiResult, job, visit
-from tests.support.handlers import load_handler
+from tests.support.handlers import function_for, load_handler
 
 ROOT = Path(__file__).resolve().parents[2]
 A = "https://images.example/2.jpg"
@@ -126,24 +126,75 @@ def results_400(call_api: Call, path: str, **_: Any) -> ApiResult:
     return call_api("GET", path, query={"jobid": "no-such-job"})
 
 
+def cancel_200(call_api: Call, path: str, **_: Any) -> ApiResult:
+    job_id = submit_201(call_api, "/api/submit/").body["job_id"]
+    return call_api("POST", path, query={"jobid": job_id})
+
+
+def cancel_409(call_api: Call, path: str, **_: Any) -> ApiResult:
+    cancelled = cancel_200(call_api, path)
+    return call_api("POST", path, query={"jobid": cancelled.body["job_id"]})
+
+
+def failed_job(call_api: Call) -> str:
+    """A job failed at submit (its store was not in the store master), whose store is in
+    the master now: a retry can re-run it."""
+    from retail_pulse.data.models import StoreRecord
+
+    job_id = call_api("POST", "/api/submit/", body=job(visit("S99999999", [A]))).body["job_id"]
+    StoreRecord(store_id="S99999999", area_code="A1", store_name="New").save()
+    return job_id
+
+
+def retry_200(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("POST", path, query={"jobid": failed_job(call_api)})
+
+
+def retry_409(call_api: Call, path: str, **_: Any) -> ApiResult:
+    # An ongoing job cannot be retried (test_job_actions.py has the other refusals).
+    job_id = submit_201(call_api, "/api/submit/").body["job_id"]
+    return call_api("POST", path, query={"jobid": job_id})
+
+
+def retry_503(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
+    from retail_pulse.data.models import JobRecord
+
+    job_id = failed_job(call_api)
+    JobRecord(job_id=job_id).update(actions=[JobRecord.event_pending.set(True)])
+
+    def bus_down(*_: Any, **__: Any) -> None:
+        raise RuntimeError("EventBridge is down")
+
+    monkeypatch.setattr("retail_pulse.jobs.actions.emit_job_finished", bus_down)
+    return call_api("POST", path, query={"jobid": job_id})
+
+
+def unknown_job_400(call_api: Call, path: str, **_: Any) -> ApiResult:
+    # Both documented bodies: {"error"} for a missing jobid, {} for an unknown job.
+    missing = call_api("POST", path)
+    assert missing.status_code == 400 and "jobid" in missing.body["error"]
+    return call_api("POST", path, query={"jobid": "no-such-job"})
+
+
 def internal_error(use_case: str) -> Callable[..., ApiResult]:
     """A bug in the route's use case: the route still answers JSON, a 500 with the request
     id (the traceback is logged; tests/unit/test_hostile_requests.py checks that)."""
 
     def scenario(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
-        function = "submit" if path.startswith("/api/submit") else path.split("/")[2]
+        function = function_for(path)
 
         def broken(*_: Any, **__: Any) -> Any:
             raise RuntimeError("a bug")
 
         monkeypatch.setattr(load_handler(function), use_case, broken)
-        method = "POST" if function == "submit" else "GET"
+        method = "POST" if function in ("submit", "job_actions") else "GET"
         kwargs: dict[str, Any] = {
             "submit": {"body": job(visit("S00339218", [A]))},
             "status": {"query": {"jobid": "any"}},
             "visits": {"query": {"storeid": "S00339218"}},
             "jobs": {},
             "results": {"query": {"jobid": "any"}},
+            "job_actions": {"query": {"jobid": "any"}},
         }[function]
         return call_api(method, path, **kwargs)
 
@@ -157,6 +208,15 @@ SCENARIOS: dict[tuple[str, str, int], Callable[..., ApiResult]] = {
     ("GET", "/api/visits", 500): internal_error("find_visits"),
     ("GET", "/api/jobs", 500): internal_error("list_jobs"),
     ("GET", "/api/results", 500): internal_error("job_results"),
+    ("POST", "/api/cancel", 500): internal_error("cancel_job"),
+    ("POST", "/api/retry", 500): internal_error("retry_job"),
+    ("POST", "/api/cancel", 200): cancel_200,
+    ("POST", "/api/cancel", 400): unknown_job_400,
+    ("POST", "/api/cancel", 409): cancel_409,
+    ("POST", "/api/retry", 200): retry_200,
+    ("POST", "/api/retry", 400): unknown_job_400,
+    ("POST", "/api/retry", 409): retry_409,
+    ("POST", "/api/retry", 503): retry_503,
     ("POST", "/api/submit/", 201): submit_201,
     ("POST", "/api/submit/", 400): submit_400,
     ("POST", "/api/submit/", 409): submit_409,

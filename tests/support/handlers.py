@@ -11,6 +11,18 @@ from types import ModuleType
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 
 
+# Routes whose function folder is not named after the route's first segment.
+_FOLDER_OF = {"cancel": "job_actions", "retry": "job_actions"}
+
+
+def function_for(path: str) -> str:
+    """The function folder behind an API path, as template.yaml wires it."""
+    if path.startswith("/api/submit"):
+        return "submit"
+    segment = path.split("/")[2]
+    return _FOLDER_OF.get(segment, segment)
+
+
 def load_handler(name: str) -> ModuleType:
     module_name = f"functions_{name}_app"
     if module_name in sys.modules:

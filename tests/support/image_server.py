@@ -9,6 +9,9 @@ Routes:
   /trickle/<key>/<n>/<W>x<H>.jpg            a hostile host for the first n requests of <key>
                                             (its status line, then a header byte a second),
                                             then the image
+  POST /hook/<key>/<n>                      a webhook receiver: 500 for the first n
+                                            deliveries, then 204; each one is recorded in
+                                            `deliveries[key]` (headers and raw body)
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import io
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -50,10 +54,21 @@ def make_image(width: int, height: int, ext: str) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class HookDelivery:
+    """One POST a webhook receiver got, and what it answered."""
+
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+
 class ImageServer:
     def __init__(self, port: int = 0) -> None:
         """On `port` of 127.0.0.1, or a free one (0)."""
         self.requests: Counter[str] = Counter()
+        self.deliveries: defaultdict[str, list[HookDelivery]] = defaultdict(list)
+        self.delivered = threading.Condition()
         self._lock = threading.Lock()
         server = self
 
@@ -68,6 +83,20 @@ class ImageServer:
                     server.requests[self.path] += 1
                     seen = server.requests[self.path]
                 self._route(seen)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                m = re.fullmatch(r"/hook/([\w-]+)/(\d+)", self.path.split("?", 1)[0])
+                if not m:
+                    self._send(404, b"no such receiver", "text/plain")
+                    return
+                with server.delivered:
+                    seen = len(server.deliveries[m[1]])
+                    code = 500 if seen < int(m[2]) else 204
+                    server.deliveries[m[1]].append(HookDelivery(dict(self.headers), body, code))
+                    server.delivered.notify_all()
+                self._send(code, b"" if code == 204 else b"receiver down", "text/plain")
 
             def _send(self, code: int, body: bytes, content_type: str) -> None:
                 self.send_response(code)
@@ -124,6 +153,17 @@ class ImageServer:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def wait_for_deliveries(self, key: str, count: int, timeout_s: float) -> list[HookDelivery]:
+        """Block until receiver `key` got `count` deliveries (woken by each one); then all
+        it got. Fails the caller's test with what arrived if they do not come in time."""
+        with self.delivered:
+            arrived = self.delivered.wait_for(
+                lambda: len(self.deliveries[key]) >= count, timeout=timeout_s
+            )
+            got = list(self.deliveries[key])
+        assert arrived, f"receiver {key} got {len(got)} of {count} deliveries: {got}"
+        return got
 
     def start(self) -> ImageServer:
         self._thread.start()

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from retail_pulse.data.models import FAILED, PENDING, SUCCEEDED, ImageRecord, JobRecord
+from retail_pulse.data.models import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    ImageRecord,
+    JobRecord,
+)
 from tests.support.events import sqs_event
 from tests.support.handlers import FakeContext, load_handler
 
@@ -93,7 +100,11 @@ def assert_accounted(job_id: str, terminal: bool = True) -> JobRecord:
     images = list(ImageRecord.query(job_id, consistent_read=True))
     states = [image.state for image in images]
     assert len(images) == job.total, (job_id, len(images), job.total)
-    assert (job.succeeded, job.failed) == (states.count(SUCCEEDED), states.count(FAILED))
+    assert (job.succeeded, job.failed, job.cancelled or 0) == (
+        states.count(SUCCEEDED),
+        states.count(FAILED),
+        states.count(CANCELLED),
+    )
     if terminal:
         assert PENDING not in states, job_id
         assert job.finished_at is not None, job_id

@@ -331,6 +331,10 @@ def test_a_bad_date_filter_exits_2_before_asking(api: FakeApi) -> None:
         [],
         ["submit"],
         ["status"],
+        ["cancel"],
+        ["retry"],
+        ["jobs"],
+        ["results"],
         ["visits"],
         ["stores"],
         ["stores", "import"],
@@ -349,6 +353,8 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
 def test_bad_usage_exits_2() -> None:
     assert CliRunner().invoke(app, ["submit"]).exit_code == 2
     assert CliRunner().invoke(app, ["visits", "--format", "xml"]).exit_code == 2
+    assert CliRunner().invoke(app, ["cancel"]).exit_code == 2
+    assert CliRunner().invoke(app, ["results", "j1", "--format", "xml"]).exit_code == 2
 
 
 # -- stores import -------------------------------------------------------------------------

@@ -10,11 +10,13 @@ import pytest
 
 from retail_pulse_client import (
     ApiError,
+    ClientError,
+    Conflict,
     RetailPulseClient,
     ServiceUnavailable,
     UnknownJob,
 )
-from tests.support.fake_api import FakeApi, fake_api
+from tests.support.fake_api import CSV_TYPE, FakeApi, FakeJobs, fake_api
 
 JOB = {
     "count": 1,
@@ -241,3 +243,196 @@ def test_the_api_key_header_is_sent_only_when_given(api: FakeApi) -> None:
     first, second = api.sent("GET", "/api/status")
     assert first.headers["x-api-key"] == "secret"
     assert "x-api-key" not in second.headers
+
+
+# -- cancel, retry, jobs, results (issue 15) ---------------------------------------------
+
+
+@pytest.fixture
+def service(api: FakeApi) -> FakeJobs:
+    return FakeJobs(api)
+
+
+def test_cancel_returns_the_cancelled_status(service: FakeJobs, client: RetailPulseClient) -> None:
+    service.add("j1", ["succeeded", "pending", "pending"])
+
+    status = client.cancel("j1")
+
+    assert status.status == "cancelled" and status.finished
+    assert status.progress is not None
+    assert (status.progress.cancelled, status.progress.done, status.progress.total) == (2, 3, 3)
+    assert service.api.sent("POST", "/api/cancel")[0].query == {"jobid": "j1"}
+
+
+def test_a_409_is_a_conflict_with_the_servers_words_and_not_retried(
+    service: FakeJobs, client: RetailPulseClient, sleeps: list[float]
+) -> None:
+    service.add("j1", ["succeeded"])
+
+    with pytest.raises(Conflict, match="the job is already completed") as raised:
+        client.cancel("j1")
+    with pytest.raises(Conflict, match="only a failed job can be retried"):
+        client.retry("j1")
+
+    assert raised.value.status_code == 409
+    assert len(service.api.sent("POST", "/api/cancel")) == 1
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry"])
+def test_cancel_and_retry_of_an_unknown_job_raise_unknown_job(
+    service: FakeJobs, client: RetailPulseClient, action: str
+) -> None:
+    with pytest.raises(UnknownJob, match="no job with id 'nope'"):
+        getattr(client, action)("nope")
+
+
+def test_a_cancel_whose_answer_was_lost_is_told_by_the_status(
+    service: FakeJobs, client: RetailPulseClient
+) -> None:
+    """The first try cancelled the job and its answer was lost (a 502); the retry meets a
+    409, and the job's status shows the cancel took."""
+    service.add("j1", ["succeeded", "cancelled"], status="cancelled")
+    service.api.on(
+        "POST", "/api/cancel", (502, {"message": "Bad Gateway"}), (409, {"error": "already"})
+    )
+
+    status = client.cancel("j1")
+
+    assert status.status == "cancelled"
+    assert len(service.api.sent("POST", "/api/cancel")) == 2
+
+
+def test_a_409_on_the_first_try_is_the_answer_even_for_a_cancelled_job(
+    service: FakeJobs, client: RetailPulseClient
+) -> None:
+    service.add("j1", ["cancelled"], status="cancelled")
+
+    with pytest.raises(Conflict, match="already cancelled"):
+        client.cancel("j1")
+    assert service.api.sent("GET", "/api/status") == []
+
+
+def test_a_retry_whose_answer_was_lost_is_told_by_the_status(
+    service: FakeJobs, client: RetailPulseClient
+) -> None:
+    service.add("j1", ["succeeded", "pending"])  # ongoing again: the lost first try did it
+    service.api.on("POST", "/api/retry", (503, {}), (409, {"error": "job j1 is ongoing"}))
+
+    assert client.retry("j1").status == "ongoing"
+
+
+def test_retry_returns_the_job_ongoing_again(service: FakeJobs, client: RetailPulseClient) -> None:
+    service.add("j1", ["succeeded", "failed"])
+
+    status = client.retry("j1")
+
+    assert status.status == "ongoing" and not status.finished
+    assert status.progress is not None and status.progress.cancelled is None
+
+
+def test_wait_ends_on_a_cancelled_job(api: FakeApi, client: RetailPulseClient) -> None:
+    progress = {"total": 4, "succeeded": 1, "failed": 0, "cancelled": 3}
+    api.on(
+        "GET",
+        "/api/status",
+        (200, status_body("ongoing", 1)),
+        (200, {"status": "cancelled", "job_id": "j1", "progress": progress}),
+    )
+
+    assert client.wait("j1").status == "cancelled"
+    assert len(api.sent("GET", "/api/status")) == 2
+
+
+def test_jobs_follow_next_with_the_same_filter(
+    service: FakeJobs, client: RetailPulseClient
+) -> None:
+    for n in range(5):
+        service.add(f"j{n}", ["failed"], created_at=f"2026-12-01T1{n}:00:00Z")
+    service.add("ok", ["succeeded"])
+
+    listed = list(client.jobs(status="failed", limit=2))
+
+    assert [job.job_id for job in listed] == ["j4", "j3", "j2", "j1", "j0"]
+    assert listed[0].finished_at == "2026-12-01T14:00:00Z" and listed[0].progress.failed == 1
+    queries = [r.query for r in service.api.sent("GET", "/api/jobs")]
+    assert [q.get("next") for q in queries] == [None, "tok-1", "tok-2"]
+    assert all(q["status"] == "failed" and q["limit"] == "2" for q in queries)
+
+
+def test_one_page_of_jobs_carries_its_next(service: FakeJobs, client: RetailPulseClient) -> None:
+    service.add("a", ["pending"], created_at="2026-12-01T10:00:00Z")
+    service.add("b", ["pending"], created_at="2026-12-01T11:00:00Z")
+
+    first = client.jobs_page(limit=1)
+    second = client.jobs_page(limit=1, next_token=first.next)
+
+    assert [j.job_id for j in first.jobs] == ["b"] and first.next == "tok-1"
+    assert [j.job_id for j in second.jobs] == ["a"] and second.next is None
+    assert first.jobs[0].finished_at is None
+
+
+def test_results_follow_next_to_the_last_page(service: FakeJobs, client: RetailPulseClient) -> None:
+    service.add("j1", ["succeeded", "failed", "pending"])
+
+    rows = list(client.results("j1", limit=1))
+
+    assert [row.status for row in rows] == ["succeeded", "failed", "pending"]
+    assert rows[0].perimeter == 300 and rows[1].perimeter is None and rows[1].error
+    assert [r.query.get("next") for r in service.api.sent("GET", "/api/results")] == [
+        None,
+        "tok-1",
+        "tok-2",
+    ]
+
+
+def test_results_of_an_unknown_job_raise_unknown_job(
+    service: FakeJobs, client: RetailPulseClient
+) -> None:
+    with pytest.raises(UnknownJob, match="no job with id 'nope'"):
+        list(client.results("nope"))
+    with pytest.raises(UnknownJob, match="no job with id 'nope'"):
+        list(client.results_csv("nope"))
+
+
+def test_results_csv_gives_the_header_once_then_every_row(
+    service: FakeJobs, client: RetailPulseClient
+) -> None:
+    service.add("j1", ["succeeded", "failed", "pending"])
+
+    rows = list(client.results_csv("j1", limit=2))
+
+    assert rows[0] == (
+        "store_id",
+        "image_url",
+        "visit_time",
+        "status",
+        "perimeter",
+        "width",
+        "height",
+        "error",
+    )
+    assert [row[3] for row in rows[1:]] == ["succeeded", "failed", "pending"]
+    (second,) = [r for r in service.api.sent("GET", "/api/results") if "next" in r.query]
+    assert second.query == {"jobid": "j1", "limit": "2", "format": "csv", "next": "tok-1"}
+
+
+def test_results_csv_whose_columns_change_between_pages_is_an_error(
+    api: FakeApi, client: RetailPulseClient
+) -> None:
+    api.on(
+        "GET",
+        "/api/results",
+        (200, "a,b\r\n1,2\r\n", {"Content-Type": CSV_TYPE, "Retail-Pulse-Next": "t2"}),
+        (200, "a,c\r\n3,4\r\n", {"Content-Type": CSV_TYPE}),
+    )
+
+    with pytest.raises(ClientError, match="changed its CSV columns between pages: a,b became a,c"):
+        list(client.results_csv("j1"))
+
+
+def test_results_csv_answered_as_json_is_an_error(api: FakeApi, client: RetailPulseClient) -> None:
+    api.on("GET", "/api/results", (200, {"results": []}))
+
+    with pytest.raises(ClientError, match="answered application/json where CSV was asked for"):
+        list(client.results_csv("j1"))

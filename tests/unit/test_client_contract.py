@@ -19,10 +19,21 @@ import pytest
 from pydantic import BaseModel
 
 from retail_pulse_client import checks
+from retail_pulse_client.cli import JobStateChoice
 from retail_pulse_client.client import (
+    JOB_STATES,
+    JOBS_MAX_LIMIT,
+    NEXT_HEADER,
+    RESULT_COLUMNS,
+    RESULTS_MAX_LIMIT,
+    TERMINAL,
     ImageResult,
+    JobsPage,
     JobStatus,
+    JobSummary,
     Progress,
+    ResultRow,
+    ResultsPage,
     StoreError,
     SubmitAccepted,
     VisitResult,
@@ -42,6 +53,10 @@ MODELS: dict[type[BaseModel], str] = {
     VisitsPage: "VisitsResponse",
     VisitResult: "StoreVisits",
     ImageResult: "VisitData",
+    JobsPage: "JobsResponse",
+    JobSummary: "JobSummary",
+    ResultsPage: "ResultsResponse",
+    ResultRow: "ResultRow",
 }
 BY_SCHEMA = {schema: model for model, schema in MODELS.items()}
 _SCALARS: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
@@ -91,8 +106,15 @@ def type_mismatch(annotation: Any, schema: dict[str, Any]) -> str | None:
     if "enum" in schema:
         if get_origin(annotation) is not Literal:
             return f"{annotation} is not a Literal of {schema['enum']}"
-        values = set(get_args(annotation))
-        return None if values == set(schema["enum"]) else f"{values} != {set(schema['enum'])}"
+        values, listed = set(get_args(annotation)), set(schema["enum"])
+        problems = []
+        if listed - values:
+            problems.append(f"the schema allows {sorted(listed - values)}, which the client lacks")
+        if values - listed:
+            problems.append(
+                f"the client reads {sorted(values - listed)}, which the schema does not list"
+            )
+        return "; ".join(problems) or None
     kind = schema.get("type")
     if kind == "array":
         origin, args = get_origin(annotation), get_args(annotation)
@@ -137,6 +159,8 @@ def example(schema: dict[str, Any], *, full: bool, nulls: bool) -> Any:
         ("post", "/api/submit/", "201", SubmitAccepted),
         ("get", "/api/status", "200", JobStatus),
         ("get", "/api/visits", "200", VisitsPage),
+        ("get", "/api/jobs", "200", JobsPage),
+        ("get", "/api/results", "200", ResultsPage),
     ],
 )
 def test_each_route_answers_the_schema_the_client_parses(
@@ -145,10 +169,27 @@ def test_each_route_answers_the_schema_the_client_parses(
     assert ref_name(response_schema(method, path, status)) == MODELS[model]
 
 
-def test_an_unknown_job_is_still_an_empty_400_and_other_errors_carry_error() -> None:
+def unknown_job_or_error(method: str, path: str) -> set[str]:
+    return {ref_name(s) for s in response_schema(method, path, "400")["anyOf"]}
+
+
+@pytest.mark.parametrize("path", ["/api/cancel", "/api/retry"])
+def test_cancel_and_retry_answer_the_status_a_409_and_the_unknown_job(path: str) -> None:
+    """What RetailPulseClient.cancel and .retry read: the status body, a 409 with `error`
+    (Conflict), and the SPEC's `400 {}` for an unknown job (UnknownJob)."""
+    assert "post" in OPENAPI["paths"].get(path, {}), f"POST {path} is not in openapi.json"
+    operation = OPENAPI["paths"][path]["post"]
+    (jobid,) = [p for p in operation.get("parameters", ()) if p["name"] == "jobid"]
+    assert (jobid["in"], jobid["required"], jobid["schema"]["type"]) == ("query", True, "string")
+    assert ref_name(response_schema("post", path, "200")) == MODELS[JobStatus]
+    assert ref_name(response_schema("post", path, "409")) == "ErrorBody"
+    assert unknown_job_or_error("post", path) == {"UnknownJobBody", "ErrorBody"}
+
+
+@pytest.mark.parametrize("path", ["/api/status", "/api/results"])
+def test_an_unknown_job_is_still_an_empty_400_and_other_errors_carry_error(path: str) -> None:
     """The client tells an unknown job by `400 {}` and reads every other error's `error`."""
-    unknown_or_error = {ref_name(s) for s in response_schema("get", "/api/status", "400")["anyOf"]}
-    assert unknown_or_error == {"UnknownJobBody", "ErrorBody"}
+    assert unknown_job_or_error("get", path) == {"UnknownJobBody", "ErrorBody"}
     assert SCHEMAS["UnknownJobBody"]["properties"] == {}
     assert SCHEMAS["UnknownJobBody"]["additionalProperties"] is False
     assert SCHEMAS["ErrorBody"]["properties"]["error"]["type"] == "string"
@@ -161,8 +202,15 @@ def test_an_unknown_job_is_still_an_empty_400_and_other_errors_carry_error() -> 
 @pytest.mark.parametrize("model", list(MODELS), ids=lambda m: m.__name__)
 def test_a_model_reads_exactly_the_schemas_properties(model: type[BaseModel]) -> None:
     properties = set(SCHEMAS[MODELS[model]]["properties"])
+    fields = set(fields_by_alias(model))
 
-    assert set(fields_by_alias(model)) == properties
+    assert {
+        "client only": sorted(fields - properties),
+        "schema only": sorted(properties - fields),
+    } == {
+        "client only": [],
+        "schema only": [],
+    }
 
 
 @pytest.mark.parametrize("model", list(MODELS), ids=lambda m: m.__name__)
@@ -179,7 +227,12 @@ def test_a_models_field_types_are_the_schemas(model: type[BaseModel]) -> None:
     mismatches = {
         alias: problem
         for alias, field in fields_by_alias(model).items()
-        if (problem := type_mismatch(field.annotation, properties[alias])) is not None
+        if (
+            problem := type_mismatch(field.annotation, properties[alias])
+            if alias in properties
+            else "not in the schema"
+        )
+        is not None
     }
 
     assert mismatches == {}
@@ -200,9 +253,13 @@ def test_a_model_accepts_every_body_the_schema_allows(model: type[BaseModel], va
 def test_a_changed_schema_is_caught() -> None:
     """The checks themselves bite: a renamed field, a new enum value, a type change."""
     status = SCHEMAS["StatusResponse"]["properties"]
-    assert type_mismatch(JobStatus.model_fields["status"].annotation, status["status"]) is None
-    more_states = {**status["status"], "enum": [*status["status"]["enum"], "cancelled"]}
-    assert type_mismatch(JobStatus.model_fields["status"].annotation, more_states) is not None
+    progress = SCHEMAS["Progress"]["properties"]
+    assert type_mismatch(Progress.model_fields["total"].annotation, progress["total"]) is None
+    annotation = JobStatus.model_fields["status"].annotation
+    more_states = {**status["status"], "enum": [*get_args(annotation), "paused"]}
+    assert type_mismatch(annotation, more_states) is not None
+    fewer_states = {**status["status"], "enum": list(get_args(annotation))[:-1]}
+    assert type_mismatch(annotation, fewer_states) is not None
     as_string = {"type": "string"}
     assert type_mismatch(ImageResult.model_fields["perimeter"].annotation, as_string) is not None
 
@@ -215,7 +272,10 @@ def test_the_submit_body_the_client_checks_is_the_one_the_api_takes() -> None:
     assert ref_name(request["application/json"]["schema"]) == "SubmitRequest"
 
     submit, visit = SCHEMAS["SubmitRequest"], SCHEMAS["Visit"]
-    assert set(submit["required"]) == set(checks.SUBMIT_FIELDS) == set(submit["properties"])
+    assert set(submit["required"]) == set(checks.SUBMIT_FIELDS)
+    assert set(submit["properties"]) - set(checks.OPTIONAL_SUBMIT_FIELDS) == set(
+        checks.SUBMIT_FIELDS
+    )
     assert submit["properties"]["count"]["type"] == "integer"
     assert submit["properties"]["count"]["minimum"] == checks.MIN_COUNT
     assert submit["properties"]["visits"]["minItems"] == 1
@@ -232,3 +292,51 @@ def test_the_submit_body_the_client_checks_is_the_one_the_api_takes() -> None:
     assert visit["properties"]["image_url"]["items"]["type"] == "string"
     assert visit["properties"]["image_url"]["minItems"] == 1
     assert visit["properties"]["visit_time"]["type"] == "string"
+
+
+def test_the_submit_body_takes_an_optional_callback_url() -> None:
+    """`submit --callback` sends callback_url, checked as an http(s) URL like image_url."""
+    submit = SCHEMAS["SubmitRequest"]
+    optional = set(submit["properties"]) - set(checks.SUBMIT_FIELDS)
+    assert sorted(optional) == sorted(checks.OPTIONAL_SUBMIT_FIELDS)
+
+    callback, _ = non_null(submit["properties"]["callback_url"])
+    assert callback["type"] == "string"
+    assert "callback_url" not in submit.get("required", ())
+
+
+# -- jobs and results --------------------------------------------------------------------
+
+
+def query_parameter(path: str, name: str) -> dict[str, Any]:
+    (parameter,) = [p for p in OPENAPI["paths"][path]["get"]["parameters"] if p["name"] == name]
+    return dict(parameter)
+
+
+def test_the_jobs_status_filter_takes_every_job_state() -> None:
+    assert tuple(choice.value for choice in JobStateChoice) == JOB_STATES
+    assert set(JOB_STATES) - {"ongoing"} == TERMINAL
+    filter_schema, nullable = non_null(query_parameter("/api/jobs", "status")["schema"])
+    assert nullable  # absent: every status
+
+    assert tuple(filter_schema["enum"]) == JOB_STATES
+
+
+@pytest.mark.parametrize(
+    ("path", "most"), [("/api/jobs", JOBS_MAX_LIMIT), ("/api/results", RESULTS_MAX_LIMIT)]
+)
+def test_the_page_sizes_the_client_allows_are_the_apis(path: str, most: int) -> None:
+    limit = query_parameter(path, "limit")["schema"]
+    assert (limit["type"], limit["minimum"], limit["maximum"]) == ("integer", 1, most)
+    next_token, _ = non_null(query_parameter(path, "next")["schema"])
+    assert next_token["type"] == "string"
+
+
+def test_results_as_csv_carry_the_columns_and_the_next_header_the_client_reads() -> None:
+    operation = OPENAPI["paths"]["/api/results"]["get"]
+    answer = operation["responses"]["200"]
+    assert "text/csv" in answer["content"]
+    assert NEXT_HEADER in answer["headers"]
+    assert query_parameter("/api/results", "format")["schema"]["enum"] == ["json", "csv"]
+    assert tuple(SCHEMAS["ResultRow"]["properties"]) == RESULT_COLUMNS
+    assert ",".join(RESULT_COLUMNS) in operation["description"]  # the header row, as documented

@@ -149,7 +149,7 @@ def test_results_tokens_are_bound_to_the_job():
 
 
 def test_the_status_filter_knows_every_status_from_one_place():
-    assert JOB_STATES == ("ongoing", "completed", "failed")
+    assert JOB_STATES == ("ongoing", "completed", "failed", "cancelled")
 
 
 def job(total: int, done: int, age_s: float, failed: int = 0) -> Job:

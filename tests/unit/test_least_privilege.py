@@ -26,13 +26,20 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 TRANSLATE = ROOT / "scripts" / "sam_translate.py"
-SERVICES = ("dynamodb:", "sqs:")
+SERVICES = ("dynamodb:", "sqs:", "events:")
 # Logs and X-Ray only: the managed policies SAM itself gives a function with Tracing on.
 ALLOWED_MANAGED_POLICIES = {
     "service-role/AWSLambdaBasicExecutionRole",
     "AWSXrayWriteOnlyAccess",
 }
 POLLER = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+DEFAULT_BUS = "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"
+# What announcing a job's end takes (jobs/finish.py): its failures, its event, its webhook.
+ANNOUNCE = {
+    ("dynamodb:Query", "ImagesTable/index/FailedImages"),
+    ("events:PutEvents", "default event bus"),
+    ("sqs:SendMessage", "WebhookQueue"),
+}
 
 # Resources are written as the template names them: "JobsTable" is `!GetAtt JobsTable.Arn`,
 # "ImagesTable/index/FailedImages" is `!Sub "${ImagesTable.Arn}/index/FailedImages"`.
@@ -40,6 +47,9 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
     "SubmitFunction": {
         ("dynamodb:BatchGetItem", "StoresTable"),
         ("dynamodb:PutItem", "JobsTable"),
+        ("dynamodb:GetItem", "JobsTable"),
+        ("dynamodb:UpdateItem", "JobsTable"),
+        *ANNOUNCE,
         ("dynamodb:BatchWriteItem", "ImagesTable"),
         ("sqs:SendMessage", "ImageQueue"),
         ("sqs:SendMessage", "ExpressImageQueue"),
@@ -57,6 +67,7 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("sqs:ChangeMessageVisibility", "ExpressImageQueue"),
         *((action, "ImageQueue") for action in POLLER),
         *((action, "ExpressImageQueue") for action in POLLER),
+        *ANNOUNCE,
     },
     "DeadLetterFunction": {
         ("dynamodb:UpdateItem", "ImagesTable"),
@@ -64,6 +75,12 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:GetItem", "JobsTable"),
         *((action, "ImageDeadLetterQueue") for action in POLLER),
         *((action, "ExpressDeadLetterQueue") for action in POLLER),
+        *ANNOUNCE,
+    },
+    "WebhookFunction": {
+        ("sqs:ChangeMessageVisibility", "WebhookQueue"),
+        *((action, "WebhookQueue") for action in POLLER),
+        ("sqs:SendMessage", "WebhookDeadLetterQueue"),
     },
     "ReconcilerFunction": {
         ("dynamodb:Query", "JobsTable/index/OngoingJobs"),
@@ -74,6 +91,17 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:PutItem", "ImagesTable"),
         ("sqs:SendMessage", "ImageQueue"),
         ("sqs:SendMessage", "ExpressImageQueue"),
+        *ANNOUNCE,
+    },
+    "JobActionsFunction": {
+        ("dynamodb:GetItem", "JobsTable"),
+        ("dynamodb:UpdateItem", "JobsTable"),
+        ("dynamodb:Query", "ImagesTable"),
+        ("dynamodb:UpdateItem", "ImagesTable"),
+        ("dynamodb:BatchGetItem", "StoresTable"),
+        ("sqs:SendMessage", "ImageQueue"),
+        ("sqs:SendMessage", "ExpressImageQueue"),
+        *ANNOUNCE,
     },
     "StatusFunction": {
         ("dynamodb:GetItem", "JobsTable"),
@@ -137,6 +165,8 @@ def _resource_name(resource: Any) -> str:
         return name if attribute == "Arn" else f"{name}.{attribute}"
     if isinstance(resource, dict) and set(resource) == {"Fn::Sub"}:
         text = resource["Fn::Sub"]
+        if text == DEFAULT_BUS:
+            return "default event bus"
         if isinstance(text, str) and text.startswith("${") and ".Arn}" in text:
             name, rest = text[2:].split(".Arn}", 1)
             return name + rest

@@ -126,6 +126,7 @@ def test_bytes_in_flight_never_exceed_the_budget_whatever_the_batch(
         process, "record_outcomes", lambda job_id, f: filed.append([x.image_index for x in f])
     )
     monkeypatch.setattr(process, "finish_job", lambda job_id: None)
+    monkeypatch.setattr(process, "get_job", lambda job_id, consistent=True: None)  # none cancelled
 
     with ThreadPoolExecutor(max_workers=99) as pool:
         failed = process.process_batch(_records(99), pool, budget, lambda: 60.0)
@@ -148,6 +149,7 @@ def test_an_image_that_cannot_start_in_time_goes_back_untouched(
         process, "delay_message", lambda r, s, express=False: delayed.append((r, s))
     )
     monkeypatch.setattr(process, "record_outcomes", lambda job_id, f: pytest.fail("filed"))
+    monkeypatch.setattr(process, "get_job", lambda job_id, consistent=True: None)  # none cancelled
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         # No time left past the image's own deadline: nothing may start.

@@ -13,10 +13,12 @@ from typing import Literal, get_args
 # is every record written before tenants existed.
 DEFAULT_TENANT = "default"
 
-ImageState = Literal["pending", "succeeded", "failed"]
+ImageState = Literal["pending", "succeeded", "failed", "cancelled"]
 PENDING: ImageState = "pending"
 SUCCEEDED: ImageState = "succeeded"
 FAILED: ImageState = "failed"
+# An image of a cancelled job that was never processed: its record leaves `pending` for this.
+CANCELLED: ImageState = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -39,23 +41,43 @@ class Job:
     visit_count: int
     created_at: datetime
     tenant: str = DEFAULT_TENANT
+    # Images of a cancelled job filed `cancelled` (never processed) so far.
+    cancelled: int = 0
+    # When the job reached its terminal status (for a cancelled job, when it was cancelled:
+    # its unprocessed images may still be on their way to `cancelled`).
     finished_at: datetime | None = None
+    cancelled_at: datetime | None = None
     # When an image of the job last finished: the reconciler leaves a progressing job alone.
     progressed_at: datetime | None = None
     # When the reconciler last enqueued the job's pending images again.
     requeued_at: datetime | None = None
+    # Where the job.finished webhook goes (None: no webhook, EventBridge only).
+    callback_url: str | None = None
+    # The event of the job's last terminal transition, and whether it still has to be
+    # emitted (set in the very update that made the job terminal, cleared once emitted).
+    event_id: str | None = None
+    event_pending: bool = False
 
     @property
     def done(self) -> bool:
-        return self.succeeded + self.failed >= self.total
+        """Every image has its final record (succeeded, failed or cancelled)."""
+        return self.succeeded + self.failed + self.cancelled >= self.total
 
     @property
     def state(self) -> JobState:
-        """The SPEC's status, from the counters alone: the one rule that status, the job
-        list and its index agree on."""
+        """The SPEC's status: the one rule that status, the job list and its index agree on.
+        A cancelled job is `cancelled` from the moment it was cancelled."""
+        if self.cancelled_at is not None:
+            return "cancelled"
         if not self.done:
             return "ongoing"
         return "failed" if self.failed else "completed"
+
+    @property
+    def unprocessed(self) -> int:
+        """Images without a final record yet; for a cancelled job, the ones that will be
+        filed `cancelled` (or, if already in flight, succeeded or failed)."""
+        return max(self.total - self.succeeded - self.failed - self.cancelled, 0)
 
 
 @dataclass(frozen=True)
@@ -108,7 +130,12 @@ class ImageFailure:
     error: str
 
 
-ImageResult = ImageSuccess | ImageFailure
+@dataclass(frozen=True)
+class ImageCancelled:
+    """An image of a cancelled job, filed without being downloaded."""
+
+
+ImageResult = ImageSuccess | ImageFailure | ImageCancelled
 
 
 @dataclass(frozen=True)
@@ -119,7 +146,7 @@ class FailedImage:
     error: str
 
 
-JobState = Literal["ongoing", "completed", "failed"]
+JobState = Literal["ongoing", "completed", "failed", "cancelled"]
 # Every status a job can have, in one place: the job list's `status` filter accepts these,
 # and its index has one partition per client and status. A new status goes in JobState.
 JOB_STATES: tuple[JobState, ...] = get_args(JobState)
@@ -130,6 +157,9 @@ class JobProgress:
     total: int
     succeeded: int
     failed: int
+    # Only for a cancelled job: every image not succeeded or failed, so the three add up to
+    # total at every moment (an image in flight at the cancel moves from here when filed).
+    cancelled: int | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +237,7 @@ class JobRequest:
 
     visits: tuple[VisitRequest, ...]
     tenant: str = DEFAULT_TENANT
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,8 @@ class KeyReused(ServiceError):
 
 class StorageInterrupted(ServiceError):
     """Storage failed part-way; the same request, sent again, finishes the job."""
+
+
+class WrongJobState(ServiceError):
+    """The job's status does not allow this action (cancel a finished job, retry one that
+    did not fail); the message says what the status is and what can be done."""

@@ -21,8 +21,11 @@ from aws_lambda_powertools.metrics.base import SingleMetric
 from retail_pulse.data.usage import usage
 
 # A URL as it appears in a JSON log line: it ends at a quote, a space or a backslash, except
-# the JSON escapes a URL's text may carry (\u00e9, \/).
-_URL_IN_JSON = re.compile(r"""https?://(?:[^\s"'<>\\]|\\u[0-9a-fA-F]{4}|\\/)+""", re.IGNORECASE)
+# the JSON escapes a URL's text may carry (\u00e9, \/). A URL redacted already keeps its
+# "?<redacted>", so redacting twice changes nothing.
+_URL_IN_JSON = re.compile(
+    r"""https?://(?:[^\s"'<>\\]|\\u[0-9a-fA-F]{4}|\\/)+(?:<redacted>)?""", re.IGNORECASE
+)
 
 
 def redact_url(url: str) -> str:
@@ -63,6 +66,7 @@ _metrics_lock = threading.Lock()
 JOBS_SUBMITTED = "JobsSubmitted"
 IMAGES_SUBMITTED = "ImagesSubmitted"
 IMAGES_SUCCEEDED = "ImagesSucceeded"
+IMAGES_CANCELLED = "ImagesCancelled"  # of a cancelled job, filed without a download
 IMAGES_FAILED = "ImagesFailed"  # with the dimension `reason`
 IMAGE_RETRIES = "ImageRetries"
 DUPLICATE_DELIVERIES = "DuplicateDeliveries"
@@ -77,6 +81,13 @@ STUCK_JOBS = "StuckJobs"
 IMAGES_REQUEUED = "ImagesRequeued"
 JOBS_EXPIRED = "JobsExpired"
 DEAD_LETTERS_UNREADABLE = "DeadLettersUnreadable"
+# Webhook deliveries (jobs/webhooks.py): a 2xx; an attempt that will be retried; a delivery
+# ended by the receiver's answer (3xx, 4xx) or refused before sending; one given up on
+# after 24 h of retries and moved to WebhookDeadLetterQueue.
+WEBHOOKS_DELIVERED = "WebhooksDelivered"
+WEBHOOK_RETRIES = "WebhookRetries"
+WEBHOOKS_REJECTED = "WebhooksRejected"
+WEBHOOKS_ABANDONED = "WebhooksAbandoned"
 # Emitted by Powertools itself (capture_cold_start_metric), with a `function_name` dimension.
 COLD_START = "ColdStart"
 # What each invocation sent to AWS, measured by its clients (retail_pulse.data.usage): the

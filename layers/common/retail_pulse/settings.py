@@ -37,6 +37,16 @@ class Settings(BaseModel):
     express_max_images: int = Field(100, alias="EXPRESS_MAX_IMAGES", ge=0)
     # The Secrets Manager secret whose value keys the HMAC of visits page tokens.
     page_token_secret_arn: str | None = Field(None, alias="PAGE_TOKEN_SECRET_ARN")
+    # Job events: the queue webhook deliveries wait in, the Secrets Manager secret that keys
+    # their Retail-Pulse-Signature, and the EventBridge bus every terminal transition is
+    # published to.
+    webhook_queue_url: str | None = Field(None, alias="WEBHOOK_QUEUE_URL")
+    webhook_signing_secret_arn: str | None = Field(None, alias="WEBHOOK_SIGNING_SECRET_ARN")
+    event_bus_name: str = Field("default", alias="EVENT_BUS_NAME")
+    # The webhook function's: where it moves a delivery it gave up on (retried for 24 h),
+    # and each POST's wall-clock deadline (a receiver should answer in seconds).
+    webhook_dead_letter_queue_url: str | None = Field(None, alias="WEBHOOK_DEAD_LETTER_QUEUE_URL")
+    webhook_deadline_s: float = Field(10.0, alias="WEBHOOK_DEADLINE_S", gt=0)
     # Empty in AWS; the local stack and `sam local` point it at moto on loopback.
     endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
     region: str = Field("us-east-1", alias="AWS_REGION")
@@ -131,6 +141,7 @@ class FunctionSettings(Settings):
     image_queue_url: str = Field(alias="IMAGE_QUEUE_URL")
     express_queue_url: str = Field(alias="EXPRESS_QUEUE_URL")
     page_token_secret_arn: str = Field(alias="PAGE_TOKEN_SECRET_ARN")
+    webhook_queue_url: str = Field(alias="WEBHOOK_QUEUE_URL")
 
 
 _settings_class: type[Settings] = Settings

@@ -19,6 +19,7 @@ ERROR_STATUS: dict[type[domain.ServiceError], int] = {
     domain.KeyInProgress: 409,  # retry in a few seconds
     domain.KeyReused: 409,  # use a new key
     domain.StorageInterrupted: 503,  # send the same request again
+    domain.WrongJobState: 409,  # the job's status does not allow it
 }
 
 

@@ -185,6 +185,13 @@ class SubmitRequest(BaseModel):
 
     count: Annotated[StrictInt, Field(ge=1, description="Number of visits; must equal len(visits)")]
     visits: Annotated[list[Visit], Field(min_length=1)]
+    callback_url: Annotated[
+        FetchableUrl | None,
+        Field(
+            description="Optional http(s) URL that receives the signed job.finished event "
+            "(README: Webhooks) when the job ends; fetched through the same guard as images"
+        ),
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -228,6 +235,7 @@ class SubmitRequest(BaseModel):
                 for v in self.visits
             ),
             tenant=tenant,
+            callback_url=self.callback_url,
         )
 
     @property
@@ -267,6 +275,8 @@ class Progress(BaseModel):
     total: int
     succeeded: int
     failed: int
+    # Only a cancelled job's: succeeded + failed + cancelled == total, at every moment.
+    cancelled: int | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class StoreError(BaseModel):
@@ -275,7 +285,7 @@ class StoreError(BaseModel):
 
 
 class StatusResponse(BaseModel):
-    status: Literal["ongoing", "completed", "failed"]
+    status: Literal["ongoing", "completed", "failed", "cancelled"]
     job_id: str
     # Only a failed job has `error`; the SPEC's other bodies have no such key.
     error: list[StoreError] | None = Field(default=None, exclude_if=lambda v: v is None)

@@ -7,29 +7,117 @@ an hour, on the few jobs that went wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
-from retail_pulse.data.jobs import visit_key
-from retail_pulse.data.listing_keys import expiry
-from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord, connection
+from retail_pulse.data.jobs import transaction_chunks, visit_key
+from retail_pulse.data.listing_keys import expiry, listed_as
+from retail_pulse.data.models import (
+    FAILED,
+    PENDING,
+    ImageRecord,
+    JobRecord,
+    connection,
+    ongoing_shard,
+)
 from retail_pulse.data.transactions import ConditionFailed, transact_write
-from retail_pulse.domain import Image
+from retail_pulse.domain import Image, ImageState, Job
+
+
+def _image(record: ImageRecord) -> Image:
+    return Image(
+        job_id=record.job_id,
+        image_index=int(record.image_index),
+        store_id=record.store_id,
+        area=record.area,
+        url=record.url,
+        visit_time=record.visit_time,
+        state=cast(ImageState, record.state),
+        error=record.error,
+    )
 
 
 def pending_images(job_id: str) -> Iterator[Image]:
     """The job's images still waiting for a result (one Query, filtered on state)."""
     for record in ImageRecord.query(job_id, filter_condition=ImageRecord.state == PENDING):
-        yield Image(
-            job_id=record.job_id,
-            image_index=int(record.image_index),
-            store_id=record.store_id,
-            area=record.area,
-            url=record.url,
-            visit_time=record.visit_time,
-        )
+        yield _image(record)
+
+
+def failed_images(job_id: str) -> Iterator[Image]:
+    """The job's failed images, whole (a retry re-enqueues them): one Query, filtered."""
+    for record in ImageRecord.query(job_id, filter_condition=ImageRecord.state == FAILED):
+        yield _image(record)
+
+
+def reopen_failed(job: Job, images: Sequence[Image]) -> int:
+    """Put failed images back to `pending` (with their store's area as it is now) and take
+    them off the job's failed count, in transactions of up to 99 images and the job. The
+    first also reopens the job: no longer finished, `ongoing` in its client's list, back in
+    OngoingJobs (so the reconciler watches it again). Returns how many were reopened.
+
+    Raises JobChanged when the job is no longer the failed job it was read as (a retry or
+    a finish raced this one); images that had left `failed` meanwhile are skipped.
+    """
+    reopened = 0
+    now = datetime.now(UTC)
+    for number, chunk in enumerate(transaction_chunks(images)):
+        job_actions: list[Action] = [JobRecord.failed.add(-len(chunk))]
+        condition = JobRecord.job_id.exists() & JobRecord.finished_at.does_not_exist()
+        if number == 0:
+            job_actions += [
+                JobRecord.finished_at.remove(),
+                JobRecord.event_id.remove(),
+                JobRecord.ongoing_shard.set(ongoing_shard(job.job_id)),
+                JobRecord.progressed_at.set(now),
+                *listed_as(job.tenant, "ongoing"),
+            ]
+            # The failed job read, unchanged: finished, its event out, not cancelled.
+            condition = (
+                (JobRecord.finished_at == job.finished_at)
+                & JobRecord.event_pending.does_not_exist()
+                & JobRecord.cancelled_at.does_not_exist()
+            )
+
+        def build(
+            transaction: TransactWrite,
+            chunk: Sequence[Image] = chunk,
+            job_actions: list[Action] = job_actions,
+            condition: Condition = condition,
+        ) -> None:
+            for image in chunk:
+                actions: list[Action] = [
+                    ImageRecord.state.set(PENDING),
+                    ImageRecord.error.remove(),
+                    ImageRecord.failed_job_id.remove(),
+                    ImageRecord.finished_at.remove(),
+                    ImageRecord.attempts.remove(),
+                ]
+                if image.area is not None:
+                    actions.append(ImageRecord.area.set(image.area))
+                transaction.update(
+                    ImageRecord(job_id=job.job_id, image_index=image.image_index),
+                    actions=actions,
+                    condition=ImageRecord.state == FAILED,
+                )
+            transaction.update(
+                JobRecord(job_id=job.job_id), actions=job_actions, condition=condition
+            )
+
+        try:
+            transact_write(connection(), build)
+        except ConditionFailed as error:
+            raise JobChanged(job.job_id) from error
+        reopened += len(chunk)
+    return reopened
+
+
+class JobChanged(Exception):
+    """The job changed between its read and a write that assumed it had not."""
 
 
 def recorded_indexes(job_id: str) -> set[int]:

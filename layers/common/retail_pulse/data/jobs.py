@@ -5,9 +5,10 @@ Takes and returns retail_pulse.domain types; the records stay inside this packag
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -17,6 +18,7 @@ from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data.listing_keys import expiry, listed_as, status_partition
 from retail_pulse.data.models import (
+    CANCELLED,
     FAILED,
     ONGOING_SHARDS,
     PENDING,
@@ -29,7 +31,15 @@ from retail_pulse.data.models import (
 )
 from retail_pulse.data.transactions import ConditionFailed, transact_write
 from retail_pulse.data.visits import results_partition
-from retail_pulse.domain import DEFAULT_TENANT, FailedImage, Image, ImageResult, ImageSuccess, Job
+from retail_pulse.domain import (
+    DEFAULT_TENANT,
+    FailedImage,
+    Image,
+    ImageCancelled,
+    ImageResult,
+    ImageSuccess,
+    Job,
+)
 
 # BatchWriteItem takes 25 items; a thread per slice keeps a 10,000-image submit to a few
 # seconds (each thread's batch_write retries unprocessed items with backoff).
@@ -75,9 +85,14 @@ def _job(record: JobRecord) -> Job:
         failed=int(record.failed),
         visit_count=int(record.visit_count),
         created_at=record.created_at,
+        cancelled=int(record.cancelled or 0),
         finished_at=record.finished_at,
+        cancelled_at=record.cancelled_at,
         progressed_at=record.progressed_at,
         requeued_at=record.requeued_at,
+        callback_url=record.callback_url,
+        event_id=record.event_id,
+        event_pending=bool(record.event_pending),
     )
 
 
@@ -94,6 +109,7 @@ def create_job(job: Job, images: Sequence[Image]) -> None:
         created_at=job.created_at,
         ongoing_shard=ongoing_shard(job.job_id),
         tenant_status=status_partition(job.tenant, job.state),
+        callback_url=job.callback_url,
         expires_at=expiry(),
     ).save(condition=JobRecord.job_id.does_not_exist())
     slices = [images[i : i + _WRITE_SLICE] for i in range(0, len(images), _WRITE_SLICE)]
@@ -105,9 +121,11 @@ def create_job(job: Job, images: Sequence[Image]) -> None:
         list(pool.map(_write_images, slices))
 
 
-def get_job(job_id: str) -> Job | None:
+def get_job(job_id: str, consistent: bool = True) -> Job | None:
+    """The job, read strongly consistent unless `consistent=False` (half the read units,
+    for a check that may lag a write by a moment)."""
     try:
-        return _job(JobRecord.get(job_id, consistent_read=True))
+        return _job(JobRecord.get(job_id, consistent_read=consistent))
     except JobRecord.DoesNotExist:
         return None
 
@@ -115,6 +133,8 @@ def get_job(job_id: str) -> Job | None:
 def _image_actions(job_id: str, outcome: ImageResult, attempts: int, now: datetime) -> list[Action]:
     """What filing `outcome` writes on its image record."""
     common: list[Action] = [ImageRecord.attempts.set(attempts), ImageRecord.finished_at.set(now)]
+    if isinstance(outcome, ImageCancelled):
+        return [ImageRecord.state.set(CANCELLED), *common]
     if isinstance(outcome, ImageSuccess):
         actions = [
             ImageRecord.state.set(SUCCEEDED),
@@ -140,12 +160,15 @@ def _image_actions(job_id: str, outcome: ImageResult, attempts: int, now: dateti
 def _count_actions(outcomes: Sequence[ImageResult], now: datetime) -> list[Action]:
     """What filing `outcomes` adds to their job's counters (one update, whatever their number)."""
     succeeded = sum(isinstance(outcome, ImageSuccess) for outcome in outcomes)
-    failed = len(outcomes) - succeeded
+    cancelled = sum(isinstance(outcome, ImageCancelled) for outcome in outcomes)
+    failed = len(outcomes) - succeeded - cancelled
     actions: list[Action] = [JobRecord.progressed_at.set(now)]
     if succeeded:
         actions.append(JobRecord.succeeded.add(succeeded))
     if failed:
         actions.append(JobRecord.failed.add(failed))
+    if cancelled:
+        actions.append(JobRecord.cancelled.add(cancelled))
     return actions
 
 
@@ -246,34 +269,106 @@ def record_outcomes(job_id: str, filings: Sequence[Filing]) -> None:
         raise  # the job itself is missing: no use filing image by image
 
 
-def mark_finished(job_id: str) -> Job | None:
-    """Stamp `finished_at` on a job whose images are all done, exactly once.
+def _terminal_actions(job: Job, now: datetime) -> list[Action]:
+    """What every terminal transition writes: when, its event (to be emitted), and the
+    job's place in its client's list."""
+    return [
+        JobRecord.finished_at.set(now),
+        JobRecord.event_id.set(str(uuid.uuid4())),
+        JobRecord.event_pending.set(True),
+        *listed_as(job.tenant, job.state),
+    ]
 
-    Returns the job only to the one caller that stamped it, so the job's terminal log line
-    and duration metric are emitted once, whichever invocation finished it.
+
+def mark_finished(job_id: str) -> Job | None:
+    """Stamp `finished_at` on a job whose images are all done, exactly once, with the
+    event of that transition still to be emitted.
+
+    Returns the job only to the one caller that stamped it, so the job's event, log line
+    and duration metric are emitted once, whichever invocation finished it. The job stays
+    in OngoingJobs until its event is out (`settle`), so the reconciler emits it if this
+    caller dies first.
     """
     try:
         record = JobRecord.get(job_id, consistent_read=True)
     except JobRecord.DoesNotExist:
         return None
     job = _job(record)
+    if job.finished_at is not None and job.cancelled_at is not None:
+        # A cancelled job ends early; its last images were being filed `cancelled`.
+        _settle(job)
     if not job.done or job.finished_at is not None:
         return None
     try:
         record.update(
-            # Leaving OngoingJobs: the reconciler never looks at a finished job again.
-            actions=[
-                JobRecord.finished_at.set(datetime.now(UTC)),
-                JobRecord.ongoing_shard.remove(),
-                *listed_as(job.tenant, job.state),
-            ],
+            actions=_terminal_actions(job, datetime.now(UTC)),
             condition=JobRecord.finished_at.does_not_exist(),
         )
     except UpdateError as error:
         if error.cause_response_code == "ConditionalCheckFailedException":
             return None
         raise
-    return job
+    return _job(record)
+
+
+def cancel(job_id: str) -> Job | None:
+    """Make an unfinished job `cancelled` now, with its event to be emitted; None when it
+    had already reached a terminal status (or does not exist). Its unprocessed images are
+    filed `cancelled` as their messages arrive (the process function reads the job first)."""
+    try:
+        record = JobRecord.get(job_id, consistent_read=True)
+    except JobRecord.DoesNotExist:
+        return None
+    now = datetime.now(UTC)
+    cancelled = replace(_job(record), cancelled_at=now)
+    try:
+        record.update(
+            actions=[JobRecord.cancelled_at.set(now), *_terminal_actions(cancelled, now)],
+            condition=JobRecord.finished_at.does_not_exist(),
+        )
+    except UpdateError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return None
+        raise
+    return _job(record)
+
+
+def event_emitted(job: Job) -> None:
+    """The job's event is out: forget it, unless a later transition replaced it; and, when
+    every image has its final record, take the job out of OngoingJobs in the same update."""
+    actions: list[Action] = [JobRecord.event_pending.remove()]
+    if job.done:
+        actions.append(JobRecord.ongoing_shard.remove())
+    try:
+        JobRecord(job_id=job.job_id).update(
+            actions=actions, condition=JobRecord.event_id == job.event_id
+        )
+    except UpdateError as error:
+        if error.cause_response_code != "ConditionalCheckFailedException":
+            raise
+
+
+def settle(job_id: str) -> bool:
+    """Take a terminal job out of OngoingJobs once nothing is left to do for it: its event
+    is out and every image has its final record. True when it is (or already was) out."""
+    job = get_job(job_id)
+    return True if job is None else _settle(job)
+
+
+def _settle(job: Job) -> bool:
+    if job.finished_at is None or job.event_pending or not job.done:
+        return False
+    try:
+        JobRecord(job_id=job.job_id).update(
+            actions=[JobRecord.ongoing_shard.remove()],
+            condition=(JobRecord.finished_at == job.finished_at)
+            & JobRecord.event_pending.does_not_exist(),
+        )
+    except UpdateError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def failed_images(job_id: str) -> Iterator[FailedImage]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pynamodb.connection.table
 from pynamodb.attributes import (
+    BooleanAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -30,10 +31,10 @@ from pynamodb.indexes import (
 from pynamodb.models import Model
 
 from retail_pulse.data.usage import instrument
-from retail_pulse.domain import FAILED, PENDING, SUCCEEDED
+from retail_pulse.domain import CANCELLED, FAILED, PENDING, SUCCEEDED
 from retail_pulse.settings import get_settings
 
-__all__ = ["FAILED", "PENDING", "SUCCEEDED"]
+__all__ = ["CANCELLED", "FAILED", "PENDING", "SUCCEEDED"]
 
 
 class _FromSettings(type):
@@ -136,13 +137,16 @@ class JobRecord(Model):
     tenant_status = UnicodeAttribute(null=True)
     # DynamoDB deletes the job after this time (RETENTION_DAYS after submit).
     expires_at = TTLAttribute(null=True)
+    # Cancel: when, and how many of its images were filed `cancelled` (absent: none).
+    cancelled_at = UTCDateTimeAttribute(null=True)
+    cancelled = NumberAttribute(null=True)
+    callback_url = UnicodeAttribute(null=True)
+    # The last terminal transition's event, and whether it is yet to be emitted.
+    event_id = UnicodeAttribute(null=True)
+    event_pending = BooleanAttribute(null=True)
 
     ongoing_jobs = OngoingJobsIndex()
     tenant_jobs = TenantJobsIndex()
-
-    @property
-    def done(self) -> bool:
-        return self.succeeded + self.failed >= self.total
 
 
 class FailedImagesIndex(GlobalSecondaryIndex["ImageRecord"]):

@@ -1,4 +1,4 @@
-"""The only code that talks to the image queue (SQS)."""
+"""The only code that talks to the work queues (SQS): images, and webhook deliveries."""
 
 from __future__ import annotations
 
@@ -98,4 +98,41 @@ def delay_message(receipt_handle: str, seconds: int, express: bool = False) -> N
         QueueUrl=_queue_url(express),
         ReceiptHandle=receipt_handle,
         VisibilityTimeout=max(0, min(int(seconds), 43_200)),
+    )
+
+
+def _webhook_queue_url() -> str:
+    url = get_settings().webhook_queue_url
+    if not url:
+        raise SettingsError("WEBHOOK_QUEUE_URL is not set: the webhook queue's URL is needed")
+    return url
+
+
+def enqueue_webhook(body: dict[str, Any]) -> None:
+    """One webhook delivery (jobs.messages.WebhookDelivery), delivered by the webhook
+    function at least once."""
+    _sqs().send_message(QueueUrl=_webhook_queue_url(), MessageBody=json.dumps(body))
+
+
+def delay_webhook(receipt_handle: str, seconds: int) -> None:
+    """Hide a webhook delivery for `seconds`: its next attempt waits without a Lambda."""
+    _sqs().change_message_visibility(
+        QueueUrl=_webhook_queue_url(),
+        ReceiptHandle=receipt_handle,
+        VisibilityTimeout=max(0, min(int(seconds), 43_200)),
+    )
+
+
+def dead_letter_webhook(body: str, reason: str) -> None:
+    """Move a delivery the webhook function gave up on to WebhookDeadLetterQueue, its body
+    unchanged (so it can be redriven as it is); `reason` says why, as a message attribute."""
+    url = get_settings().webhook_dead_letter_queue_url
+    if not url:
+        raise SettingsError(
+            "WEBHOOK_DEAD_LETTER_QUEUE_URL is not set: the webhook dead-letter queue is needed"
+        )
+    _sqs().send_message(
+        QueueUrl=url,
+        MessageBody=body,
+        MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}},
     )

@@ -19,3 +19,17 @@ def page_token_key() -> bytes:
     # Cached here for the container's life: a token signed now must verify on the next page.
     value = parameters.get_secret(arn, max_age=0)
     return str(value).encode()
+
+
+@cache
+def webhook_signing_key() -> bytes:
+    """The key of every webhook's Retail-Pulse-Signature (template.yaml's
+    WebhookSigningSecret); receivers verify with the same value."""
+    arn = get_settings().webhook_signing_secret_arn
+    if not arn:
+        raise SettingsError(
+            "WEBHOOK_SIGNING_SECRET_ARN is not set: webhook deliveries cannot be signed"
+        )
+    # Cached for the container's life: rotating it is a change coordinated with receivers.
+    value = parameters.get_secret(arn, max_age=0)
+    return str(value).encode()

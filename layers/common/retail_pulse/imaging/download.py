@@ -22,6 +22,9 @@ The body is streamed with a byte cap, and must not be content-encoded (no decomp
 so no decompression bombs); malformed framing headers fail the download instead of being
 guessed at. Whatever the host or the URL does, `fetch` raises only PermanentImageError or
 TransientImageError.
+
+`post` sends one POST (a webhook delivery) through the same vetting, pinning and deadline,
+with no redirects followed; the receiver's answer is its status, and Retry-After.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -142,19 +145,27 @@ def fetch(
         except MemoryError:
             raise  # not the host's doing, and not safe to carry on from
         except Exception as err:
-            # Whatever a shut socket made the libraries raise (EOF, reset, a TLS error,
-            # a truncated chunk) and we then classified, the cause is the deadline.
-            if attempt.expired or (not isinstance(err, ImageError) and attempt.is_over()):
-                raise attempt.timed_out() from err
-            if isinstance(err, ImageError):
+            error = _attempt_error(err, url, attempt)
+            if error is err:
                 raise
-            # The last line of defence: nothing the host or URL does escapes unclassified.
-            raise _classify(err, url, reading=False) from err
+            raise error from err
         if attempt.expired:
             # A body read until the connection closes ends "cleanly" when the watchdog
             # closes it: what was read may be cut short.
             raise attempt.timed_out()
         return fetched
+
+
+def _attempt_error(err: Exception, url: str, attempt: _Attempt) -> ImageError:
+    """What an attempt that raised `err` failed with, as an image error."""
+    # Whatever a shut socket made the libraries raise (EOF, reset, a TLS error, a
+    # truncated chunk) and we then classified, the cause is the deadline.
+    if attempt.expired or (not isinstance(err, ImageError) and attempt.is_over()):
+        return attempt.timed_out()
+    if isinstance(err, ImageError):
+        return err
+    # The last line of defence: nothing the host or URL does escapes unclassified.
+    return _classify(err, url, reading=False)
 
 
 def _follow(
@@ -164,7 +175,7 @@ def _follow(
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         hop = _vet(current, settings)
-        with _get(hop, settings, attempt) as response:
+        with _send(hop, settings, attempt) as response:
             if response.is_redirect:
                 current = _redirect_target(current, response.headers["Location"], settings)
                 continue
@@ -192,6 +203,70 @@ def _redirect_target(current: str, location: str, settings: Settings) -> str:
             f"invalid redirect Location from {current}: {err}", reason="download"
         ) from err
     return target
+
+
+# --- POST: one request to a client's URL, e.g. a webhook delivery ---------------------
+
+# The answer's body means nothing to the sender; reading a little of it lets a receiver
+# finish writing, and no receiver can make a delivery read (or hold) more.
+MAX_POST_RESPONSE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class PostResponse:
+    """A receiver's answer to a POST: its status, and Retry-After in seconds when it sent one."""
+
+    status: int
+    retry_after_s: float | None
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    settings: Settings | None = None,
+    *,
+    deadline_s: float | None = None,
+) -> PostResponse:
+    """POST `body` to `url`, vetted and pinned as `fetch` vets every hop, in one attempt
+    with a wall-clock deadline (`deadline_s`, else image_deadline_s) kept by the watchdog.
+
+    Redirects are not followed: a 3xx is returned like any status, for the caller to treat
+    as final (the receiver must give its real URL; a body is never replayed to wherever a
+    Location points). At most MAX_POST_RESPONSE_BYTES of the answer are read, and dropped.
+    Raises PermanentImageError (refused, invalid URL, TLS certificate, malformed answer) or
+    TransientImageError (timeouts, connection trouble), and nothing else.
+    """
+    settings = settings or get_settings()
+    with _deadline_attempt(url, deadline_s or settings.image_deadline_s) as attempt:
+        try:
+            response = _send(_vet(url, settings), settings, attempt, "POST", body, headers)
+        except MemoryError:
+            raise
+        except Exception as err:
+            error = _attempt_error(err, url, attempt)
+            if error is err:
+                raise
+            raise error from err
+        with response:
+            _discard_body(response, attempt)
+        return PostResponse(
+            status=response.status_code,
+            retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+
+def _discard_body(response: requests.Response, attempt: _Attempt) -> None:
+    """Read and drop the start of the answer. Its status line and headers have decided the
+    outcome already, so a body that trickles, breaks off or outlasts the deadline (the
+    watchdog ends the read) changes nothing: whatever reading it raises is ignored."""
+    left = MAX_POST_RESPONSE_BYTES
+    with contextlib.suppress(Exception):
+        while left > 0 and not attempt.is_over():
+            chunk = response.raw.read1(min(_CHUNK_BYTES, left), decode_content=False)
+            if not chunk:
+                return
+            left -= len(chunk)
 
 
 # --- Vetting: which URLs may be fetched, and at which address -------------------------
@@ -418,16 +493,25 @@ def _session() -> requests.Session:
     return session
 
 
-def _get(hop: _Hop, settings: Settings, attempt: _Attempt) -> requests.Response:
-    """Send one GET and return the streamed response (headers read, body not yet)."""
+def _send(
+    hop: _Hop,
+    settings: Settings,
+    attempt: _Attempt,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> requests.Response:
+    """Send one request and return the streamed response (headers read, body not yet)."""
     remaining = attempt.remaining()
     # The connect timeout never outlasts the deadline: connect() is one blocking call on a
     # socket the watchdog does not know yet.
     timeout = (min(settings.connect_timeout_s, remaining), min(settings.read_timeout_s, remaining))
     try:
-        return _session().get(
+        return _session().request(
+            method,
             hop.connect_url,
-            headers={"Host": hop.host_header},
+            data=body,
+            headers={**(headers or {}), "Host": hop.host_header},
             stream=True,
             allow_redirects=False,
             timeout=timeout,

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from retail_pulse.data.jobs import record_outcome
 from retail_pulse.domain import ImageFailure
+from retail_pulse.jobs.finish import finish_job
 from retail_pulse.jobs.messages import ImageMessage
-from retail_pulse.jobs.process import finish_job
 from retail_pulse.observability import DEAD_LETTERS_UNREADABLE, count, count_failures, logger
 from retail_pulse.settings import get_settings
 

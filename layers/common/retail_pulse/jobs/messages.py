@@ -23,6 +23,19 @@ class ImageMessage(BaseModel):
     express: bool = False
 
 
+class WebhookDelivery(BaseModel):
+    """One job event on its way to a client's callback_url. `payload` is the exact body
+    POSTed (a JSON text), the same on every attempt; the signature is made per attempt."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: str
+    job_id: str
+    tenant: str
+    callback_url: str
+    payload: str
+
+
 def is_express(images: int) -> bool:
     """Whether a job of this many images takes the express lane (EXPRESS_MAX_IMAGES): its
     messages go to ExpressImageQueue, which no large job's backlog shares."""

@@ -28,26 +28,25 @@ from aws_lambda_powertools.metrics import MetricUnit
 from retail_pulse.data.jobs import (
     AlreadyFiled,
     Filing,
-    mark_finished,
+    get_job,
     record_outcome,
     record_outcomes,
     transaction_chunks,
 )
 from retail_pulse.data.queue import delay_message
-from retail_pulse.domain import ImageFailure, ImageResult, ImageSuccess
+from retail_pulse.domain import ImageCancelled, ImageFailure, ImageResult, ImageSuccess
 from retail_pulse.imaging.download import fetch
 from retail_pulse.imaging.errors import ImageError, TransientImageError
 from retail_pulse.imaging.measure import measure_image
+from retail_pulse.jobs.finish import finish_job
 from retail_pulse.jobs.messages import ImageMessage
 from retail_pulse.observability import (
     DOWNLOAD_BYTES,
     DOWNLOAD_TIME,
     DUPLICATE_DELIVERIES,
     IMAGE_RETRIES,
+    IMAGES_CANCELLED,
     IMAGES_SUCCEEDED,
-    JOB_DURATION,
-    JOBS_COMPLETED,
-    JOBS_FAILED,
     MEASURE_TIME,
     QUEUE_AGE,
     count,
@@ -201,7 +200,9 @@ def process_image_message(
     `finish=False` leaves the job's end to the caller, checked once per batch.
     """
     record = BatchRecord("", body, receive_count, receipt_handle, sent_at)
-    measured = _measure_record(record, budget=None, start_by=None)
+    measured = _measure_record(
+        record, budget=None, start_by=None, cancelled_jobs=_cancelled_jobs([record])
+    )
     _file_one(measured)
     # Also after a duplicate: the first delivery may have died between its transaction and
     # stamping the job finished.
@@ -209,11 +210,34 @@ def process_image_message(
         finish_job(measured.message.job_id)
 
 
+def _cancelled_jobs(records: Sequence[BatchRecord]) -> frozenset[str]:
+    """Which jobs of these records were cancelled: one job read per batch and job, before
+    any image is fetched. Eventually consistent (half a read unit): a cancel a moment old
+    may be missed, as one arriving during the downloads is; those images count as they
+    end. A record that does not parse is left to fail on its own."""
+    job_ids: set[str] = set()
+    for record in records:
+        try:
+            job_ids.add(ImageMessage.model_validate_json(record.body).job_id)
+        except ValueError:
+            continue
+    cancelled = set()
+    for job_id in job_ids:
+        job = get_job(job_id, consistent=False)
+        if job is not None and job.cancelled_at is not None:
+            cancelled.add(job_id)
+    return frozenset(cancelled)
+
+
 def _measure_record(
-    record: BatchRecord, budget: ByteBudget | None, start_by: float | None
+    record: BatchRecord,
+    budget: ByteBudget | None,
+    start_by: float | None,
+    cancelled_jobs: frozenset[str] = frozenset(),
 ) -> _Measured:
-    """Parse and measure one record's image. Raises RetryLater (its redelivery already
-    pushed out by a backoff), NotStarted (already made visible again) or what went wrong."""
+    """Parse and measure one record's image (not for a cancelled job: that image is filed
+    `cancelled`, never downloaded). Raises RetryLater (its redelivery already pushed out by
+    a backoff), NotStarted (already made visible again) or what went wrong."""
     # Records of a batch run on threads of one process and a thread serves many records:
     # keys are per thread, and cleared first so an unreadable body never logs with the
     # previous record's image.
@@ -226,6 +250,8 @@ def _measure_record(
     logger.thread_safe_append_keys(
         job_id=message.job_id, image=f"{message.job_id}/{message.image_index}"
     )
+    if message.job_id in cancelled_jobs:
+        return _Measured(record, message, ImageCancelled())
     try:
         outcome = measure_url(message, record.receive_count, settings, budget, start_by)
     except RetryLater as retry:
@@ -255,6 +281,8 @@ def _file_one(measured: _Measured) -> bool:
         count(DUPLICATE_DELIVERIES)
     elif isinstance(outcome, ImageSuccess):
         count(IMAGES_SUCCEEDED)
+    elif isinstance(outcome, ImageCancelled):
+        count(IMAGES_CANCELLED)
     return recorded
 
 
@@ -369,7 +397,11 @@ def process_batch(
         # that times out has its whole batch delivered again, filed images included.
         margin_s = settings.image_deadline_s + settings.gpu_sleep_max_s + _FILING_RESERVE_S
         start_by = time.monotonic() + time_left_s() - margin_s
-    futures = [pool.submit(_run_record, record, budget, start_by, per_image) for record in records]
+    cancelled = _cancelled_jobs(records)
+    futures = [
+        pool.submit(_run_record, record, budget, start_by, per_image, cancelled)
+        for record in records
+    ]
     failed: set[str] = set()
     measured: list[_Measured] = []
     for record, future in zip(records, futures, strict=True):
@@ -391,12 +423,16 @@ _FILING_RESERVE_S = 5.0
 
 
 def _run_record(
-    record: BatchRecord, budget: ByteBudget, start_by: float | None, file_now: bool
+    record: BatchRecord,
+    budget: ByteBudget,
+    start_by: float | None,
+    file_now: bool,
+    cancelled_jobs: frozenset[str],
 ) -> _Measured:
     """One record on a worker thread, whose log keys name its image: so does the line of a
     failure, which the thread running the batch could not label."""
     try:
-        measured = _measure_record(record, budget, start_by)
+        measured = _measure_record(record, budget, start_by, cancelled_jobs)
         if file_now:
             _file_one(measured)
         return measured
@@ -451,6 +487,9 @@ def _file_chunk(job_id: str, chunk: Sequence[_Measured]) -> set[str]:
     succeeded = sum(isinstance(m.outcome, ImageSuccess) for m in chunk)
     if succeeded:
         count(IMAGES_SUCCEEDED, succeeded)
+    cancelled = sum(isinstance(m.outcome, ImageCancelled) for m in chunk)
+    if cancelled:
+        count(IMAGES_CANCELLED, cancelled)
     return set()
 
 
@@ -488,24 +527,3 @@ def _finish_jobs(filed: Sequence[_Measured]) -> set[str]:
             )
             failed |= {m.record.message_id for m in filed if m.message.job_id == job_id}
     return failed
-
-
-def finish_job(job_id: str) -> None:
-    """Log a job's end once, from whichever invocation filed its last image."""
-    job = mark_finished(job_id)
-    if job is None:
-        return
-    duration = (datetime.now(UTC) - job.created_at).total_seconds()
-    outcome = "failed" if job.failed else "completed"
-    logger.info(
-        "job finished",
-        extra={
-            "job_id": job_id,
-            "outcome": outcome,
-            "duration_s": round(duration, 3),
-            "succeeded": job.succeeded,
-            "failed": job.failed,
-        },
-    )
-    count(JOB_DURATION, duration, MetricUnit.Seconds)
-    count(JOBS_FAILED if job.failed else JOBS_COMPLETED)

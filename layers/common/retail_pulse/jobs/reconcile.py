@@ -5,6 +5,10 @@ and nothing has happened to it (no image finished, no requeue) for as long: its 
 images are enqueued again (exactly-once accounting makes a duplicate harmless). A job past
 JOB_HARD_DEADLINE_S since submit has every still-pending image recorded failed, and so ends.
 A job whose images are all done but that was never stamped finished is finished.
+
+A terminal job stays in OngoingJobs until nothing is left to do for it: an event its
+emitter never marked emitted is emitted (the same event_id), and a cancelled job's
+unprocessed images are filed `cancelled` here if their messages have not done it.
 """
 
 from __future__ import annotations
@@ -15,11 +19,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from retail_pulse.data.images import pending_images, record_unwritten_image, recorded_indexes
-from retail_pulse.data.jobs import get_job, note_requeued, record_outcome, unfinished_jobs
+from retail_pulse.data.jobs import (
+    get_job,
+    mark_finished,
+    note_requeued,
+    record_outcome,
+    settle,
+    unfinished_jobs,
+)
 from retail_pulse.data.queue import enqueue_images
-from retail_pulse.domain import ImageFailure, Job
+from retail_pulse.domain import ImageCancelled, ImageFailure, ImageResult, Job
+from retail_pulse.jobs.finish import emit_job_finished, finish_job
 from retail_pulse.jobs.messages import ImageMessage, is_express
-from retail_pulse.jobs.process import finish_job
 from retail_pulse.observability import (
     IMAGES_REQUEUED,
     JOBS_EXPIRED,
@@ -34,6 +45,8 @@ from retail_pulse.settings import get_settings
 _FAIL_THREADS = 8
 # Stop starting new jobs when the invocation has less than this left; the next run goes on.
 _RESERVE_S = 30.0
+# A terminal job's event this long after the transition was not emitted by its emitter.
+_EMIT_GRACE_S = 60
 
 UNWRITTEN = "job submission did not complete; this image was never recorded"
 
@@ -47,6 +60,8 @@ class ReconcileReport:
     expired_jobs: int = 0
     expired_images: int = 0
     finished_jobs: int = 0
+    events_emitted: int = 0
+    cancelled_images: int = 0
     out_of_time: bool = False
 
 
@@ -64,7 +79,10 @@ def reconcile(
             report.out_of_time = True
             break
         job = get_job(job_id)
-        if job is None or job.finished_at is not None:
+        if job is None:
+            continue
+        if job.finished_at is not None:
+            _tidy_terminal(job, now, report)
             continue
         if job.done:
             # The last image's invocation died between its transaction and the stamp.
@@ -80,6 +98,29 @@ def reconcile(
             report.requeued_images += _requeue(job)
     _publish(report)
     return report
+
+
+def _tidy_terminal(job: Job, now: datetime, report: ReconcileReport) -> None:
+    """What a terminal job still in OngoingJobs needs: its event, its cancelled images."""
+    assert job.finished_at is not None
+    if job.event_pending:
+        if (now - job.finished_at).total_seconds() >= _EMIT_GRACE_S:
+            emit_job_finished(job)
+            report.events_emitted += 1
+            logger.warning("job event emitted late", extra={"job_id": job.job_id})
+        return
+    if job.cancelled_at is not None and not job.done:
+        report.cancelled_images += _file_pending(job.job_id, ImageCancelled())
+        mark_finished(job.job_id)  # takes the cancelled job out of OngoingJobs when done
+        return
+    settle(job.job_id)
+
+
+def _file_pending(job_id: str, outcome: ImageResult) -> int:
+    """File every still-pending image of the job with `outcome`; how many it filed."""
+    indexes = [image.image_index for image in pending_images(job_id)]
+    with ThreadPoolExecutor(max_workers=_FAIL_THREADS) as pool:
+        return sum(pool.map(lambda index: record_outcome(job_id, index, outcome, 0), indexes))
 
 
 def _last_activity(job: Job) -> datetime:
@@ -112,9 +153,7 @@ def _expire(job: Job, deadline_s: int) -> int:
     """Fail what is still pending, file what submit never wrote, and finish the job."""
     minutes = round(deadline_s / 60)
     failure = ImageFailure(f"processing did not finish within {minutes} minutes")
-    indexes = [image.image_index for image in pending_images(job.job_id)]
-    with ThreadPoolExecutor(max_workers=_FAIL_THREADS) as pool:
-        failed = sum(pool.map(lambda index: record_outcome(job.job_id, index, failure, 0), indexes))
+    failed = _file_pending(job.job_id, failure)
     current = get_job(job.job_id)
     if current is not None and not current.done:
         recorded = recorded_indexes(job.job_id)

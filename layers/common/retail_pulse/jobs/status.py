@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from retail_pulse.data.jobs import failed_images, get_job
 from retail_pulse.domain import FailedImage, Job, JobProgress, JobStatus
@@ -34,18 +36,35 @@ def retry_after(job: Job, now: datetime) -> int:
 def job_status(tenant: str, job_id: str) -> JobStatus:
     """The job's status; raises UnknownJob when the caller has no such job (another
     client's job answers exactly as one that does not exist)."""
+    return status_of(caller_job(tenant, job_id))
+
+
+def caller_job(tenant: str, job_id: str) -> Job:
+    """The caller's job; UnknownJob for an id that is not theirs or does not exist."""
     job = get_job(job_id) if job_id and len(job_id) <= _MAX_JOB_ID else None
     if job is None or job.tenant != tenant:
         raise UnknownJob(job_id)
+    return job
+
+
+def status_of(job: Job) -> JobStatus:
+    """What GET /api/status answers for this job, as it stands: also the `job` of its
+    job.finished event."""
+    job_id = job.job_id
     progress = JobProgress(total=job.total, succeeded=job.succeeded, failed=job.failed)
-    if not job.done:
+    if job.state == "cancelled":
+        # Every image not (yet) succeeded or failed counts as cancelled: the three add up
+        # to total even while an image that was in flight at the cancel is being filed.
+        progress = replace(progress, cancelled=job.total - job.succeeded - job.failed)
+        return JobStatus(status="cancelled", job_id=job_id, progress=progress)
+    if job.state == "ongoing":
         return JobStatus(
             status="ongoing",
             job_id=job_id,
             progress=progress,
             retry_after_s=retry_after(job, datetime.now(UTC)),
         )
-    if job.failed == 0:
+    if job.state == "completed":
         return JobStatus(status="completed", job_id=job_id, progress=progress)
     first_by_store: dict[str, FailedImage] = {}
     for image in failed_images(job_id):
@@ -53,3 +72,19 @@ def job_status(tenant: str, job_id: str) -> JobStatus:
     return JobStatus(
         status="failed", job_id=job_id, progress=progress, error=list(first_by_store.values())
     )
+
+
+def status_document(status: JobStatus) -> dict[str, Any]:
+    """The status as GET /api/status's JSON body has it (api/models.StatusResponse; a test
+    holds the two equal): fields without a value left out, the Retry-After hint too."""
+
+    def present(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: present(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [present(v) for v in value]
+        return value
+
+    document = present(asdict(status))
+    document.pop("retry_after_s", None)
+    return dict(document)

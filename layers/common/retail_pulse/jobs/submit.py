@@ -28,11 +28,12 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 
 from retail_pulse.data import STORAGE_ERRORS
 from retail_pulse.data.idempotency import persistence_layer
-from retail_pulse.data.jobs import create_job, mark_finished
+from retail_pulse.data.jobs import create_job
 from retail_pulse.data.queue import enqueue_images
 from retail_pulse.data.stores import find_stores
 from retail_pulse.domain import FAILED, Image, Job, JobRequest
 from retail_pulse.errors import InvalidRequest, KeyInProgress, KeyReused, StorageInterrupted
+from retail_pulse.jobs.finish import finish_job
 from retail_pulse.jobs.messages import ImageMessage, is_express
 from retail_pulse.observability import (
     IMAGES_SUBMITTED,
@@ -177,6 +178,7 @@ def record_job(request: JobRequest) -> str:
         failed=unknown,
         visit_count=len(request.visits),
         created_at=datetime.now(UTC),
+        callback_url=request.callback_url,
     )
     create_job(job, images)
     enqueue_images(messages, express)
@@ -194,5 +196,6 @@ def record_job(request: JobRequest) -> str:
     if unknown:
         count_failures("store_unknown", unknown)
     if not messages:
-        mark_finished(job_id)
+        # Every image failed at once (no store known): the job ends now, and says so.
+        finish_job(job_id)
     return job_id

@@ -1,0 +1,112 @@
+"""What a client may do to its own job besides reading it: cancel it while it runs, and
+re-run the images of a failed job. Another client's job is an unknown job (UnknownJob)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from retail_pulse.data.images import JobChanged, failed_images, reopen_failed
+from retail_pulse.data.jobs import cancel
+from retail_pulse.data.queue import enqueue_images
+from retail_pulse.data.stores import find_stores
+from retail_pulse.domain import Image, Job, JobStatus
+from retail_pulse.errors import StorageInterrupted, WrongJobState
+from retail_pulse.jobs.finish import announce, emit_job_finished, finish_job
+from retail_pulse.jobs.messages import ImageMessage, is_express
+from retail_pulse.jobs.status import caller_job, status_of
+from retail_pulse.jobs.submit import UNKNOWN_STORE
+from retail_pulse.observability import logger
+
+
+def cancel_job(tenant: str, job_id: str) -> JobStatus:
+    """Cancel an ongoing job: `cancelled` at once; its images not yet processed are filed
+    `cancelled` without a download as their messages arrive, results already filed stay."""
+    job = caller_job(tenant, job_id)
+    cancelled = cancel(job.job_id) if job.finished_at is None else None
+    if cancelled is None:
+        current = caller_job(tenant, job_id)
+        raise WrongJobState(
+            f"the job is already {current.state}; only an ongoing job can be cancelled"
+        )
+    logger.info("job cancelled", extra={"job_id": job_id, "unprocessed": cancelled.unprocessed})
+    announce(cancelled)
+    return status_of(cancelled)
+
+
+def retry_job(tenant: str, job_id: str) -> JobStatus:
+    """Re-run a failed job's failed images: back to `pending` and enqueued again, the job
+    `ongoing` until they end. Images of stores still missing from the store master stay
+    failed (they would fail the same way); a job with nothing to re-run is refused."""
+    job = caller_job(tenant, job_id)
+    if job.state != "failed":
+        raise WrongJobState(f"the job is {job.state}; only a failed job can be retried")
+    job = _announced(job)
+    failed = list(failed_images(job.job_id))
+    stores = find_stores({image.store_id for image in failed})
+    retried = [
+        replace(image, area=stores[image.store_id].area_code)
+        for image in failed
+        if image.store_id in stores
+    ]
+    if not retried:
+        raise WrongJobState(
+            "none of the job's failed images can be re-run: their stores are still not in "
+            "the store master; import them first (retail-pulse stores import)"
+        )
+    try:
+        reopen_failed(job, retried)
+    except JobChanged:
+        current = caller_job(tenant, job_id)
+        raise WrongJobState(
+            f"the job changed while it was being retried (it is {current.state} now); "
+            "ask for its status, then retry again if it failed"
+        ) from None
+    _enqueue(job.tenant, retried)
+    logger.info(
+        "job retried",
+        extra={
+            "job_id": job_id,
+            "images": len(retried),
+            "still_unknown_store": sum(image.error == UNKNOWN_STORE for image in failed)
+            - sum(image.error == UNKNOWN_STORE for image in retried),
+        },
+    )
+    return status_of(caller_job(tenant, job_id))
+
+
+def _announced(job: Job) -> Job:
+    """The failed job with its failure stamped and announced: a client may retry the moment
+    the counters say `failed`, before the invocation that filed the last image got there.
+    The failure's event must be out before the job changes again (the same event_id if its
+    own emitter sends it too)."""
+    if job.finished_at is None:
+        finish_job(job.job_id)  # stamps and announces, unless another caller just did
+        job = caller_job(job.tenant, job.job_id)
+    if job.event_pending:
+        try:
+            emit_job_finished(job)
+        except Exception as error:
+            raise StorageInterrupted(
+                "the job's failure could not be announced yet; send the same retry again"
+            ) from error
+        job = caller_job(job.tenant, job.job_id)
+    return job
+
+
+def _enqueue(tenant: str, images: list[Image]) -> None:
+    express = is_express(len(images))
+    enqueue_images(
+        [
+            ImageMessage(
+                job_id=image.job_id,
+                image_index=image.image_index,
+                url=image.url,
+                store_id=image.store_id,
+                area=image.area,
+                tenant=tenant,
+                express=express,
+            ).model_dump()
+            for image in images
+        ],
+        express,
+    )
