@@ -231,3 +231,36 @@ def test_an_event_whose_emitter_died_is_emitted_by_the_reconciler(
     assert delivery["event_id"] == record.event_id
     assert_accounted(job_id)
     assert reconcile().events_emitted == 0  # emitted once
+
+
+def test_the_job_list_shows_a_cancelled_job_under_its_status(aws, stores, call_api, image_server):
+    job_id = submit(call_api, job(visit(BHARAT, images_of(image_server, 2))), tenant=A)
+    act(call_api, "cancel", job_id, A)
+
+    listed = call_api("GET", "/api/jobs", query={"status": "cancelled"}, tenant=A)
+    assert listed.status_code == 200, listed.body
+    (summary,) = listed.body["jobs"]
+    assert (summary["job_id"], summary["status"]) == (job_id, "cancelled")
+    assert summary["finished_at"] is not None
+    assert summary["progress"] == {"total": 2, "succeeded": 0, "failed": 0, "cancelled": 2}
+    assert call_api("GET", "/api/jobs", query={"status": "ongoing"}, tenant=A).body["jobs"] == []
+    assert call_api("GET", "/api/jobs", query={"status": "cancelled"}, tenant=B).body["jobs"] == []
+
+
+@pytest.mark.parametrize("ending", ["ongoing", "completed", "failed", "cancelled"])
+def test_the_event_carries_exactly_the_status_body(aws, stores, call_api, image_server, ending):
+    """jobs/status.status_document (what an event's `job` is) equals what GET /api/status
+    answers (api/models.StatusResponse), for every status."""
+    from retail_pulse.data.jobs import get_job
+    from retail_pulse.jobs.status import status_document, status_of
+
+    urls = [image_server.url("/img/40x30.jpg"), image_server.url("/status/404")]
+    job_id = submit(call_api, job(visit(BHARAT, urls[:1] if ending == "completed" else urls)))
+    if ending == "cancelled":
+        act(call_api, "cancel", job_id)
+    elif ending != "ongoing":
+        Pipeline(aws).drain()
+    found = get_job(job_id)
+    assert found is not None and found.state == ending
+
+    assert status_document(status_of(found)) == status(call_api, job_id)

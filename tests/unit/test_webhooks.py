@@ -269,6 +269,44 @@ def test_a_refused_connection_is_retried(allow) -> None:
     assert outcome.detail.startswith("could not connect")
 
 
+def test_a_receiver_whose_name_does_not_resolve_is_retried(fake_dns) -> None:
+    # Its operator may fix DNS (or a certificate) within the window; an image URL's host
+    # that does not resolve fails at once instead (test_download.py).
+    outcome = attempt("https://hooks.receiver.example/retail-pulse")
+
+    assert outcome.verdict == "retry"
+    assert outcome.detail == (
+        "host hooks.receiver.example not found for https://hooks.receiver.example/retail-pulse"
+    )
+    assert fake_dns.queries == ["hooks.receiver.example"]
+
+
+def test_a_receiver_that_speaks_no_http_is_retried(allow) -> None:
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    host_port = f"127.0.0.1:{listener.getsockname()[1]}"
+
+    def garbage() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+    server = threading.Thread(target=garbage, daemon=True)
+    server.start()
+    allow(host_port)
+    try:
+        outcome = attempt(f"http://{host_port}/hook")
+    finally:
+        server.join(timeout=10)
+        listener.close()
+
+    assert outcome.verdict == "retry"
+    assert outcome.detail.startswith(f"malformed response from http://{host_port}/hook")
+
+
 @pytest.mark.parametrize(
     ("url", "why"),
     [

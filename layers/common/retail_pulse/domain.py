@@ -4,7 +4,7 @@ visits/, stores/) works on them and never sees a table record or an AWS response
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, get_args
 
@@ -72,6 +72,16 @@ class Job:
         if not self.done:
             return "ongoing"
         return "failed" if self.failed else "completed"
+
+    @property
+    def progress(self) -> JobProgress:
+        """The counts a client sees. For a cancelled job every image not (yet) succeeded or
+        failed counts as cancelled: the three add up to total even while an image that was
+        in flight at the cancel is being filed."""
+        progress = JobProgress(total=self.total, succeeded=self.succeeded, failed=self.failed)
+        if self.state == "cancelled":
+            return replace(progress, cancelled=self.total - self.succeeded - self.failed)
+        return progress
 
     @property
     def unprocessed(self) -> int:

@@ -336,7 +336,7 @@ class JobSummary(BaseModel):
             status=job.state,
             created_at=format_timestamp(job.created_at),
             finished_at=format_timestamp(job.finished_at) if job.finished_at else None,
-            progress=Progress(total=job.total, succeeded=job.succeeded, failed=job.failed),
+            progress=Progress.model_validate(job.progress, from_attributes=True),
         )
 
 

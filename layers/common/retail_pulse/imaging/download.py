@@ -53,7 +53,12 @@ import urllib3
 import urllib3.connection
 from requests.adapters import DEFAULT_POOLBLOCK, HTTPAdapter
 
-from retail_pulse.imaging.errors import ImageError, PermanentImageError, TransientImageError
+from retail_pulse.imaging.errors import (
+    HostMisconfigured,
+    ImageError,
+    PermanentImageError,
+    TransientImageError,
+)
 from retail_pulse.settings import Settings, get_settings
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -350,7 +355,7 @@ def _resolve(ascii_host: str, port: int, url: str) -> list[IpAddress]:
         infos = socket.getaddrinfo(ascii_host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
         if err.errno == socket.EAI_NONAME:
-            raise PermanentImageError(
+            raise HostMisconfigured(
                 f"host {ascii_host} not found for {url}", reason="download"
             ) from err
         raise TransientImageError(
@@ -802,7 +807,7 @@ def _classify(err: BaseException, url: str, *, reading: bool) -> ImageError:
         return err
     chain = _chain(err)
     if malformed := _malformed_because(chain):
-        return PermanentImageError(f"malformed response from {url}: {malformed}", reason="download")
+        return HostMisconfigured(f"malformed response from {url}: {malformed}", reason="download")
     if any(isinstance(e, _INVALID_URL) for e in chain):
         return PermanentImageError(f"invalid URL {url}", reason="download")
     tls = [e for e in chain if isinstance(e, (ssl.SSLError, ssl.CertificateError))]
@@ -810,7 +815,7 @@ def _classify(err: BaseException, url: str, *, reading: bool) -> ImageError:
         if any(isinstance(e, _TLS_CUT_SHORT) for e in tls):
             return TransientImageError(f"TLS connection cut short for {url}")
         # A certificate that does not match or is not trusted will not fix itself.
-        return PermanentImageError(f"TLS failed for {url}: {_root_cause(err)}", reason="download")
+        return HostMisconfigured(f"TLS failed for {url}: {_root_cause(err)}", reason="download")
     if isinstance(err, requests.exceptions.ConnectTimeout):
         return TransientImageError(f"connect timed out for {url}")
     timed_out = isinstance(err, requests.exceptions.ReadTimeout) or any(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from retail_pulse.data.jobs import failed_images, get_job
-from retail_pulse.domain import FailedImage, Job, JobProgress, JobStatus
+from retail_pulse.domain import FailedImage, Job, JobStatus
 from retail_pulse.errors import UnknownJob
 
 # DynamoDB rejects keys over 2 KB; ids we issue are 36 characters.
@@ -51,11 +51,8 @@ def status_of(job: Job) -> JobStatus:
     """What GET /api/status answers for this job, as it stands: also the `job` of its
     job.finished event."""
     job_id = job.job_id
-    progress = JobProgress(total=job.total, succeeded=job.succeeded, failed=job.failed)
+    progress = job.progress
     if job.state == "cancelled":
-        # Every image not (yet) succeeded or failed counts as cancelled: the three add up
-        # to total even while an image that was in flight at the cancel is being filed.
-        progress = replace(progress, cancelled=job.total - job.succeeded - job.failed)
         return JobStatus(status="cancelled", job_id=job_id, progress=progress)
     if job.state == "ongoing":
         return JobStatus(

@@ -33,7 +33,11 @@ from pydantic import ValidationError
 from retail_pulse.data.queue import dead_letter_webhook, delay_webhook
 from retail_pulse.data.secrets import webhook_signing_key
 from retail_pulse.imaging.download import post
-from retail_pulse.imaging.errors import PermanentImageError, TransientImageError
+from retail_pulse.imaging.errors import (
+    HostMisconfigured,
+    PermanentImageError,
+    TransientImageError,
+)
 from retail_pulse.jobs.messages import WebhookDelivery
 from retail_pulse.observability import (
     WEBHOOK_RETRIES,
@@ -158,11 +162,13 @@ def deliver_webhook(
     url = delivery.callback_url
     try:
         response = post(url, body, headers, settings, deadline_s=settings.webhook_deadline_s)
-    except PermanentImageError as error:
-        return DeliveryOutcome("rejected", _without_secrets(str(error), url))
-    except TransientImageError as error:
+    except (TransientImageError, HostMisconfigured) as error:
+        # A receiver down, or one whose name, certificate or server its operator may fix
+        # before the window ends: tried again. A refused address or a malformed URL is not.
         detail = _without_secrets(str(error), url)
         return _retry_or_abandon(detail, None, None, receive_count, first_sent_at, now)
+    except PermanentImageError as error:
+        return DeliveryOutcome("rejected", _without_secrets(str(error), url))
     status = response.status
     if 200 <= status < 300:
         return DeliveryOutcome("delivered", f"HTTP {status}", status)
