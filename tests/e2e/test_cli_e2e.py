@@ -94,3 +94,40 @@ def test_the_same_idempotency_key_gives_the_same_job(stack: Stack, tmp_path: Pat
 
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert first.stdout.strip() == again.stdout.strip() != ""
+
+
+def test_the_lifecycle_commands_against_the_stack(stack: Stack, tmp_path: Path) -> None:
+    """submit --callback, jobs, results --output, cancel and retry as a user runs them."""
+    import json
+    import uuid
+
+    key = uuid.uuid4().hex[:12]
+    job = tmp_path / "job.csv"
+    urls = [stack.images.url(f"/img/{30 + i}x20.jpg") for i in range(3)]
+    job.write_text(
+        "store_id,image_url,visit_time\n" + "".join(f"{STORE},{url},{ELSEWHEN}\n" for url in urls)
+    )
+
+    submitted = cli(stack, "submit", str(job), "--callback", stack.images.url(f"/hook/{key}/0"))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    (delivery,) = stack.images.wait_for_deliveries(key, 1, timeout_s=60)
+    assert json.loads(delivery.body)["job"]["job_id"] == job_id
+
+    listed = cli(stack, "jobs", "--status", "completed", "--all")
+    assert listed.returncode == 0, listed.stderr
+    assert job_id in listed.stdout
+
+    export = tmp_path / "results.csv"
+    exported = cli(stack, "results", job_id, "--format", "csv", "--output", str(export))
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader(export.open()))
+    assert [(r["image_url"], r["status"], r["perimeter"]) for r in rows] == [
+        (url, "succeeded", str(2 * (30 + i + 20))) for i, url in enumerate(urls)
+    ]
+
+    # A finished job can be neither cancelled nor (not having failed) retried: exit 2, why.
+    for command in ("cancel", "retry"):
+        refused = cli(stack, command, job_id)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "completed" in refused.stderr, refused.stderr
