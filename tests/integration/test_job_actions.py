@@ -264,3 +264,30 @@ def test_the_event_carries_exactly_the_status_body(aws, stores, call_api, image_
     assert found is not None and found.state == ending
 
     assert status_document(status_of(found)) == status(call_api, job_id)
+
+
+def test_a_retried_old_job_gets_a_whole_deadline_again(aws, stores, call_api):
+    """The hard deadline (JOB_HARD_DEADLINE_S, 2 h) counts from the retry, not the submit:
+    a job failed and retried three hours after its submit is not failed again at once."""
+    from retail_pulse.data.models import StoreRecord
+
+    job_id = submit(call_api, job(visit(NEW_STORE, ["https://images.example/1.jpg"])))
+    StoreRecord(store_id=NEW_STORE, area_code="A1", store_name="New").save()
+    age_job(job_id, created_ago=timedelta(hours=3), progressed_ago=timedelta(hours=3))
+    assert act(call_api, "retry", job_id).status_code == 200
+    aws.queued_messages()  # its message is lost: only the reconciler can bring it back
+
+    report = reconcile()
+
+    assert report.expired_jobs == 0
+    assert status(call_api, job_id)["status"] == "ongoing"
+    # Still watched: once the retry is older than the soft deadline, its image is requeued.
+    JobRecord(job_id=job_id).update(
+        actions=[
+            JobRecord.retried_at.set(JobRecord.get(job_id).retried_at - timedelta(minutes=20)),
+            JobRecord.progressed_at.set(
+                JobRecord.get(job_id).progressed_at - timedelta(minutes=20)
+            ),
+        ]
+    )
+    assert reconcile().requeued_images == 1

@@ -51,6 +51,8 @@ class Job:
     progressed_at: datetime | None = None
     # When the reconciler last enqueued the job's pending images again.
     requeued_at: datetime | None = None
+    # When a client last re-ran its failed images: the hard deadline counts from then.
+    retried_at: datetime | None = None
     # Where the job.finished webhook goes (None: no webhook, EventBridge only).
     callback_url: str | None = None
     # The event of the job's last terminal transition, and whether it still has to be

@@ -74,6 +74,7 @@ def reopen_failed(job: Job, images: Sequence[Image]) -> int:
                 JobRecord.event_id.remove(),
                 JobRecord.ongoing_shard.set(ongoing_shard(job.job_id)),
                 JobRecord.progressed_at.set(now),
+                JobRecord.retried_at.set(now),
                 *listed_as(job.tenant, "ongoing"),
             ]
             # The failed job read, unchanged: finished, its event out, not cancelled.

@@ -90,6 +90,7 @@ def _job(record: JobRecord) -> Job:
         cancelled_at=record.cancelled_at,
         progressed_at=record.progressed_at,
         requeued_at=record.requeued_at,
+        retried_at=record.retried_at,
         callback_url=record.callback_url,
         event_id=record.event_id,
         event_pending=bool(record.event_pending),

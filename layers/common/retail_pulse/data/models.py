@@ -141,6 +141,8 @@ class JobRecord(Model):
     cancelled_at = UTCDateTimeAttribute(null=True)
     cancelled = NumberAttribute(null=True)
     callback_url = UnicodeAttribute(null=True)
+    # When its failed images were last put back to pending (POST /api/retry).
+    retried_at = UTCDateTimeAttribute(null=True)
     # The last terminal transition's event, and whether it is yet to be emitted.
     event_id = UnicodeAttribute(null=True)
     event_pending = BooleanAttribute(null=True)

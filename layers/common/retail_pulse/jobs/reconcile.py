@@ -88,7 +88,7 @@ def reconcile(
             # The last image's invocation died between its transaction and the stamp.
             finish_job(job_id)
             report.finished_jobs += 1
-        elif job.created_at <= hard_cutoff:
+        elif _started(job) <= hard_cutoff:
             report.stuck_jobs += 1
             report.expired_jobs += 1
             report.expired_images += _expire(job, settings.job_hard_deadline_s)
@@ -123,8 +123,13 @@ def _file_pending(job_id: str, outcome: ImageResult) -> int:
         return sum(pool.map(lambda index: record_outcome(job_id, index, outcome, 0), indexes))
 
 
+def _started(job: Job) -> datetime:
+    """When the job's current run began: its submit, or the client's last retry."""
+    return max(moment for moment in (job.created_at, job.retried_at) if moment is not None)
+
+
 def _last_activity(job: Job) -> datetime:
-    moments = [job.created_at, job.progressed_at, job.requeued_at]
+    moments = [job.created_at, job.progressed_at, job.requeued_at, job.retried_at]
     return max(moment for moment in moments if moment is not None)
 
 
