@@ -20,13 +20,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from pynamodb.exceptions import UpdateError
-from pynamodb.expressions.condition import Condition
-from pynamodb.expressions.update import Action
-
 from retail_pulse.data.jobs import _job as job_from_record
 from retail_pulse.data.listing_keys import expiry, listed_as
 from retail_pulse.data.models import ImageRecord, JobRecord
+from retail_pulse.data.transactions import update_if
 from retail_pulse.domain import DEFAULT_TENANT
 
 
@@ -44,7 +41,7 @@ def backfill() -> BackfillReport:
     for record in JobRecord.scan(filter_condition=missing):
         if record.expires_at is None:
             report.images_expiring += _expire_images(record.job_id)
-            if _update(
+            if update_if(
                 JobRecord(job_id=record.job_id),
                 [JobRecord.expires_at.set(expiry())],
                 JobRecord.job_id.exists() & JobRecord.expires_at.does_not_exist(),
@@ -56,7 +53,7 @@ def backfill() -> BackfillReport:
             if record.tenant is None:
                 actions.append(JobRecord.tenant.set(DEFAULT_TENANT))
             condition = JobRecord.job_id.exists() & JobRecord.tenant_status.does_not_exist()
-            if _update(JobRecord(job_id=record.job_id), actions, condition):
+            if update_if(JobRecord(job_id=record.job_id), actions, condition):
                 report.jobs_listed += 1
     return report
 
@@ -68,24 +65,13 @@ def _expire_images(job_id: str) -> int:
         attributes_to_get=["job_id", "image_index"],
     )
     return sum(
-        _update(
+        update_if(
             ImageRecord(job_id=job_id, image_index=image.image_index),
             [ImageRecord.expires_at.set(expiry())],
             ImageRecord.job_id.exists() & ImageRecord.expires_at.does_not_exist(),
         )
         for image in images
     )
-
-
-def _update(record: JobRecord | ImageRecord, actions: list[Action], condition: Condition) -> bool:
-    """One conditional update; False when its condition no longer holds (never an upsert)."""
-    try:
-        record.update(actions=actions, condition=condition)
-    except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
 
 
 def main() -> int:

@@ -8,10 +8,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-from retail_pulse.data.usage import instrument
+from retail_pulse.data.usage import counted_client
 from retail_pulse.settings import get_settings
 
 SOURCE = "retail-pulse"
@@ -24,14 +21,7 @@ class PublishError(Exception):
 
 @lru_cache(maxsize=1)
 def _events() -> Any:
-    settings = get_settings()
-    client = boto3.client(
-        "events",
-        region_name=settings.region,
-        endpoint_url=settings.endpoint_url,
-        config=Config(retries={"mode": "standard"}),
-    )
-    return instrument(client)
+    return counted_client("events")
 
 
 def publish_job_finished(event: dict[str, Any]) -> None:

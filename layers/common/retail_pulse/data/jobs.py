@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
@@ -29,7 +28,7 @@ from retail_pulse.data.models import (
     connection,
     ongoing_shard,
 )
-from retail_pulse.data.transactions import ConditionFailed, transact_write
+from retail_pulse.data.transactions import ConditionFailed, transact_write, update_if
 from retail_pulse.data.visits import results_partition
 from retail_pulse.domain import (
     DEFAULT_TENANT,
@@ -287,8 +286,8 @@ def mark_finished(job_id: str) -> Job | None:
 
     Returns the job only to the one caller that stamped it, so the job's event, log line
     and duration metric are emitted once, whichever invocation finished it. The job stays
-    in OngoingJobs until its event is out (`settle`), so the reconciler emits it if this
-    caller dies first.
+    in OngoingJobs until its event is out (`event_emitted`), so the reconciler emits it if
+    this caller dies first.
     """
     try:
         record = JobRecord.get(job_id, consistent_read=True)
@@ -300,38 +299,27 @@ def mark_finished(job_id: str) -> Job | None:
         _settle(job)
     if not job.done or job.finished_at is not None:
         return None
-    try:
-        record.update(
-            actions=_terminal_actions(job, datetime.now(UTC)),
-            condition=JobRecord.finished_at.does_not_exist(),
-        )
-    except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            return None
-        raise
-    return _job(record)
+    stamped = update_if(
+        record,
+        _terminal_actions(job, datetime.now(UTC)),
+        JobRecord.finished_at.does_not_exist(),
+    )
+    return _job(record) if stamped else None
 
 
-def cancel(job_id: str) -> Job | None:
+def cancel(job: Job) -> Job | None:
     """Make an unfinished job `cancelled` now, with its event to be emitted; None when it
-    had already reached a terminal status (or does not exist). Its unprocessed images are
-    filed `cancelled` as their messages arrive (the process function reads the job first)."""
-    try:
-        record = JobRecord.get(job_id, consistent_read=True)
-    except JobRecord.DoesNotExist:
-        return None
+    has reached a terminal status meanwhile (or no longer exists). Its unprocessed images
+    are filed `cancelled` as their messages arrive (the process function reads the job
+    first)."""
     now = datetime.now(UTC)
-    cancelled = replace(_job(record), cancelled_at=now)
-    try:
-        record.update(
-            actions=[JobRecord.cancelled_at.set(now), *_terminal_actions(cancelled, now)],
-            condition=JobRecord.finished_at.does_not_exist(),
-        )
-    except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            return None
-        raise
-    return _job(record)
+    record = JobRecord(job_id=job.job_id)
+    actions = [
+        JobRecord.cancelled_at.set(now),
+        *_terminal_actions(replace(job, cancelled_at=now), now),
+    ]
+    condition = JobRecord.job_id.exists() & JobRecord.finished_at.does_not_exist()
+    return _job(record) if update_if(record, actions, condition) else None
 
 
 def event_emitted(job: Job) -> None:
@@ -340,13 +328,7 @@ def event_emitted(job: Job) -> None:
     actions: list[Action] = [JobRecord.event_pending.remove()]
     if job.done:
         actions.append(JobRecord.ongoing_shard.remove())
-    try:
-        JobRecord(job_id=job.job_id).update(
-            actions=actions, condition=JobRecord.event_id == job.event_id
-        )
-    except UpdateError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
+    update_if(JobRecord(job_id=job.job_id), actions, JobRecord.event_id == job.event_id)
 
 
 def settle(job_id: str) -> bool:
@@ -359,17 +341,11 @@ def settle(job_id: str) -> bool:
 def _settle(job: Job) -> bool:
     if job.finished_at is None or job.event_pending or not job.done:
         return False
-    try:
-        JobRecord(job_id=job.job_id).update(
-            actions=[JobRecord.ongoing_shard.remove()],
-            condition=(JobRecord.finished_at == job.finished_at)
-            & JobRecord.event_pending.does_not_exist(),
-        )
-    except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return update_if(
+        JobRecord(job_id=job.job_id),
+        [JobRecord.ongoing_shard.remove()],
+        (JobRecord.finished_at == job.finished_at) & JobRecord.event_pending.does_not_exist(),
+    )
 
 
 def failed_images(job_id: str) -> Iterator[FailedImage]:

@@ -10,10 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-from retail_pulse.data.usage import instrument
+from retail_pulse.data.usage import counted_client
 from retail_pulse.domain import DEFAULT_TENANT
 from retail_pulse.settings import SettingsError, get_settings
 
@@ -29,15 +26,8 @@ class EnqueueError(Exception):
 
 @lru_cache(maxsize=1)
 def _sqs() -> Any:
-    settings = get_settings()
-    client = boto3.client(
-        "sqs",
-        region_name=settings.region,
-        endpoint_url=settings.endpoint_url,
-        config=Config(max_pool_connections=_SEND_THREADS, retries={"mode": "standard"}),
-    )
     # SQS bills every request: each one this client sends is counted (data/usage.py).
-    return instrument(client)
+    return counted_client("sqs", max_pool_connections=_SEND_THREADS)
 
 
 def _queue_url(express: bool = False) -> str:

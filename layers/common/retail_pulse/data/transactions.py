@@ -1,4 +1,5 @@
-"""The one way this package writes several items at once, and its one retry policy."""
+"""The one way this package writes several items at once, and its one retry policy; and
+the one conditional single-item update that tells "its condition no longer held" apart."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import time
 from collections.abc import Callable
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 # Images of one job finishing together contend for the job's item; DynamoDB cancels one
@@ -57,3 +61,15 @@ def transact_write(connection: Connection, build: Callable[[TransactWrite], None
             if not retryable or attempt == _ATTEMPTS - 1:
                 raise
             time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+
+
+def update_if(record: Model, actions: list[Action], condition: Condition) -> bool:
+    """One conditional UpdateItem; False when its condition no longer holds (never an
+    upsert). On success the record holds the item as written (PynamoDB reads ALL_NEW)."""
+    try:
+        record.update(actions=actions, condition=condition)
+    except UpdateError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True

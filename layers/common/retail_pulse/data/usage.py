@@ -20,6 +20,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
+from botocore.config import Config
+
+from retail_pulse.settings import get_settings
+
 # Operations whose consumed capacity is write capacity; every other one reads.
 _WRITES = frozenset(("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"))
 # INDEXES: the total, plus the part of each table and each index (TOTAL has no breakdown).
@@ -155,3 +160,16 @@ def _received(event_name: str, parsed_response: dict[str, Any] | None = None, **
     error = parsed_response.get("Error") or {}
     if error.get("Code") == "TransactionCanceledException":
         usage.add_cancelled(len(parsed_response.get("CancellationReasons") or []))
+
+
+def counted_client(service: str, max_pool_connections: int = 10) -> Any:
+    """A client of `service` for this deployment's region and endpoint (AWS_ENDPOINT_URL:
+    moto, the local stack, MiniStack), with standard retries, every request counted."""
+    settings = get_settings()
+    client = boto3.client(
+        service,
+        region_name=settings.region,
+        endpoint_url=settings.endpoint_url,
+        config=Config(max_pool_connections=max_pool_connections, retries={"mode": "standard"}),
+    )
+    return instrument(client)

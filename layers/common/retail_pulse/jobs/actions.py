@@ -22,7 +22,7 @@ def cancel_job(tenant: str, job_id: str) -> JobStatus:
     """Cancel an ongoing job: `cancelled` at once; its images not yet processed are filed
     `cancelled` without a download as their messages arrive, results already filed stay."""
     job = caller_job(tenant, job_id)
-    cancelled = cancel(job.job_id) if job.finished_at is None else None
+    cancelled = cancel(job) if job.finished_at is None else None
     if cancelled is None:
         current = caller_job(tenant, job_id)
         raise WrongJobState(
@@ -95,18 +95,4 @@ def _announced(job: Job) -> Job:
 
 def _enqueue(tenant: str, images: list[Image]) -> None:
     express = is_express(len(images))
-    enqueue_images(
-        [
-            ImageMessage(
-                job_id=image.job_id,
-                image_index=image.image_index,
-                url=image.url,
-                store_id=image.store_id,
-                area=image.area,
-                tenant=tenant,
-                express=express,
-            ).model_dump()
-            for image in images
-        ],
-        express,
-    )
+    enqueue_images([ImageMessage.body(image, tenant, express) for image in images], express)

@@ -3,9 +3,11 @@ one image and file its result, so it reads nothing before its one transaction.""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
-from retail_pulse.domain import DEFAULT_TENANT
+from retail_pulse.domain import DEFAULT_TENANT, Image
 from retail_pulse.settings import get_settings
 
 
@@ -21,6 +23,19 @@ class ImageMessage(BaseModel):
     tenant: str = DEFAULT_TENANT
     # On the express lane's queue (a small job): a retry is pushed out on the same queue.
     express: bool = False
+
+    @classmethod
+    def body(cls, image: Image, tenant: str, express: bool) -> dict[str, Any]:
+        """The message of one image of `tenant`'s job, as enqueue_images sends it."""
+        return cls(
+            job_id=image.job_id,
+            image_index=image.image_index,
+            url=image.url,
+            store_id=image.store_id,
+            area=image.area,
+            tenant=tenant,
+            express=express,
+        ).model_dump()
 
 
 class WebhookDelivery(BaseModel):

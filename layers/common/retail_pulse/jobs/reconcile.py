@@ -136,18 +136,7 @@ def _last_activity(job: Job) -> datetime:
 def _requeue(job: Job) -> int:
     job_id = job.job_id
     express = is_express(job.total)  # back on the lane submit chose
-    messages = [
-        ImageMessage(
-            job_id=image.job_id,
-            image_index=image.image_index,
-            url=image.url,
-            store_id=image.store_id,
-            area=image.area,
-            tenant=job.tenant,
-            express=express,
-        ).model_dump()
-        for image in pending_images(job_id)
-    ]
+    messages = [ImageMessage.body(image, job.tenant, express) for image in pending_images(job_id)]
     enqueue_images(messages, express)
     note_requeued(job_id)
     logger.warning("stuck job requeued", extra={"job_id": job_id, "images": len(messages)})

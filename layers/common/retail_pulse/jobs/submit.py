@@ -140,7 +140,7 @@ def record_job(request: JobRequest) -> str:
     # A small job takes the express lane: no other client's backlog stands in front of it.
     express = is_express(sum(len(visit.image_url) for visit in request.visits))
     images: list[Image] = []
-    messages: list[dict] = []
+    messages: list[dict[str, Any]] = []
     for visit in request.visits:
         store = stores.get(visit.store_id)
         for url in visit.image_url:
@@ -156,17 +156,7 @@ def record_job(request: JobRequest) -> str:
             if store is None:
                 image = replace(image, state=FAILED, error=UNKNOWN_STORE)
             else:
-                messages.append(
-                    ImageMessage(
-                        job_id=job_id,
-                        image_index=index,
-                        url=url,
-                        store_id=visit.store_id,
-                        area=store.area_code,
-                        tenant=request.tenant,
-                        express=express,
-                    ).model_dump()
-                )
+                messages.append(ImageMessage.body(image, request.tenant, express))
             images.append(image)
 
     unknown = len(images) - len(messages)
