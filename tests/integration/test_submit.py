@@ -205,3 +205,36 @@ def test_limits_are_400s_that_name_the_limit(aws, stores, call_api, small_limits
     assert result.status_code == 400
     for word in words:
         assert word in result.body["error"], result.body["error"]
+
+
+@pytest.mark.parametrize(
+    ("callback_url", "words"),
+    [
+        (
+            "ftp://hooks.example.com/x",
+            "callback_url 'ftp://hooks.example.com/x' is not an http or https URL",
+        ),
+        ("http://[::1/hook", "callback_url 'http://[::1/hook' is not a valid URL"),
+        ("https:///hook", "callback_url 'https:///hook' is not an http or https URL"),
+        (42, "callback_url must be a string"),
+        ("https://hooks.example.com/" + "x" * 3000, "callback_url"),
+    ],
+)
+def test_a_bad_callback_url_is_a_400_that_names_it(aws, stores, call_api, callback_url, words):
+    body = job(visit("S00339218", [A])) | {"callback_url": callback_url}
+
+    result = call_api("POST", "/api/submit/", body=body)
+
+    assert result.status_code == 400, result.body
+    assert words in result.body["error"]
+    assert aws.queued_messages() == []  # nothing was recorded or enqueued
+
+
+def test_a_callback_url_is_kept_with_the_job(aws, stores, call_api):
+    hook = "https://hooks.example.com/retail-pulse?client=7"
+    result = call_api(
+        "POST", "/api/submit/", body=job(visit("S00339218", [A])) | {"callback_url": hook}
+    )
+
+    assert result.status_code == 201, result.body
+    assert JobRecord.get(result.body["job_id"]).callback_url == hook
