@@ -291,3 +291,29 @@ def test_a_retried_old_job_gets_a_whole_deadline_again(aws, stores, call_api):
         ]
     )
     assert reconcile().requeued_images == 1
+
+
+def test_an_event_that_cannot_be_emitted_does_not_stop_the_reconciler(
+    aws, stores, call_api, image_server, monkeypatch
+):
+    owed = submit(call_api, job(visit(BHARAT, images_of(image_server, 1))))
+    stuck = submit(call_api, job(visit(BHARAT, [image_server.url("/img/50x50.jpg")])))
+
+    def down(event: dict[str, Any]) -> None:
+        raise event_bus.PublishError("ServiceUnavailable: EventBridge is down")
+
+    monkeypatch.setattr("retail_pulse.jobs.finish.publish_job_finished", down)
+    pipeline = Pipeline(aws)
+    queued = pipeline.receive()
+    pipeline.drain([d for d in queued if json.loads(d.body)["job_id"] == owed])
+    for job_id in (owed, stuck):  # `stuck` lost its message: only a requeue brings it back
+        age_job(job_id, created_ago=timedelta(hours=1), progressed_ago=timedelta(hours=1))
+    record = JobRecord.get(owed, consistent_read=True)
+    JobRecord(job_id=owed).update(
+        actions=[JobRecord.finished_at.set(record.finished_at - timedelta(minutes=5))]
+    )
+
+    report = reconcile()
+
+    assert (report.events_emitted, report.requeued_images) == (0, 1)
+    assert JobRecord.get(owed, consistent_read=True).event_pending  # still owed

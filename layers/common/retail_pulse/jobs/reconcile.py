@@ -104,10 +104,17 @@ def _tidy_terminal(job: Job, now: datetime, report: ReconcileReport) -> None:
     """What a terminal job still in OngoingJobs needs: its event, its cancelled images."""
     assert job.finished_at is not None
     if job.event_pending:
-        if (now - job.finished_at).total_seconds() >= _EMIT_GRACE_S:
+        if (now - job.finished_at).total_seconds() < _EMIT_GRACE_S:
+            return
+        try:
             emit_job_finished(job)
-            report.events_emitted += 1
-            logger.warning("job event emitted late", extra={"job_id": job.job_id})
+        except Exception:
+            # Still owed, and still in OngoingJobs: the next pass tries again. The other
+            # jobs of this pass must not wait for EventBridge or the webhook queue.
+            logger.exception("job event still not emitted", extra={"job_id": job.job_id})
+            return
+        report.events_emitted += 1
+        logger.warning("job event emitted late", extra={"job_id": job.job_id})
         return
     if job.cancelled_at is not None and not job.done:
         report.cancelled_images += _file_pending(job.job_id, ImageCancelled())
