@@ -13,7 +13,7 @@ Starts a local image host (realistic JPEGs of 0.3 to 12 megapixels, generated on
   GB-seconds and requests (REPORT lines), API requests, priced with bench/prices.json;
 - the same 1,000-image job on today's earlier design, in the same run: FILING=per_image,
   batches of 10 and no batching window (template parameters, not a code fork);
-- how fast one job's counter item takes results, per-image against batch transactions
+- how fast one job takes results, per-image transactions against batch filings
   (bench/counter.py, on DynamoDB Local);
 - the process function's peak memory, and with a 20 MB image in every record of a batch.
 
@@ -319,8 +319,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             f"\none job's counter, {one['writers']} concurrent filers on DynamoDB Local: "
             f"per-image transactions {one['images_per_s']:.0f} images/s "
-            f"({one['conflicts_retried']} conflicts retried), batch transactions "
-            f"{batch['images_per_s']:.0f} images/s ({batch['conflicts_retried']} retried): "
+            f"({one['conflicts_retried']} conflicts retried), batch filings "
+            f"{batch['images_per_s']:.0f} images/s: "
             f"{counter['ratio']:.1f}x"
         )
     peak = max((j["process_max_memory_mb"] for j in results.get("jobs", [])), default=0)

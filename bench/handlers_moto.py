@@ -43,10 +43,11 @@ from tests.support.image_server import ImageServer
 
 
 def _setup() -> None:
-    from retail_pulse.data.models import ALL_MODELS, StoreRecord
+    from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS, StoreRecord
 
     for model in ALL_MODELS:
         model._connection = None
+    for model in TABLE_MODELS:
         model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
     boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="Images")
     StoreRecord(store_id="S00339218", area_code="710006", store_name="BHARAT STORE").save()

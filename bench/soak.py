@@ -37,6 +37,9 @@ from typing import Any
 import boto3
 import requests
 
+from retail_pulse.data.manifest import unpack_slice
+from retail_pulse.domain import DEFAULT_TENANT
+from retail_pulse.jobs.messages import ImageMessage
 from tests.support.image_server import ImageServer
 
 TERMINAL = {"completed", "failed"}
@@ -150,28 +153,25 @@ def _clients(target: Target) -> tuple[Any, Any]:
     )
 
 
-def _image_items(dynamodb: Any, table: str, job_id: str) -> Iterator[dict[str, Any]]:
+def _image_items(
+    dynamodb: Any, table: str, job_id: str, manifest: bool = False
+) -> Iterator[dict[str, Any]]:
+    """The job's image records (indexes >= 0), or its manifest's slices (below 0)."""
     pages = dynamodb.get_paginator("query").paginate(
         TableName=table,
-        KeyConditionExpression="job_id = :j",
-        ExpressionAttributeValues={":j": {"S": job_id}},
+        KeyConditionExpression="job_id = :j AND image_index " + ("< :z" if manifest else ">= :z"),
+        ExpressionAttributeValues={":j": {"S": job_id}, ":z": {"N": "0"}},
         ConsistentRead=True,
     )
     for page in pages:
         yield from page["Items"]
 
 
-def _message_body(item: dict[str, Any]) -> str:
-    """The image message submit sent for this image record (what the reconciler sends)."""
-    return json.dumps(
-        {
-            "job_id": item["job_id"]["S"],
-            "image_index": int(item["image_index"]["N"]),
-            "url": item["url"]["S"],
-            "store_id": item["store_id"]["S"],
-            "area": item.get("area", {}).get("S"),
-        }
-    )
+def _message_bodies(item: dict[str, Any]) -> list[str]:
+    """The image messages submit sent for the images of this manifest slice (what the
+    reconciler sends)."""
+    images = unpack_slice(item["job_id"]["S"], int(item["image_index"]["N"]), item["images"]["B"])
+    return [json.dumps(ImageMessage.body(image, DEFAULT_TENANT, express=False)) for image in images]
 
 
 def send_duplicates(target: Target, job_ids: list[str], count: int, seed: int) -> int:
@@ -180,9 +180,10 @@ def send_duplicates(target: Target, job_ids: list[str], count: int, seed: int) -
     dynamodb, sqs = _clients(target)
     rng = random.Random(seed)
     bodies = [
-        _message_body(item)
+        body
         for job_id in job_ids
-        for item in _image_items(dynamodb, target.images_table, job_id)
+        for item in _image_items(dynamodb, target.images_table, job_id, manifest=True)
+        for body in _message_bodies(item)
     ]
     chosen = [rng.choice(bodies) for _ in range(count)] if bodies else []
     sent = 0

@@ -100,12 +100,13 @@ def create_idempotency_table(dynamodb: object, name: str = "Idempotency") -> Non
 @pytest.fixture
 def aws() -> Iterator[Aws]:
     """Fresh moto DynamoDB tables (from the PynamoDB models) and SQS queues per test."""
-    from retail_pulse.data.models import ALL_MODELS
+    from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS
 
     patch_moto()  # atomic DynamoDB, SQS sends O(1) in queue length, as in AWS
     with mock_aws():
         for model in ALL_MODELS:
             model._connection = None  # never reuse a client from another mock
+        for model in TABLE_MODELS:
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
         create_idempotency_table(boto3.client("dynamodb", region_name="us-east-1"))
         boto3.client("secretsmanager", region_name="us-east-1").create_secret(

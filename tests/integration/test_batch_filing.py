@@ -1,6 +1,7 @@
 """Batch filing (FILING=batch): the results of one SQS batch that belong to one job are filed
-in one TransactWriteItems, duplicates fall back to image-by-image filing with exact
-counters, and what the clients sent is counted as DynamoDB and SQS bill it.
+as one filing (the job's item opened, one plain conditional write per image, the job's
+counters moved once), duplicates are told apart and counted once, and what the clients sent
+is counted as DynamoDB and SQS bill it.
 
 The accounting runs on both backends: moto for the request counts, DynamoDB Local for the
 consumed capacity (moto reports none for a transaction and none for index writes, so only
@@ -23,13 +24,14 @@ from botocore.client import BaseClient
 from werkzeug.serving import make_server
 
 from local_stack.dynamodb_local import DynamoDbRouter
-from retail_pulse.data.jobs import record_outcome
+from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import ALL_MODELS, FAILED, SUCCEEDED, ImageRecord, JobRecord
 from retail_pulse.data.usage import usage
 from retail_pulse.domain import ImageSuccess
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
+from tests.support.filing import file_result
 from tests.support.pipeline import Delivery, Pipeline, assert_accounted, invoke_process
 
 pytestmark = pytest.mark.usefixtures("no_gpu_pause", "backend_stores")
@@ -49,7 +51,8 @@ def image_urls(image_server: Any, count: int) -> list[str]:
 @pytest.fixture
 def sent() -> Iterator[Counter[str]]:
     """Every DynamoDB and SQS call botocore makes, counted independently of the service's
-    own hooks: the number the accounting must agree with."""
+    own hooks: the number the accounting must agree with. Keyed by operation, and by
+    "operation table" for calls that name one table."""
     calls: Counter[str] = Counter()
     lock = threading.Lock()
     real = BaseClient._make_api_call
@@ -57,6 +60,8 @@ def sent() -> Iterator[Counter[str]]:
     def counting(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
         with lock:
             calls[operation] += 1
+            if "TableName" in params:
+                calls[f"{operation} {params['TableName']}"] += 1
         return real(client, operation, params)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -64,7 +69,7 @@ def sent() -> Iterator[Counter[str]]:
         yield calls
 
 
-def test_a_batch_of_two_jobs_is_one_transaction_per_job(aws, call_api, image_server, sent):
+def test_a_batch_of_two_jobs_is_one_filing_per_job(aws, call_api, image_server, sent):
     first = submit(call_api, image_urls(image_server, 60))
     second = submit(call_api, image_urls(image_server, 39), store_id="S01408764")
     batch = Pipeline(aws).receive()
@@ -73,14 +78,18 @@ def test_a_batch_of_two_jobs_is_one_transaction_per_job(aws, call_api, image_ser
 
     assert invoke_process(batch) == []
 
-    assert sent["TransactWriteItems"] == 2  # 61 items for one job, 40 for the other
-    assert usage.summary()["requests"]["dynamodb.TransactWriteItems"] == 2
+    assert sent["TransactWriteItems"] == 0
+    assert sent["UpdateItem Images"] == 99  # one conditional write per image
+    # Per job: the filing opened and closed, then the finished stamp and the event marked
+    # emitted.
+    assert sent["UpdateItem Jobs"] == 2 * (2 + 2)
+    assert usage.summary()["requests"]["dynamodb.UpdateItem"] == 99 + 8
     for job_id, total in ((first, 60), (second, 39)):
         record = assert_accounted(job_id)
         assert (record.succeeded, record.failed) == (total, 0)
 
 
-def test_more_images_of_one_job_than_a_transaction_takes_are_split_evenly(
+def test_more_images_of_one_job_than_a_transaction_takes_are_one_filing(
     aws, call_api, image_server, sent
 ):
     job_id = submit(call_api, image_urls(image_server, 150))
@@ -89,30 +98,36 @@ def test_more_images_of_one_job_than_a_transaction_takes_are_split_evenly(
 
     assert invoke_process(batch) == []
 
-    assert sent["TransactWriteItems"] == 2  # 75 + 75 images, each with the job's counter
+    assert sent["TransactWriteItems"] == 0
+    assert sent["UpdateItem Images"] == 150
+    assert sent["UpdateItem Jobs"] == 2 + 2  # one filing for all 150, however many there are
     record = assert_accounted(job_id)
     assert (record.succeeded, record.failed) == (150, 0)
 
 
-def test_a_batch_holding_a_filed_image_is_filed_image_by_image_with_exact_counters(
+def test_a_batch_holding_a_filed_image_files_the_rest_with_exact_counters(
     aws, call_api, image_server, sent
 ):
     job_id = submit(call_api, image_urls(image_server, 8))
     batch = Pipeline(aws).receive()
     late = ImageSuccess(perimeter=60, width=20, height=10, store_id="S00339218", area="710006")
-    assert record_outcome(job_id, 3, late, 1)  # an earlier delivery of image 3 got there
+    assert file_result(job_id, 3, late, 1)  # an earlier delivery of image 3 got there
     # And the same message twice in one batch, as SQS may deliver it.
     batch.append(Delivery(batch[0].body, receive_count=2))
     sent.clear()
 
     assert invoke_process(batch) == []
 
-    # The batch's transaction (cancelled: image 3 left pending), then one per image (8),
-    # then the repeated message on its own.
-    assert sent["TransactWriteItems"] == 1 + 8 + 1
+    # One write per image of the filing (image 3's refused by its condition, then read
+    # to tell a duplicate from this filing's own retried write); the repeated message on
+    # its own, in a transaction cancelled as a duplicate.
+    assert sent["UpdateItem Images"] == 8
+    assert sent["GetItem Images"] == 1
+    assert sent["TransactWriteItems"] == 1
+    assert usage.summary()["cancelled_transactions"] == 1
     record = assert_accounted(job_id)
     assert (record.succeeded, record.failed) == (8, 0)
-    assert usage.summary()["cancelled_transactions"] == 1 + 2  # the batch's, two duplicates
+    assert ImageRecord.get(job_id, 3).perimeter == 60  # the earlier result stands
 
 
 def test_retries_and_unreadable_records_are_reported_and_the_rest_filed_at_once(
@@ -136,12 +151,19 @@ def test_retries_and_unreadable_records_are_reported_and_the_rest_filed_at_once(
         by_url[image_server.url("/always/503")].message_id,
         batch[-1].message_id,
     }
-    assert sent["TransactWriteItems"] == 1
+    assert sent["UpdateItem Images"] == 5
+    assert sent["UpdateItem Jobs"] == 2  # the one filing, opened and closed
     assert sent["ChangeMessageVisibility"] == 1
-    images = {i.image_index: i.state for i in ImageRecord.query(job_id)}
-    assert [images[i] for i in range(6)] == [SUCCEEDED] * 4 + ["pending", FAILED]
+    images = {
+        int(i.image_index): i.state
+        for i in ImageRecord.query(job_id, range_key_condition=ImageRecord.image_index >= 0)
+    }
+    # The retried image has no record yet: it is pending, known from the job's manifest.
+    assert images == {0: SUCCEEDED, 1: SUCCEEDED, 2: SUCCEEDED, 3: SUCCEEDED, 5: FAILED}
+    assert submitted_images(job_id, 4, 4)[0].url == image_server.url("/always/503")
     record = JobRecord.get(job_id, consistent_read=True)
     assert (record.succeeded, record.failed) == (4, 1)
+    assert_accounted(job_id, terminal=False)
 
 
 def test_a_failed_end_check_fails_only_that_jobs_records(aws, call_api, image_server, monkeypatch):
@@ -164,7 +186,7 @@ def test_a_failed_end_check_fails_only_that_jobs_records(aws, call_api, image_se
     assert {json.loads(d.body)["job_id"] for d in failed} == {first}
     assert len(failed) == 3
     assert_accounted(second)
-    Pipeline(aws).drain(failed)  # duplicates now: filed image by image, then finished
+    Pipeline(aws).drain(failed)  # duplicates now: nothing counted again, then finished
     for job_id, total in ((first, 3), (second, 2)):
         record = assert_accounted(job_id)
         assert (record.succeeded, record.failed) == (total, 0)
@@ -203,11 +225,13 @@ def test_consumed_capacity_is_counted_with_index_writes(
     through_the_router,
 ):
     """What the hooks count equals what botocore sent; on DynamoDB Local the write units
-    are DynamoDB's own: a transactional update is 2 units per item and per index entry."""
+    are DynamoDB's own: a plain write is 1 unit per item and per index entry, a
+    transactional one 2."""
     monkeypatch.setenv("FILING", filing)
     get_settings.cache_clear()
     images = 20
     job_id = submit(call_api, image_urls(image_server, images))
+    submitted = usage.summary()
     batch = Pipeline(aws).receive()
     sent.clear()
 
@@ -216,25 +240,37 @@ def test_consumed_capacity_is_counted_with_index_writes(
 
     dynamodb = {k.split(".", 1)[1]: n for k, n in summary["requests"].items() if "dynamodb" in k}
     not_dynamodb = ("ChangeMessageVisibility", "PutEvents")
-    assert dynamodb == {op: n for op, n in sent.items() if op not in not_dynamodb}
+    assert dynamodb == {op: n for op, n in sent.items() if op not in not_dynamodb and " " not in op}
     assert summary["sqs_requests"] == 0
     assert_accounted(job_id)
     if through_the_router != "dynamodb-local":
         return  # moto's units are not DynamoDB's
+    # Submit: the job (1, and its keys in OngoingJobs and TenantJobs) and its manifest, one
+    # compressed slice of 20 images (1); no record per image.
+    assert submitted["wru_by"] == {
+        "Jobs": 1.0,
+        "Jobs/OngoingJobs": 1.0,
+        "Jobs/TenantJobs": 1.0,
+        "Images": 1.0,
+    }
     wru = summary["wru_by"]
-    # Each success: its record (2) and its entries in StoreVisits and AreaVisits (2 each).
-    assert wru["Images"] == pytest.approx(2 * images)
-    assert wru["Images/StoreVisits"] == pytest.approx(2 * images)
-    assert wru["Images/AreaVisits"] == pytest.approx(2 * images)
-    # The job's counter: once per batch, or once per image; then the job's finished stamp
-    # (a standard write, 1), and its event marked emitted as it leaves OngoingJobs (1).
-    counter_updates = 1 if filing == "batch" else images
-    assert wru["Jobs"] == pytest.approx(2 * counter_updates + 2)
+    # Each success: its record and its entries in StoreVisits and AreaVisits, 1 unit each
+    # written plainly (batch), 2 in a transaction (per_image).
+    per_item = 1 if filing == "batch" else 2
+    assert wru["Images"] == pytest.approx(per_item * images)
+    assert wru["Images/StoreVisits"] == pytest.approx(per_item * images)
+    assert wru["Images/AreaVisits"] == pytest.approx(per_item * images)
+    # The job's item: the filing opened and closed (1 + 1), or a transactional counter
+    # update per image (2 each); then the job's finished stamp (1), and its event marked
+    # emitted as it leaves OngoingJobs (1).
+    counters = 2 if filing == "batch" else 2 * images
+    assert wru["Jobs"] == pytest.approx(counters + 2)
     assert wru["Jobs/OngoingJobs"] == pytest.approx(1)
     assert summary["dynamodb_wru"] == pytest.approx(sum(wru.values()))
     # Per batch, whatever the filing: the cancel check before any download (eventually
-    # consistent, 0.5) and the end check after the filing (strongly consistent, 1).
-    assert summary["dynamodb_rru"] == pytest.approx(1.5)
+    # consistent, 0.5) and the end check after the filing (strongly consistent, 1); per
+    # job, as it leaves OngoingJobs, one read for filings left open on it (1).
+    assert summary["dynamodb_rru"] == pytest.approx(2.5)
 
 
 def test_each_invocation_publishes_what_it_sent(aws, call_api, image_server, capsys):
@@ -246,7 +282,8 @@ def test_each_invocation_publishes_what_it_sent(aws, call_api, image_server, cap
 
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
     (blob,) = [b for b in blobs if "aws_usage" in b]
-    assert blob["aws_usage"]["requests"]["dynamodb.TransactWriteItems"] == 1
+    # 3 image writes, the filing opened and closed, the finished stamp, the event emitted.
+    assert blob["aws_usage"]["requests"]["dynamodb.UpdateItem"] == 3 + 2 + 2
     assert blob["DynamoDBRequests"] == [blob["aws_usage"]["dynamodb_requests"]]
     assert blob["SQSRequests"] == [0.0]
     assert_accounted(job_id)

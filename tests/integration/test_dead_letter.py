@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from retail_pulse.data.jobs import record_outcome
-from retail_pulse.data.models import FAILED, SUCCEEDED, ImageRecord
+from retail_pulse.data.models import FAILED, SUCCEEDED, ImageRecord, JobRecord
 from retail_pulse.domain import ImageSuccess
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
+from tests.support.filing import file_result
 from tests.support.pipeline import (
     MAX_RECEIVES,
     assert_accounted,
@@ -33,7 +33,7 @@ def test_a_dead_lettered_image_fails_with_its_attempts_and_the_job_ends(
 ):
     job_id = submit(call_api, image_server, count=2)
     first, second = (m["Body"] for m in aws.queued_messages())
-    record_outcome(job_id, 0, ImageSuccess(40, 10, 10, "S00339218", "710006"), 1)
+    file_result(job_id, 0, ImageSuccess(40, 10, 10, "S00339218", "710006"), 1)
 
     response = invoke_dead_letter([second])
 
@@ -63,7 +63,7 @@ def test_the_same_dead_letter_twice_changes_nothing(aws, call_api, image_server)
 def test_a_late_dead_letter_does_not_undo_a_success(aws, call_api, image_server):
     job_id = submit(call_api, image_server, count=1)
     (body,) = (m["Body"] for m in aws.queued_messages())
-    record_outcome(job_id, 0, ImageSuccess(40, 10, 10, "S00339218", "710006"), 3)
+    file_result(job_id, 0, ImageSuccess(40, 10, 10, "S00339218", "710006"), 3)
 
     invoke_dead_letter([body])
 
@@ -83,11 +83,17 @@ def test_an_unreadable_body_is_logged_and_dropped(aws, call_api, image_server, c
     assert_accounted(job_id, terminal=False)
 
 
-def test_a_message_for_an_unknown_job_is_dropped(aws):
+def test_a_message_for_an_unknown_job_is_dropped(aws, caplog):
     body = json.dumps(
         {"job_id": "no-such-job", "image_index": 0, "url": "http://x/y.jpg", "store_id": "S1"}
     )
     assert invoke_dead_letter([body]) == {"batchItemFailures": []}
+    # Nothing is written for it: filing an image creates its record, but not for a job
+    # that no longer exists (expired), which would leave an orphan record behind.
+    assert list(ImageRecord.query("no-such-job", consistent_read=True)) == []
+    with pytest.raises(JobRecord.DoesNotExist):
+        JobRecord.get("no-such-job", consistent_read=True)
+    assert any("its job is gone" in r.getMessage() for r in caplog.records)
 
 
 def test_when_dynamodb_fails_the_message_stays_on_the_dead_letter_queue(

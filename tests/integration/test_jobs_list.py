@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from retail_pulse.data.backfill import backfill
-from retail_pulse.data.jobs import record_outcome
 from retail_pulse.data.models import JobRecord
 from retail_pulse.data.usage import usage
 from retail_pulse.domain import ImageFailure, ImageSuccess
 from retail_pulse.jobs.process import finish_job
 from retail_pulse.timestamps import parse_timestamp
 from tests.integration.conftest import job, visit
+from tests.support.filing import file_result
 
 A, B = "keyidaaaa1", "keyidbbbb2"  # API key ids, as API Gateway writes them
 URL = "https://images.example/a.jpg"
@@ -29,12 +29,12 @@ def submit(call_api: Any, tenant: str | None, store: str = KNOWN, images: int = 
 def complete(job_id: str, images: int = 1) -> None:
     for index in range(images):
         outcome = ImageSuccess(perimeter=4, width=1, height=1, store_id=KNOWN, area="710006")
-        assert record_outcome(job_id, index, outcome, attempts=1)
+        assert file_result(job_id, index, outcome, attempts=1)
     finish_job(job_id)
 
 
 def fail(job_id: str) -> None:
-    assert record_outcome(job_id, 0, ImageFailure("image download failed: HTTP 404"), 1)
+    assert file_result(job_id, 0, ImageFailure("image download failed: HTTP 404"), 1)
     finish_job(job_id)
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import boto3
 
-from retail_pulse.data.jobs import record_outcome
-from retail_pulse.data.models import ImageRecord, JobRecord
+from retail_pulse.data.models import FAILED, SUCCEEDED, ImageRecord, JobRecord, ManifestRecord
 from retail_pulse.domain import ImageSuccess
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
+from tests.support.filing import file_result
 
 URL = "https://images.example/a.jpg"
 BHARAT = "S00339218"
@@ -44,19 +44,31 @@ def test_an_idempotent_repeat_carries_the_same_location(aws, stores, call_api):
     assert again.headers["Location"] == first.headers["Location"]
 
 
-def test_an_ongoing_status_carries_retry_after_and_a_finished_one_does_not(aws, stores, call_api):
+def test_an_ongoing_status_carries_retry_after_and_a_finished_one_does_not(
+    aws, stores, call_api, monkeypatch
+):
     job_id = submit(call_api, images=2).body["job_id"]
+    # The status's clock pinned half a second after the submit: the hint then depends on
+    # the job's progress only, never on how fast the machine runs this test.
+    submitted = JobRecord.get(job_id).created_at
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return submitted + timedelta(seconds=0.5)
+
+    monkeypatch.setattr("retail_pulse.jobs.status.datetime", Clock)
 
     unstarted = call_api("GET", "/api/status", query={"jobid": job_id})
     assert unstarted.body["status"] == "ongoing"
     assert unstarted.headers["Retry-After"] == "5"  # nothing done yet: no rate to go by
 
-    # Half done in (well under) a second: the other half is due about as soon.
-    record_outcome(job_id, 0, success(), attempts=1)
+    # Half done in half a second: the other half is due about as soon.
+    file_result(job_id, 0, success(), attempts=1)
     halfway = call_api("GET", "/api/status", query={"jobid": job_id})
     assert halfway.headers["Retry-After"] == "1"
 
-    record_outcome(job_id, 1, success(), attempts=1)
+    file_result(job_id, 1, success(), attempts=1)
     done = call_api("GET", "/api/status", query={"jobid": job_id})
     assert done.body["status"] == "completed"
     assert "Retry-After" not in done.headers
@@ -68,7 +80,7 @@ def test_retry_after_follows_the_jobs_rate(aws, stores, call_api):
     JobRecord(job_id=job_id).update(
         actions=[JobRecord.created_at.set(datetime.now(UTC) - timedelta(seconds=10))]
     )
-    record_outcome(job_id, 0, success(), attempts=1)
+    file_result(job_id, 0, success(), attempts=1)
 
     result = call_api("GET", "/api/status", query={"jobid": job_id})
 
@@ -76,19 +88,28 @@ def test_retry_after_follows_the_jobs_rate(aws, stores, call_api):
 
 
 def test_jobs_and_their_images_expire_after_retention_days(aws, stores, call_api, monkeypatch):
+    """The job, its manifest, the record of an image failed at submit (unknown store) and
+    the record an image's filed result writes all expire RETENTION_DAYS from then."""
     monkeypatch.setenv("RETENTION_DAYS", "30")
     get_settings.cache_clear()
     try:
-        job_id = submit(call_api, images=3).body["job_id"]
+        body = job(visit(BHARAT, [URL] * 3), visit("S_NOT_A_STORE", [URL]))
+        result = call_api("POST", "/api/submit/", body=body)
+        assert result.status_code == 201, result.body
+        job_id = result.body["job_id"]
+        assert file_result(job_id, 0, success(), attempts=1)
     finally:
         monkeypatch.delenv("RETENTION_DAYS")
         get_settings.cache_clear()
     expected = datetime.now(UTC) + timedelta(days=30)
 
     job_record = JobRecord.get(job_id)
-    images = list(ImageRecord.query(job_id))
-    assert len(images) == 3
-    for expires_at in [job_record.expires_at, *(image.expires_at for image in images)]:
+    manifest = list(ManifestRecord.query(job_id, ManifestRecord.image_index < 0))
+    images = list(ImageRecord.query(job_id, ImageRecord.image_index >= 0))
+    assert len(manifest) == 1  # one slice holds the four images
+    assert [(int(i.image_index), i.state) for i in images] == [(0, SUCCEEDED), (3, FAILED)]
+    records = [job_record, *manifest, *images]
+    for expires_at in (record.expires_at for record in records):
         assert expires_at is not None
         assert abs(expires_at - expected) < timedelta(minutes=1)
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")

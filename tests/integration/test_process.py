@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from retail_pulse.data.models import FAILED, PENDING, SUCCEEDED, ImageRecord, JobRecord
+from retail_pulse.data.models import FAILED, SUCCEEDED, ImageRecord, JobRecord
 from tests.integration.conftest import job, visit
 from tests.support.events import sqs_event
 from tests.support.handlers import FakeContext, load_handler
@@ -38,7 +38,12 @@ def process(event):
 
 
 def images_of(job_id):
-    return sorted(ImageRecord.query(job_id), key=lambda i: i.image_index)
+    """The job's image records (filed results): its manifest items, at negative indexes,
+    are left out."""
+    records = ImageRecord.query(
+        job_id, range_key_condition=ImageRecord.image_index >= 0, consistent_read=True
+    )
+    return sorted(records, key=lambda i: i.image_index)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +125,10 @@ def test_transient_failure_is_retried_later_then_fails_with_the_attempt_count(
     response = process(first)
 
     assert response == {"batchItemFailures": [{"itemIdentifier": first["Records"][0]["messageId"]}]}
-    assert images_of(job_id)[0].state == PENDING
+    # Still pending: no result is filed for it (no record), and the export says so.
+    assert images_of(job_id) == []
+    (row,) = call_api("GET", "/api/results", query={"jobid": job_id}).body["results"]
+    assert (row["image_url"], row["status"]) == (url, "pending")
     # The message was hidden for a backoff rather than retried at once.
     assert aws.receive() == []
 

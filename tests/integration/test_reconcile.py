@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from retail_pulse.data.jobs import create_job, record_outcome
+from retail_pulse.data.jobs import create_job
 from retail_pulse.data.models import (
     FAILED,
     ImageRecord,
@@ -19,6 +19,7 @@ from retail_pulse.domain import ImageSuccess, Job
 from retail_pulse.jobs.reconcile import reconcile
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
+from tests.support.filing import file_result
 from tests.support.handlers import FakeContext, load_handler
 from tests.support.pipeline import (
     Pipeline,
@@ -111,7 +112,7 @@ def test_a_job_done_but_never_stamped_finished_is_finished(aws, call_api, image_
     # Both results were filed, then the invocation died before stamping the job finished.
     for index in range(2):
         outcome = ImageSuccess(perimeter=300, width=100, height=50, store_id="S00339218", area=None)
-        assert record_outcome(job_id, index, outcome, 1)
+        assert file_result(job_id, index, outcome, 1)
     age_job(job_id, created_ago=SOFT)
 
     report = reconcile()

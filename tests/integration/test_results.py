@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from retail_pulse.data.jobs import record_outcome
 from retail_pulse.data.usage import usage
 from retail_pulse.domain import ImageFailure, ImageSuccess
 from tests.integration.conftest import job, visit
+from tests.support.filing import file_result
 
 A, B = "keyidaaaa1", "keyidbbbb2"
 BHARAT, ASHA, UNKNOWN = "S00339218", "S01408764", "S99999999"
@@ -47,9 +47,9 @@ def mixed_job(aws: Any, stores: Any, call_api: Any) -> str:
         visit(ASHA, [url(2)], "2026-11-28T11:40:00+05:30"),
         visit(UNKNOWN, [url(3)], "2026-11-28T12:00:00Z"),
     )
-    assert record_outcome(job_id, 0, measured(), attempts=1)
+    assert file_result(job_id, 0, measured(), attempts=1)
     error = "image download failed: HTTP 404 for https://images.example/1.jpg"
-    assert record_outcome(job_id, 1, ImageFailure(error), attempts=1)
+    assert file_result(job_id, 1, ImageFailure(error), attempts=1)
     return job_id
 
 
@@ -101,7 +101,17 @@ def test_every_image_in_submit_order_with_nulls_for_what_it_does_not_have(mixed_
             },
         ]
     }
-    # One read of the job (whose is it?) and one Query of its images by the table's keys.
+    # One read of the job (whose is it?), one Query of its image records by the table's
+    # keys, and, since one image of the page (the pending one) has no record yet, one Query
+    # of the manifest slices that hold it: its URL and time come from there.
+    requests = usage.summary()["requests"]
+    assert {k: v for k, v in requests.items() if k.startswith("dynamodb.")} == {
+        "dynamodb.GetItem": 1,
+        "dynamodb.Query": 2,
+    }
+    # A page whose images all have their record (both filed) reads no manifest.
+    filed = results(call_api, A, mixed_job, limit="2")
+    assert [row["status"] for row in filed.body["results"]] == ["succeeded", "failed"]
     requests = usage.summary()["requests"]
     assert {k: v for k, v in requests.items() if k.startswith("dynamodb.")} == {
         "dynamodb.GetItem": 1,
@@ -195,7 +205,7 @@ def test_csv_has_a_header_row_and_the_next_token_in_a_header(mixed_job, call_api
 def test_csv_quotes_what_needs_quoting(aws, stores, call_api):
     job_id = submit(call_api, A, visit(BHARAT, ["https://images.example/a,b.jpg"]))
     error = 'image download failed: HTTP 404, "not found"'
-    assert record_outcome(job_id, 0, ImageFailure(error), attempts=2)
+    assert file_result(job_id, 0, ImageFailure(error), attempts=2)
 
     body = results(call_api, A, job_id, format="csv").body
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from retail_pulse.data.jobs import record_outcome
 from retail_pulse.domain import ImageFailure, ImageSuccess
 from tests.integration.conftest import job, visit
+from tests.support.filing import file_result
 
 A = "https://images.example.com/a.jpg"
 
@@ -44,9 +44,9 @@ def test_ongoing_then_completed(aws, stores, call_api):
         "job_id": job_id,
         "progress": {"total": 2, "succeeded": 0, "failed": 0},
     }
-    record_outcome(job_id, 0, success(), attempts=1)
+    file_result(job_id, 0, success(), attempts=1)
     assert call_api("GET", "/api/status", query={"jobid": job_id}).body["status"] == "ongoing"
-    record_outcome(job_id, 1, success(), attempts=1)
+    file_result(job_id, 1, success(), attempts=1)
     assert call_api("GET", "/api/status", query={"jobid": job_id}).body == {
         "status": "completed",
         "job_id": job_id,
@@ -61,12 +61,12 @@ def test_failed_job_lists_one_error_per_failed_store_only(aws, stores, call_api)
         visit("S01408764", [A]),
         visit("S90000001", [A]),
     )
-    record_outcome(job_id, 0, ImageFailure("image download failed: HTTP 404 for x"), attempts=1)
-    record_outcome(job_id, 1, ImageFailure("image unreadable: not an image"), attempts=1)
-    record_outcome(job_id, 2, success("S01408764"), attempts=1)
+    file_result(job_id, 0, ImageFailure("image download failed: HTTP 404 for x"), attempts=1)
+    file_result(job_id, 1, ImageFailure("image unreadable: not an image"), attempts=1)
+    file_result(job_id, 2, success("S01408764"), attempts=1)
     # Still one image pending: failures do not end a job early.
     assert call_api("GET", "/api/status", query={"jobid": job_id}).body["status"] == "ongoing"
-    record_outcome(job_id, 3, ImageFailure("image download failed: HTTP 500 for y"), attempts=4)
+    file_result(job_id, 3, ImageFailure("image download failed: HTTP 500 for y"), attempts=4)
 
     result = call_api("GET", "/api/status", query={"jobid": job_id})
     assert result.status_code == 200
@@ -80,9 +80,9 @@ def test_failed_job_lists_one_error_per_failed_store_only(aws, stores, call_api)
 
 def test_a_second_outcome_for_the_same_image_changes_nothing(aws, stores, call_api):
     job_id = submit(call_api, visit("S00339218", [A]))
-    assert record_outcome(job_id, 0, success(), attempts=1) is True
-    assert record_outcome(job_id, 0, ImageFailure("late failure"), attempts=2) is False
-    assert record_outcome(job_id, 0, success(), attempts=2) is False
+    assert file_result(job_id, 0, success(), attempts=1) is True
+    assert file_result(job_id, 0, ImageFailure("late failure"), attempts=2) is False
+    assert file_result(job_id, 0, success(), attempts=2) is False
     assert call_api("GET", "/api/status", query={"jobid": job_id}).body["progress"] == {
         "total": 1,
         "succeeded": 1,

@@ -7,12 +7,21 @@ import uuid
 
 import pytest
 
-from retail_pulse.data.models import FAILED, PENDING, ImageRecord, JobRecord
+from retail_pulse.data.manifest import submitted_images
+from retail_pulse.data.models import FAILED, ImageRecord, JobRecord
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
 
 A = "https://images.example.com/a.jpg"
 B = "https://images.example.com/b.jpg"
+
+
+def filed_records(job_id):
+    """The job's image records, in index order: not its manifest (at negative indexes)."""
+    records = ImageRecord.query(
+        job_id, range_key_condition=ImageRecord.image_index >= 0, consistent_read=True
+    )
+    return sorted(records, key=lambda i: i.image_index)
 
 
 def test_accepts_the_spec_example_and_enqueues_one_message_per_image(aws, stores, call_api):
@@ -28,22 +37,26 @@ def test_accepts_the_spec_example_and_enqueues_one_message_per_image(aws, stores
     assert uuid.UUID(job_id).version == 4
     record = JobRecord.get(job_id)
     assert (record.total, record.succeeded, record.failed) == (3, 0, 0)
-    images = sorted(ImageRecord.query(job_id), key=lambda i: i.image_index)
-    assert [(i.store_id, i.url, i.state) for i in images] == [
-        ("S00339218", A, PENDING),
-        ("S00339218", B, PENDING),
-        ("S01408764", B, PENDING),
+    # The job's manifest holds every image as submitted (+05:30 is stored in UTC) ...
+    images = submitted_images(job_id)
+    assert [(i.image_index, i.store_id, i.area, i.url, i.visit_time) for i in images] == [
+        (0, "S00339218", "710006", A, "2026-11-28T10:15:00Z"),
+        (1, "S00339218", "710006", B, "2026-11-28T10:15:00Z"),
+        (2, "S01408764", "710006", B, "2026-11-28T06:10:00Z"),
     ]
-    # +05:30 is stored in UTC.
-    assert images[2].visit_time == "2026-11-28T06:10:00Z"
+    # ... and no image has a record until its result is filed: all three are pending.
+    assert filed_records(job_id) == []
     bodies = sorted(
         (json.loads(m["Body"]) for m in aws.queued_messages()), key=lambda b: b["image_index"]
     )
     common = {"job_id": job_id, "area": "710006", "tenant": "default", "express": False}
+    first, second = "2026-11-28T10:15:00Z", "2026-11-28T06:10:00Z"
+    # Each message carries its image whole, visit time too: the process function writes
+    # the image's record from it.
     assert bodies == [
-        {**common, "image_index": 0, "url": A, "store_id": "S00339218"},
-        {**common, "image_index": 1, "url": B, "store_id": "S00339218"},
-        {**common, "image_index": 2, "url": B, "store_id": "S01408764"},
+        {**common, "image_index": 0, "url": A, "store_id": "S00339218", "visit_time": first},
+        {**common, "image_index": 1, "url": B, "store_id": "S00339218", "visit_time": first},
+        {**common, "image_index": 2, "url": B, "store_id": "S01408764", "visit_time": second},
     ]
 
 
@@ -67,7 +80,7 @@ def test_visit_time_without_offset_is_utc(aws, stores, call_api):
     result = call_api(
         "POST", "/api/submit/", body=job(visit("S00339218", [A], "2026-11-28T10:15:00"))
     )
-    image = ImageRecord.get(result.body["job_id"], 0)
+    (image,) = submitted_images(result.body["job_id"])
     assert image.visit_time == "2026-11-28T10:15:00Z"
 
 
@@ -78,8 +91,18 @@ def test_unknown_store_is_accepted_recorded_failed_and_never_enqueued(aws, store
     assert result.status_code == 201
     record = JobRecord.get(result.body["job_id"])
     assert (record.total, record.failed) == (3, 2)
-    failed = [i for i in ImageRecord.query(record.job_id) if i.state == FAILED]
-    assert {i.error for i in failed} == {"store_id not found in store master"}
+    # The unknown store's images have their failed record at once; the other none yet.
+    records = filed_records(record.job_id)
+    assert [(i.image_index, i.store_id, i.url, i.state) for i in records] == [
+        (1, "S_NOT_A_STORE", A, FAILED),
+        (2, "S_NOT_A_STORE", B, FAILED),
+    ]
+    assert {i.error for i in records} == {"store_id not found in store master"}
+    assert [i.store_id for i in submitted_images(record.job_id)] == [
+        "S00339218",
+        "S_NOT_A_STORE",
+        "S_NOT_A_STORE",
+    ]
     assert [json.loads(m["Body"])["store_id"] for m in aws.queued_messages()] == ["S00339218"]
 
 

@@ -138,7 +138,7 @@ def backend(request: pytest.FixtureRequest, aws: Any, monkeypatch: pytest.Monkey
     """Run the test on moto, then on DynamoDB Local, each with fresh tables and moto SQS."""
     if request.param == "moto":
         return "moto"
-    from retail_pulse.data.models import ALL_MODELS
+    from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS
     from retail_pulse.jobs import submit
     from tests.conftest import create_idempotency_table
 
@@ -149,6 +149,7 @@ def backend(request: pytest.FixtureRequest, aws: Any, monkeypatch: pytest.Monkey
         client.delete_table(TableName=name)
     for model in ALL_MODELS:
         model._connection = None
+    for model in TABLE_MODELS:
         # DynamoDB Local creates tables ACTIVE at once; PynamoDB's wait would poll for 2 s.
         model.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
     create_idempotency_table(client)

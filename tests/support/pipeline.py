@@ -22,7 +22,9 @@ from retail_pulse.data.models import (
     SUCCEEDED,
     ImageRecord,
     JobRecord,
+    connection,
 )
+from retail_pulse.settings import get_settings
 from tests.support.events import sqs_event
 from tests.support.handlers import FakeContext, load_handler
 
@@ -95,11 +97,18 @@ class Pipeline:
 
 
 def assert_accounted(job_id: str, terminal: bool = True) -> JobRecord:
-    """The job's counters equal its image records, and (by default) it has ended."""
+    """The job's counters equal its image records, no filing is left open on it, and (by
+    default) it has ended with a record for every image."""
     job = JobRecord.get(job_id, consistent_read=True)
-    images = list(ImageRecord.query(job_id, consistent_read=True))
+    images = list(
+        ImageRecord.query(
+            job_id, range_key_condition=ImageRecord.image_index >= 0, consistent_read=True
+        )
+    )
     states = [image.state for image in images]
-    assert len(images) == job.total, (job_id, len(images), job.total)
+    if terminal:
+        assert len(images) == job.total, (job_id, len(images), job.total)
+    assert open_filings(job_id) == [], job_id
     assert (job.succeeded, job.failed, job.cancelled or 0) == (
         states.count(SUCCEEDED),
         states.count(FAILED),
@@ -110,6 +119,14 @@ def assert_accounted(job_id: str, terminal: bool = True) -> JobRecord:
         assert job.finished_at is not None, job_id
         assert job.ongoing_shard is None, job_id
     return job
+
+
+def open_filings(job_id: str) -> list[str]:
+    """The filings still open on the job's item (data/jobs.py file_outcomes)."""
+    item = connection().client.get_item(
+        TableName=get_settings().jobs_table, Key={"job_id": {"S": job_id}}, ConsistentRead=True
+    )["Item"]
+    return [name for name in item if name.startswith("filing_")]
 
 
 def all_job_ids() -> list[str]:

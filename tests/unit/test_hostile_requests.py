@@ -95,11 +95,21 @@ def test_a_visit_time_beyond_the_utc_range_is_a_400(aws: Any, when: str) -> None
     ],
 )
 def test_the_edges_of_the_range_are_accepted(store: str, when: str, stored: str) -> None:
+    from retail_pulse.data.manifest import submitted_images
     from retail_pulse.data.models import ImageRecord
+    from retail_pulse.domain import ImageSuccess
+    from tests.support.filing import file_result
 
     result = submit(job(visit([A], when)))
     assert result.status_code == 201, result.body
-    assert ImageRecord.get(result.body["job_id"], 0).visit_time == stored
+    job_id = result.body["job_id"]
+    # Kept in the job's manifest as submitted, in UTC; and so in the image's record once
+    # its result is filed (submit writes none for an image it enqueues).
+    (image,) = submitted_images(job_id)
+    assert image.visit_time == stored
+    success = ImageSuccess(perimeter=4, width=1, height=1, store_id=STORE, area="710006")
+    assert file_result(job_id, 0, success)
+    assert ImageRecord.get(job_id, 0, consistent_read=True).visit_time == stored
 
 
 @pytest.mark.parametrize(

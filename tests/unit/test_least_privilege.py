@@ -60,6 +60,8 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
     },
     "ProcessFunction": {
         ("dynamodb:UpdateItem", "ImagesTable"),
+        # A refused image write told from a duplicate (data/jobs.py _file_image).
+        ("dynamodb:GetItem", "ImagesTable"),
         ("dynamodb:ConditionCheckItem", "ImagesTable"),
         ("dynamodb:UpdateItem", "JobsTable"),
         ("dynamodb:GetItem", "JobsTable"),
@@ -89,6 +91,8 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:Query", "ImagesTable"),
         ("dynamodb:UpdateItem", "ImagesTable"),
         ("dynamodb:PutItem", "ImagesTable"),
+        # A stale filing's records, and images a retry reopened.
+        ("dynamodb:BatchGetItem", "ImagesTable"),
         ("sqs:SendMessage", "ImageQueue"),
         ("sqs:SendMessage", "ExpressImageQueue"),
         *ANNOUNCE,

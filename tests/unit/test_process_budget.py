@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from retail_pulse.data.jobs import Filed, Filing
 from retail_pulse.imaging.download import FetchedImage
 from retail_pulse.jobs import process
 from retail_pulse.jobs.process import BatchRecord, ByteBudget, NotStarted
@@ -120,11 +121,14 @@ def test_bytes_in_flight_never_exceed_the_budget_whatever_the_batch(
     budget = ByteBudget(250)
     bodies = Bodies(together=2)
     filed: list[list[int]] = []
+
+    def file_outcomes(job_id: str, filings: list[Filing]) -> Filed:
+        filed.append([filing.image.image_index for filing in filings])
+        return Filed(filed=list(range(len(filings))), duplicates=[], unsettled=[])
+
     monkeypatch.setattr(process, "fetch", bodies.fetch)
     monkeypatch.setattr(process, "measure_image", bodies.measure)
-    monkeypatch.setattr(
-        process, "record_outcomes", lambda job_id, f: filed.append([x.image_index for x in f])
-    )
+    monkeypatch.setattr(process, "file_outcomes", file_outcomes)
     monkeypatch.setattr(process, "finish_job", lambda job_id: None)
     monkeypatch.setattr(process, "get_job", lambda job_id, consistent=True: None)  # none cancelled
 
@@ -133,7 +137,7 @@ def test_bytes_in_flight_never_exceed_the_budget_whatever_the_batch(
 
     assert failed == []
     assert bodies.measured == 99
-    assert filed == [list(range(99))]  # one transaction for the job's 99 images
+    assert filed == [list(range(99))]  # one filing for the job's 99 images
     assert 160 == bodies.peak <= budget.capacity  # two at once, never three
     assert budget.peak <= budget.capacity and budget.held == 0
 
@@ -148,7 +152,8 @@ def test_an_image_that_cannot_start_in_time_goes_back_untouched(
     monkeypatch.setattr(
         process, "delay_message", lambda r, s, express=False: delayed.append((r, s))
     )
-    monkeypatch.setattr(process, "record_outcomes", lambda job_id, f: pytest.fail("filed"))
+    monkeypatch.setattr(process, "file_outcomes", lambda job_id, f: pytest.fail("filed"))
+    monkeypatch.setattr(process, "record_outcome", lambda *args: pytest.fail("filed"))
     monkeypatch.setattr(process, "get_job", lambda job_id, consistent=True: None)  # none cancelled
 
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -1,5 +1,6 @@
-"""The reconciler's reads and writes of image records: a stuck job's pending images, and the
-records a submit that died part-way never wrote.
+"""The reconciler's reads and writes of image records: a stuck job's pending images (its
+manifest's images with no result yet), and the images a submit that died part-way never
+wrote.
 
 Kept apart from data/jobs.py, which serves the hot path; everything here runs a few times
 an hour, on the few jobs that went wrong.
@@ -17,6 +18,7 @@ from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data.jobs import transaction_chunks, visit_key
 from retail_pulse.data.listing_keys import expiry, listed_as
+from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import (
     FAILED,
     PENDING,
@@ -43,14 +45,42 @@ def _image(record: ImageRecord) -> Image:
 
 
 def pending_images(job_id: str) -> Iterator[Image]:
-    """The job's images still waiting for a result (one Query, filtered on state)."""
-    for record in ImageRecord.query(job_id, filter_condition=ImageRecord.state == PENDING):
-        yield _image(record)
+    """The job's images still waiting for a result: those of its manifest with no record,
+    and those a retry put back to `pending` (as the retry left them). One Query of the
+    records' keys and states, one of the manifest."""
+    states = {
+        int(record.image_index): record
+        for record in ImageRecord.query(
+            job_id,
+            range_key_condition=ImageRecord.image_index >= 0,
+            attributes_to_get=["job_id", "image_index", "state"],
+        )
+    }
+    reopened = [index for index, record in states.items() if record.state == PENDING]
+    reopened_images = {image.image_index: image for image in _images(job_id, reopened)}
+    for image in submitted_images(job_id):
+        if image.image_index not in states:
+            yield image
+        elif image.image_index in reopened_images:
+            yield reopened_images[image.image_index]
+
+
+def _images(job_id: str, indexes: Sequence[int]) -> list[Image]:
+    if not indexes:
+        return []
+    return [
+        _image(record)
+        for record in ImageRecord.batch_get([(job_id, i) for i in indexes], consistent_read=True)
+    ]
 
 
 def failed_images(job_id: str) -> Iterator[Image]:
     """The job's failed images, whole (a retry re-enqueues them): one Query, filtered."""
-    for record in ImageRecord.query(job_id, filter_condition=ImageRecord.state == FAILED):
+    for record in ImageRecord.query(
+        job_id,
+        range_key_condition=ImageRecord.image_index >= 0,
+        filter_condition=ImageRecord.state == FAILED,
+    ):
         yield _image(record)
 
 
@@ -97,6 +127,7 @@ def reopen_failed(job: Job, images: Sequence[Image]) -> int:
                     ImageRecord.failed_job_id.remove(),
                     ImageRecord.finished_at.remove(),
                     ImageRecord.attempts.remove(),
+                    ImageRecord.filed_by.remove(),
                 ]
                 if image.area is not None:
                     actions.append(ImageRecord.area.set(image.area))
@@ -122,10 +153,16 @@ class JobChanged(Exception):
 
 
 def recorded_indexes(job_id: str) -> set[int]:
-    """The image indexes of the job that have a record at all."""
-    return {
+    """The image indexes of the job that submit wrote down: in its manifest, or with a
+    record."""
+    recorded = {image.image_index for image in submitted_images(job_id)}
+    return recorded | {
         int(record.image_index)
-        for record in ImageRecord.query(job_id, attributes_to_get=["job_id", "image_index"])
+        for record in ImageRecord.query(
+            job_id,
+            range_key_condition=ImageRecord.image_index >= 0,
+            attributes_to_get=["job_id", "image_index"],
+        )
     }
 
 

@@ -5,17 +5,21 @@ Takes and returns retail_pulse.domain types; the records stay inside this packag
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBException, UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data.listing_keys import expiry, listed_as, status_partition
+from retail_pulse.data.manifest import write_manifest
 from retail_pulse.data.models import (
     CANCELLED,
     FAILED,
@@ -36,9 +40,13 @@ from retail_pulse.domain import (
     Image,
     ImageCancelled,
     ImageResult,
+    ImageState,
     ImageSuccess,
     Job,
 )
+from retail_pulse.settings import get_settings
+
+_STORAGE_FAILURES = (PynamoDBException, ClientError, BotoCoreError)
 
 # BatchWriteItem takes 25 items; a thread per slice keeps a 10,000-image submit to a few
 # seconds (each thread's batch_write retries unprocessed items with backoff).
@@ -97,8 +105,13 @@ def _job(record: JobRecord) -> Job:
 
 
 def create_job(job: Job, images: Sequence[Image]) -> None:
-    """Write the job, then its images. The job first: a status query must never miss a job
-    whose images exist. An unfinished job joins the OngoingJobs index."""
+    """Write the job, then its manifest (every image as submitted), then a record for each
+    image that is failed already (its store unknown). The job first: a status query must
+    never miss a job whose images exist. An unfinished job joins the OngoingJobs index.
+
+    An image to be processed gets its record only when its result is filed (file_outcomes):
+    until then the manifest is all there is of it, and it is `pending`.
+    """
     JobRecord(
         job_id=job.job_id,
         tenant=job.tenant,
@@ -112,7 +125,9 @@ def create_job(job: Job, images: Sequence[Image]) -> None:
         callback_url=job.callback_url,
         expires_at=expiry(),
     ).save(condition=JobRecord.job_id.does_not_exist())
-    slices = [images[i : i + _WRITE_SLICE] for i in range(0, len(images), _WRITE_SLICE)]
+    write_manifest(job.job_id, images)
+    failed = [image for image in images if image.state == FAILED]
+    slices = [failed[i : i + _WRITE_SLICE] for i in range(0, len(failed), _WRITE_SLICE)]
     if len(slices) <= 1:
         for part in slices:
             _write_images(part)
@@ -130,9 +145,39 @@ def get_job(job_id: str, consistent: bool = True) -> Job | None:
         return None
 
 
-def _image_actions(job_id: str, outcome: ImageResult, attempts: int, now: datetime) -> list[Action]:
-    """What filing `outcome` writes on its image record."""
-    common: list[Action] = [ImageRecord.attempts.set(attempts), ImageRecord.finished_at.set(now)]
+def _identity_actions(image: Image) -> list[Action]:
+    """What an image's record says of the image itself (its manifest entry, or the message
+    that carried it). A message sent before messages carried visit_time leaves the time and
+    visit_key its `pending` record was written with."""
+    actions: list[Action] = [
+        ImageRecord.store_id.set(image.store_id),
+        ImageRecord.url.set(image.url),
+        # A record a retry reopened keeps its job's retention; a new one gets its own,
+        # from now (within the job's few minutes of processing).
+        ImageRecord.expires_at.set(ImageRecord.expires_at | expiry()),
+    ]
+    if image.area is not None:
+        actions.append(ImageRecord.area.set(image.area))
+    if image.visit_time:
+        actions += [
+            ImageRecord.visit_time.set(image.visit_time),
+            ImageRecord.visit_key.set(visit_key(image.visit_time, image.job_id, image.image_index)),
+        ]
+    return actions
+
+
+def _image_actions(
+    image: Image, outcome: ImageResult, attempts: int, now: datetime, filed_by: str | None = None
+) -> list[Action]:
+    """What filing `outcome` writes on its image record (created by this very update when
+    the image has none yet)."""
+    common: list[Action] = [
+        *_identity_actions(image),
+        ImageRecord.attempts.set(attempts),
+        ImageRecord.finished_at.set(now),
+    ]
+    if filed_by is not None:
+        common.append(ImageRecord.filed_by.set(filed_by))
     if isinstance(outcome, ImageCancelled):
         return [ImageRecord.state.set(CANCELLED), *common]
     if isinstance(outcome, ImageSuccess):
@@ -152,49 +197,297 @@ def _image_actions(job_id: str, outcome: ImageResult, attempts: int, now: dateti
     return [
         ImageRecord.state.set(FAILED),
         ImageRecord.error.set(outcome.error),
-        ImageRecord.failed_job_id.set(job_id),
+        ImageRecord.failed_job_id.set(image.job_id),
         *common,
     ]
 
 
-def _count_actions(outcomes: Sequence[ImageResult], now: datetime) -> list[Action]:
-    """What filing `outcomes` adds to their job's counters (one update, whatever their number)."""
-    succeeded = sum(isinstance(outcome, ImageSuccess) for outcome in outcomes)
-    cancelled = sum(isinstance(outcome, ImageCancelled) for outcome in outcomes)
-    failed = len(outcomes) - succeeded - cancelled
+# An image is pending while it has no record, or a record a retry put back to `pending`.
+_UNFILED = ImageRecord.job_id.does_not_exist() | (ImageRecord.state == PENDING)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What a filing adds to its job's counters."""
+
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @classmethod
+    def of(cls, outcomes: Iterable[ImageResult | ImageState]) -> Tally:
+        states = [_state(outcome) for outcome in outcomes]
+        return cls(states.count(SUCCEEDED), states.count(FAILED), states.count(CANCELLED))
+
+
+def _state(outcome: ImageResult | ImageState) -> str:
+    if isinstance(outcome, str):
+        return outcome
+    if isinstance(outcome, ImageSuccess):
+        return SUCCEEDED
+    return CANCELLED if isinstance(outcome, ImageCancelled) else FAILED
+
+
+def _count_actions(tally: Tally, now: datetime) -> list[Action]:
+    """What a filing adds to its job's counters (one update, whatever its number)."""
     actions: list[Action] = [JobRecord.progressed_at.set(now)]
-    if succeeded:
-        actions.append(JobRecord.succeeded.add(succeeded))
-    if failed:
-        actions.append(JobRecord.failed.add(failed))
-    if cancelled:
-        actions.append(JobRecord.cancelled.add(cancelled))
+    if tally.succeeded:
+        actions.append(JobRecord.succeeded.add(tally.succeeded))
+    if tally.failed:
+        actions.append(JobRecord.failed.add(tally.failed))
+    if tally.cancelled:
+        actions.append(JobRecord.cancelled.add(tally.cancelled))
     return actions
 
 
-def record_outcome(job_id: str, image_index: int, outcome: ImageResult, attempts: int) -> bool:
-    """Move one image out of `pending` and count it on its job, in one transaction.
+def record_outcome(image: Image, outcome: ImageResult, attempts: int) -> bool:
+    """File one image's result and count it on its job, in one transaction (FILING=
+    per_image, dead letters, the reconciler).
 
-    Returns False when the image had already left `pending` (a duplicate or late delivery):
-    nothing changes then, so a job's counters always equal its image records.
+    Returns False when the image had been filed already (a duplicate or late delivery) or
+    its job no longer exists: nothing changes then, so a job's counters always equal its
+    image records.
     """
-    image = ImageRecord(job_id=job_id, image_index=image_index)
-    job = JobRecord(job_id=job_id)
+    record = ImageRecord(job_id=image.job_id, image_index=image.image_index)
+    job = JobRecord(job_id=image.job_id)
     now = datetime.now(UTC)
-    image_actions = _image_actions(job_id, outcome, attempts, now)
-    job_actions = _count_actions([outcome], now)
+    image_actions = _image_actions(image, outcome, attempts, now)
+    job_actions = _count_actions(Tally.of([outcome]), now)
 
     def build(transaction: TransactWrite) -> None:
-        transaction.update(image, actions=image_actions, condition=ImageRecord.state == PENDING)
+        transaction.update(record, actions=image_actions, condition=_UNFILED)
         transaction.update(job, actions=job_actions, condition=JobRecord.job_id.exists())
 
     try:
         transact_write(connection(), build)
-    except ConditionFailed as error:
-        if 0 in error.failed:
+    except ConditionFailed:
+        return False  # the image filed already, or no job to count it on
+    return True
+
+
+@dataclass(frozen=True)
+class Filing:
+    """One image's result, to be filed: the image, its outcome, its attempts."""
+
+    image: Image
+    outcome: ImageResult
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Filed:
+    """What file_outcomes did with each image, by position in its `filings`: filed now,
+    filed before (a duplicate, unchanged), or not known to be filed (its message should
+    come again; if its write landed after all, the reconciler counts it)."""
+
+    filed: list[int]
+    duplicates: list[int]
+    unsettled: list[int]
+    # False when the filing is left open (its closing update failed): counted later.
+    closed: bool = True
+
+
+# Each image's write is its own request (no batch write takes a condition): a batch's run
+# at once, on threads of their own.
+_WRITERS = 32
+_writer_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+# An open filing older than this belongs to an invocation Lambda has ended (ten times the
+# process function's 60 s timeout): the reconciler may count it without racing its owner.
+STALE_FILING_S = 600
+_FILING_PREFIX = "filing_"
+
+
+def _writers() -> ThreadPoolExecutor:
+    global _writer_pool
+    with _pool_lock:
+        if _writer_pool is None:
+            _writer_pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="filing")
+        return _writer_pool
+
+
+def file_outcomes(job_id: str, filings: Sequence[Filing]) -> Filed:
+    """File the results of several images of one job (FILING=batch): one plain conditional
+    write per image, and one update of the job's counters by their totals. No transaction:
+    a transaction's writes cost twice a plain write's, its index entries too.
+
+    Exactly once without one: the job first records this filing as open (which images it
+    is about to write; one small update of the job's item). Each image's write succeeds
+    only if the image has no result yet, and stamps the filing's id on the record. Closing
+    the filing adds what it wrote to the counters and removes it from the job, in one
+    conditional update, so it counts once. If the invocation dies before closing, the filing
+    stays open on the job and the reconciler closes it (`close_stale_filings`), counting the
+    records that carry its id. A duplicate delivery finds the image filed by another filing
+    and changes nothing.
+    """
+    indexes = [filing.image.image_index for filing in filings]
+    if len(set(indexes)) != len(indexes):
+        raise ValueError("one filing names each image once")
+    filing_id = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    attribute = _FILING_PREFIX + filing_id
+    _open_filing(job_id, attribute, indexes, now)
+    outcomes = list(_writers().map(lambda filing: _file_image(filing, filing_id, now), filings))
+    filed = [i for i, outcome in enumerate(outcomes) if outcome == "filed"]
+    unsettled = [i for i, outcome in enumerate(outcomes) if outcome == "unsettled"]
+    tally = Tally.of(filings[i].outcome for i in filed)
+    residual = [indexes[i] for i in unsettled]
+    closed = True
+    try:
+        _close_filing(job_id, attribute, tally, now, residual)
+    except _STORAGE_FAILURES:
+        # Still open: the reconciler counts its records once its invocation is surely over.
+        closed = False
+    return Filed(
+        filed=filed,
+        duplicates=[i for i, outcome in enumerate(outcomes) if outcome == "duplicate"],
+        unsettled=unsettled,
+        closed=closed,
+    )
+
+
+def _file_image(filing: Filing, filing_id: str, now: datetime) -> str:
+    image = filing.image
+    record = ImageRecord(job_id=image.job_id, image_index=image.image_index)
+    actions = _image_actions(image, filing.outcome, filing.attempts, now, filed_by=filing_id)
+    try:
+        record.update(actions=actions, condition=_UNFILED)
+        return "filed"
+    except UpdateError as error:
+        if error.cause_response_code != "ConditionalCheckFailedException":
+            return "unsettled"  # it may yet have been written: left to the open filing
+    except _STORAGE_FAILURES:
+        return "unsettled"
+    # Filed before; by this very filing when a retried request had already been applied.
+    try:
+        current = ImageRecord.get(
+            image.job_id,
+            image.image_index,
+            consistent_read=True,
+            # The keys too: an item read with none of the attributes asked for is "missing".
+            attributes_to_get=["job_id", "image_index", "filed_by"],
+        )
+    except _STORAGE_FAILURES:
+        return "unsettled"
+    return "filed" if current.filed_by == filing_id else "duplicate"
+
+
+def _open_filing(job_id: str, attribute: str, indexes: Sequence[int], now: datetime) -> None:
+    connection().client.update_item(
+        TableName=get_settings().jobs_table,
+        Key={"job_id": {"S": job_id}},
+        UpdateExpression="SET #filing = :filing",
+        ConditionExpression="attribute_exists(job_id)",
+        ExpressionAttributeNames={"#filing": attribute},
+        ExpressionAttributeValues={
+            ":filing": {
+                "M": {
+                    "at": {"S": now.isoformat()},
+                    "images": {"S": index_ranges(indexes)},
+                }
+            }
+        },
+    )
+
+
+def _close_filing(
+    job_id: str, attribute: str, tally: Tally, now: datetime, residual: Sequence[int] = ()
+) -> bool:
+    """Count a filing on its job and remove it (or keep only its `residual` images open),
+    once: False when it was closed already (a retried request, or the reconciler)."""
+    names = {"#filing": attribute}
+    values: dict[str, Any] = {}
+    sets, adds = [], []
+    if tally.succeeded or tally.failed or tally.cancelled:
+        sets.append("progressed_at = :now")
+        values[":now"] = {"S": JobRecord.progressed_at.serialize(now)}
+    for name, amount in (
+        ("succeeded", tally.succeeded),
+        ("failed", tally.failed),
+        ("cancelled", tally.cancelled),
+    ):
+        if amount:
+            adds.append(f"{name} :{name}")
+            values[f":{name}"] = {"N": str(amount)}
+    if residual:
+        sets.append("#filing.images = :residual")
+        values[":residual"] = {"S": index_ranges(residual)}
+    clauses = []
+    if sets:
+        clauses.append("SET " + ", ".join(sets))
+    if adds:
+        clauses.append("ADD " + ", ".join(adds))
+    if not residual:
+        clauses.append("REMOVE #filing")
+    expression = " ".join(clauses)
+    optional: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
+    try:
+        connection().client.update_item(
+            TableName=get_settings().jobs_table,
+            Key={"job_id": {"S": job_id}},
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(#filing)",
+            ExpressionAttributeNames=names,
+            **optional,
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return False
         raise
     return True
+
+
+def close_stale_filings(job_id: str, opened_before: datetime) -> int:
+    """Close the job's filings opened before `opened_before` whose invocations died before
+    closing them: count the records each wrote (they carry its id) and remove it. Returns
+    how many images that counted."""
+    item = _raw_job(job_id)
+    counted = 0
+    for attribute, value in item.items():
+        if not attribute.startswith(_FILING_PREFIX):
+            continue
+        opened = datetime.fromisoformat(value["M"]["at"]["S"])
+        if opened >= opened_before:
+            continue
+        filing_id = attribute[len(_FILING_PREFIX) :]
+        indexes = parse_index_ranges(value["M"]["images"]["S"])
+        states = [
+            record.state
+            for record in ImageRecord.batch_get(
+                [(job_id, index) for index in indexes],
+                consistent_read=True,
+                attributes_to_get=["job_id", "image_index", "state", "filed_by"],
+            )
+            if record.filed_by == filing_id and record.state != PENDING
+        ]
+        tally = Tally.of(cast(list[ImageState], states))
+        if _close_filing(job_id, attribute, tally, datetime.now(UTC)):
+            counted += len(states)
+    return counted
+
+
+def index_ranges(indexes: Iterable[int]) -> str:
+    """Image indexes as compact ranges ("0-40,42,50-98"): a batch's images of one job are
+    mostly consecutive, so an open filing stays a few bytes of its job's item."""
+    ordered = sorted(set(indexes))
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def parse_index_ranges(text: str) -> list[int]:
+    """The indexes `index_ranges` wrote."""
+    indexes: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        indexes.extend(range(int(first), int(last or first) + 1))
+    return indexes
 
 
 T = TypeVar("T")
@@ -204,69 +497,14 @@ MAX_TRANSACTION_ITEMS = 100
 IMAGES_PER_TRANSACTION = MAX_TRANSACTION_ITEMS - 1
 
 
-@dataclass(frozen=True)
-class Filing:
-    """One image's result, to be filed: its index in its job, its outcome, its attempts."""
-
-    image_index: int
-    outcome: ImageResult
-    attempts: int
-
-
-class AlreadyFiled(Exception):
-    """Some images of a transaction had already left `pending` (a duplicate or late
-    delivery): the transaction was cancelled and wrote nothing. `positions` are theirs."""
-
-    def __init__(self, positions: list[int]) -> None:
-        super().__init__(f"images at positions {positions} had already left pending")
-        self.positions = positions
-
-
 def transaction_chunks(items: Sequence[T]) -> list[Sequence[T]]:
-    """The images of one job cut into as few transactions as fit, of nearly equal sizes
+    """Images of one job cut into as few transactions as fit, of nearly equal sizes
     (100 images are 50 + 50, not 99 + 1: the two then take about as long)."""
     if not items:
         return []
     count = -(-len(items) // IMAGES_PER_TRANSACTION)
     size = -(-len(items) // count)
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def record_outcomes(job_id: str, filings: Sequence[Filing]) -> None:
-    """File the results of several images of one job in one transaction: each image's
-    conditional move out of `pending`, and one update of the job's counters by their totals.
-
-    All or nothing: raises AlreadyFiled when some image had already left `pending` (the
-    caller then files image by image, so each duplicate is told apart and counted once),
-    and any other failure with nothing written.
-    """
-    if not 0 < len(filings) <= IMAGES_PER_TRANSACTION:
-        raise ValueError(f"{len(filings)} images: one transaction files 1 to 99")
-    now = datetime.now(UTC)
-    updates = [
-        (
-            ImageRecord(job_id=job_id, image_index=filing.image_index),
-            _image_actions(job_id, filing.outcome, filing.attempts, now),
-        )
-        for filing in filings
-    ]
-    job_actions = _count_actions([filing.outcome for filing in filings], now)
-
-    def build(transaction: TransactWrite) -> None:
-        for image, actions in updates:
-            transaction.update(image, actions=actions, condition=ImageRecord.state == PENDING)
-        # Last, so its position is len(filings) in the cancellation reasons.
-        transaction.update(
-            JobRecord(job_id=job_id), actions=job_actions, condition=JobRecord.job_id.exists()
-        )
-
-    try:
-        transact_write(connection(), build)
-    except ConditionFailed as error:
-        images = [position for position in error.failed if position < len(filings)]
-        if images:
-            raise AlreadyFiled(images) from error
-        raise  # the job itself is missing: no use filing image by image
 
 
 def _terminal_actions(job: Job, now: datetime) -> list[Action]:
@@ -327,8 +565,42 @@ def event_emitted(job: Job) -> None:
     every image has its final record, take the job out of OngoingJobs in the same update."""
     actions: list[Action] = [JobRecord.event_pending.remove()]
     if job.done:
+        forget_filings(job.job_id)
         actions.append(JobRecord.ongoing_shard.remove())
     update_if(JobRecord(job_id=job.job_id), actions, JobRecord.event_id == job.event_id)
+
+
+def forget_filings(job_id: str) -> None:
+    """Remove the filings still open on a job whose every image is counted, before it leaves
+    OngoingJobs (where the reconciler would have closed them). Such a filing holds no
+    uncounted record: only its own closing counts the records it wrote, and one of them
+    uncounted would keep the job short of its total. It was left open by an image write
+    whose answer was lost, or by an open whose answer was."""
+    item = _raw_job(job_id)
+    names = {
+        f"#f{i}": name for i, name in enumerate(n for n in item if n.startswith(_FILING_PREFIX))
+    }
+    if not names:
+        return
+    try:
+        connection().client.update_item(
+            TableName=get_settings().jobs_table,
+            Key={"job_id": {"S": job_id}},
+            UpdateExpression="REMOVE " + ", ".join(names),
+            ConditionExpression="attribute_exists(job_id)",
+            ExpressionAttributeNames=names,
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+
+
+def _raw_job(job_id: str) -> dict[str, Any]:
+    """The job's item as stored, open filings included (the model does not map them)."""
+    response = connection().client.get_item(
+        TableName=get_settings().jobs_table, Key={"job_id": {"S": job_id}}, ConsistentRead=True
+    )
+    return dict(response.get("Item", {}))
 
 
 def settle(job_id: str) -> bool:
@@ -341,6 +613,7 @@ def settle(job_id: str) -> bool:
 def _settle(job: Job) -> bool:
     if job.finished_at is None or job.event_pending or not job.done:
         return False
+    forget_filings(job.job_id)
     return update_if(
         JobRecord(job_id=job.job_id),
         [JobRecord.ongoing_shard.remove()],

@@ -5,7 +5,8 @@ A client's jobs come from the TenantJobs index of the Jobs table (keys only), on
 per client and status ("<tenant>#<status>"), newest first: a filtered list reads only jobs
 of that status, and the unfiltered list merges the few status partitions of its client
 (jobs/listing.py). The page's jobs themselves are one BatchGetItem. A job's images are a
-Query of the Images table by its own keys, in submit order.
+Query of the Images table by its own keys, in submit order, with its manifest for those
+not filed yet.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 from pynamodb.expressions.condition import Condition
 
 from retail_pulse.data.jobs import _job as job_from_record
-from retail_pulse.data.models import ImageRecord, JobRecord, TenantJobsIndex
-from retail_pulse.domain import ImageReport, Job, JobRef
+from retail_pulse.data.manifest import submitted_images
+from retail_pulse.data.models import PENDING, ImageRecord, JobRecord, TenantJobsIndex
+from retail_pulse.domain import Image, ImageReport, Job, JobRef
 
 # What the results export shows of an image (and its keys): the index attributes and the
 # attempt count are not read back.
@@ -76,20 +78,37 @@ def jobs_by_id(job_ids: Iterable[str]) -> dict[str, Job]:
     }
 
 
-def job_images(job_id: str, count: int, after_index: int | None = None) -> list[ImageReport]:
-    """Up to `count` images of a job in submit order (image_index), after `after_index`: one
-    Query of the table by its own keys. Strongly consistent, so an export agrees with the
-    status the client just read."""
-    condition = ImageRecord.image_index > after_index if after_index is not None else None
-    records = ImageRecord.query(
-        job_id,
-        range_key_condition=condition,
-        consistent_read=True,
-        limit=count,
-        page_size=count,
-        attributes_to_get=_IMAGE_ATTRIBUTES,
-    )
-    return [_report(record) for record in records]
+def job_images(
+    job_id: str, total: int, count: int, after_index: int | None = None
+) -> tuple[list[ImageReport], int]:
+    """The images of a job (of `total`) with the `count` indexes after `after_index`, in
+    submit order, and the last index the page covers. One Query of the records by the
+    table's own keys, plus one of the manifest when some have no record yet (those are
+    pending). Strongly consistent, so an export agrees with the status just read."""
+    first = 0 if after_index is None else after_index + 1
+    last = min(total, first + count) - 1
+    if last < first:
+        return [], last
+    records = {
+        int(record.image_index): record
+        for record in ImageRecord.query(
+            job_id,
+            range_key_condition=ImageRecord.image_index.between(first, last),
+            consistent_read=True,
+            attributes_to_get=_IMAGE_ATTRIBUTES,
+        )
+    }
+    submitted: dict[int, Image] = {}
+    if len(records) < last - first + 1:
+        submitted = {image.image_index: image for image in submitted_images(job_id, first, last)}
+    rows: list[ImageReport] = []
+    for index in range(first, last + 1):
+        if index in records:
+            rows.append(_report(records[index]))
+        elif index in submitted:
+            image = submitted[index]
+            rows.append(ImageReport(index, image.store_id, image.url, image.visit_time, PENDING))
+    return rows, last
 
 
 def _int(value: Any) -> int | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pynamodb.connection.table
 from pynamodb.attributes import (
+    BinaryAttribute,
     BooleanAttribute,
     NumberAttribute,
     TTLAttribute,
@@ -186,7 +187,10 @@ class AreaVisitsIndex(GlobalSecondaryIndex["ImageRecord"]):
 
 
 class ImageRecord(Model):
-    """One image of one job; `state` moves pending -> succeeded | failed exactly once."""
+    """One image of one job, written when its result is filed (submit writes none for an
+    image it enqueues: a job's images as submitted are its manifest, ManifestRecord); `state`
+    is then succeeded | failed | cancelled, exactly once. A retry puts a failed one back to
+    `pending` until it is filed again."""
 
     class Meta(_Meta):
         table_setting = "images_table"
@@ -211,10 +215,28 @@ class ImageRecord(Model):
     result_area = UnicodeAttribute(null=True)
     # DynamoDB deletes the image after this time (its job's retention, RETENTION_DAYS).
     expires_at = TTLAttribute(null=True)
+    # Which filing of a batch wrote the result (data/jobs.py file_outcomes): what counts it
+    # if that filing's invocation dies before the job's counters are moved.
+    filed_by = UnicodeAttribute(null=True)
 
     failed_images = FailedImagesIndex()
     store_visits = StoreVisitsIndex()
     area_visits = AreaVisitsIndex()
+
+
+class ManifestRecord(Model):
+    """A slice of a job's images as submitted (MANIFEST_SLICE of them, compressed JSON), in
+    the Images table at a negative image_index (-1 for the first slice): one write per slice
+    at submit instead of one per image, read back only to requeue, cancel, expire or export
+    what has no ImageRecord yet. Image records are at indexes >= 0, so the two never meet."""
+
+    class Meta(_Meta):
+        table_setting = "images_table"
+
+    job_id = UnicodeAttribute(hash_key=True)
+    image_index = NumberAttribute(range_key=True)
+    images = BinaryAttribute(legacy_encoding=False)
+    expires_at = TTLAttribute(null=True)
 
 
 class StoresByAreaIndex(GlobalSecondaryIndex["StoreRecord"]):
@@ -248,7 +270,10 @@ class StoreRecord(Model):
     stores_by_area = StoresByAreaIndex()
 
 
-ALL_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, StoreRecord)
+ALL_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, ManifestRecord, StoreRecord)
+# One model per table, the one a test or tool creates the table from (ManifestRecord shares
+# the Images table).
+TABLE_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, StoreRecord)
 
 
 def connection() -> Connection:

@@ -43,10 +43,11 @@ def settle_dead_letter(body: str) -> None:
         job_id=message.job_id, image=f"{message.job_id}/{message.image_index}"
     )
     failure = ImageFailure(f"processing failed after {attempts} attempts for {message.url}")
-    if record_outcome(message.job_id, message.image_index, failure, attempts):
+    if record_outcome(message.image(), failure, attempts):
         logger.warning("dead-lettered image recorded failed", extra={"error": failure.error})
         count_failures("dead_letter")
     else:
-        # Its result was filed after all (a late success, or the reconciler got there first).
-        logger.info("dead-lettered image already had a result")
+        # Its result was filed after all (a late success, or the reconciler got there
+        # first), or its job is gone (expired): nothing to settle.
+        logger.info("dead-lettered image already had a result, or its job is gone")
     finish_job(message.job_id)

@@ -1,5 +1,6 @@
 """The body of one image-queue message: everything the process function needs to measure
-one image and file its result, so it reads nothing before its one transaction."""
+one image and write its record (which submit no longer writes), so it reads nothing of the
+image before filing it."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ class ImageMessage(BaseModel):
     tenant: str = DEFAULT_TENANT
     # On the express lane's queue (a small job): a retry is pushed out on the same queue.
     express: bool = False
+    # RFC 3339, UTC. Absent from messages sent while submit wrote a `pending` record per
+    # image: that record has it.
+    visit_time: str = ""
 
     @classmethod
     def body(cls, image: Image, tenant: str, express: bool) -> dict[str, Any]:
@@ -35,7 +39,19 @@ class ImageMessage(BaseModel):
             area=image.area,
             tenant=tenant,
             express=express,
+            visit_time=image.visit_time,
         ).model_dump()
+
+    def image(self) -> Image:
+        """The image this message carries, as its record is written."""
+        return Image(
+            job_id=self.job_id,
+            image_index=self.image_index,
+            store_id=self.store_id,
+            area=self.area,
+            url=self.url,
+            visit_time=self.visit_time,
+        )
 
 
 class WebhookDelivery(BaseModel):

@@ -4,11 +4,11 @@ trouble is worth a retry.
 A batch's images run at once on a thread pool, bounded by the bytes of image bodies held at
 once (ByteBudget, IMAGE_BYTES_IN_FLIGHT) as well as by threads: a body is held from its
 download's start to the end of its header's measurement, never through the GPU stand-in's
-pause. With FILING=batch the results of one batch that belong to one job are then filed in
-one transaction (up to 99 images and one counter update); when some image had already left
-`pending` (a duplicate delivery) that transaction wrote nothing, and its images are filed
-one by one, each duplicate told apart and counted once. With FILING=per_image each image is
-filed on its own thread as soon as it is measured (the earlier design).
+pause. With FILING=batch the results of one batch that belong to one job are then filed
+together: one conditional write per image and one update of the job's counters by their
+totals (data/jobs.py file_outcomes), each duplicate delivery told apart and counted once.
+With FILING=per_image each image is filed in its own transaction on its own thread as soon
+as it is measured (the earlier design).
 """
 
 from __future__ import annotations
@@ -25,14 +25,7 @@ from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from retail_pulse.data.jobs import (
-    AlreadyFiled,
-    Filing,
-    get_job,
-    record_outcome,
-    record_outcomes,
-    transaction_chunks,
-)
+from retail_pulse.data.jobs import Filing, file_outcomes, get_job, record_outcome
 from retail_pulse.data.queue import delay_message
 from retail_pulse.domain import ImageCancelled, ImageFailure, ImageResult, ImageSuccess
 from retail_pulse.imaging.download import fetch
@@ -270,9 +263,7 @@ def _measure_record(
 def _file_one(measured: _Measured) -> bool:
     """File one image's result in its own transaction; False for a duplicate delivery."""
     message, outcome = measured.message, measured.outcome
-    recorded = record_outcome(
-        message.job_id, message.image_index, outcome, measured.record.receive_count
-    )
+    recorded = record_outcome(message.image(), outcome, measured.record.receive_count)
     if not recorded:
         logger.info(
             "duplicate delivery ignored",
@@ -447,14 +438,14 @@ def _run_record(
 
 
 def _file_by_job(measured: Sequence[_Measured]) -> set[str]:
-    """File each job's results in as few transactions as fit; the message ids that failed."""
+    """File each job's results of the batch together; the message ids that failed."""
     by_job: dict[str, list[_Measured]] = {}
     seen: set[tuple[str, int]] = set()
     repeats: list[_Measured] = []
     for item in measured:
         key = (item.message.job_id, item.message.image_index)
-        # SQS may deliver one message twice in one batch: a transaction may not name an item
-        # twice, so the second copy is filed on its own afterwards (a duplicate, then).
+        # SQS may deliver one message twice in one batch: the second copy is filed on its
+        # own afterwards (a duplicate, then).
         if key in seen:
             repeats.append(item)
             continue
@@ -462,35 +453,41 @@ def _file_by_job(measured: Sequence[_Measured]) -> set[str]:
         by_job.setdefault(item.message.job_id, []).append(item)
     failed: set[str] = set()
     for job_id, images in by_job.items():
-        for chunk in transaction_chunks(images):
-            failed |= _file_chunk(job_id, chunk)
+        failed |= _file_job(job_id, images)
     failed |= _file_each(repeats)
     return failed
 
 
-def _file_chunk(job_id: str, chunk: Sequence[_Measured]) -> set[str]:
-    filings = [Filing(m.message.image_index, m.outcome, m.record.receive_count) for m in chunk]
+def _file_job(job_id: str, items: Sequence[_Measured]) -> set[str]:
+    filings = [Filing(m.message.image(), m.outcome, m.record.receive_count) for m in items]
     try:
-        record_outcomes(job_id, filings)
-    except AlreadyFiled as duplicates:
-        logger.info(
-            "batch holds images filed already: filing them one by one",
-            extra={"job_id": job_id, "images": len(chunk), "duplicates": len(duplicates.positions)},
-        )
-        return _file_each(chunk)
+        filed = file_outcomes(job_id, filings)
     except Exception:
         logger.exception(
             "results not filed; SQS will deliver their messages again",
-            extra={"job_id": job_id, "images": len(chunk)},
+            extra={"job_id": job_id, "images": len(items)},
         )
-        return {m.record.message_id for m in chunk}
-    succeeded = sum(isinstance(m.outcome, ImageSuccess) for m in chunk)
+        return {m.record.message_id for m in items}
+    if filed.duplicates:
+        logger.info(
+            "duplicate deliveries ignored",
+            extra={"job_id": job_id, "duplicates": len(filed.duplicates)},
+        )
+        count(DUPLICATE_DELIVERIES, len(filed.duplicates))
+    if filed.unsettled or not filed.closed:
+        logger.warning(
+            "results filing left open; the reconciler will count it",
+            extra={"job_id": job_id, "unsettled": len(filed.unsettled)},
+        )
+    outcomes = [items[i].outcome for i in filed.filed]
+    succeeded = sum(isinstance(outcome, ImageSuccess) for outcome in outcomes)
     if succeeded:
         count(IMAGES_SUCCEEDED, succeeded)
-    cancelled = sum(isinstance(m.outcome, ImageCancelled) for m in chunk)
+    cancelled = sum(isinstance(outcome, ImageCancelled) for outcome in outcomes)
     if cancelled:
         count(IMAGES_CANCELLED, cancelled)
-    return set()
+    # An image not known to be filed comes again: filed by then, it is a duplicate.
+    return {items[i].record.message_id for i in filed.unsettled}
 
 
 def _file_each(items: Sequence[_Measured]) -> set[str]:

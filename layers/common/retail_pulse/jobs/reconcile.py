@@ -6,6 +6,9 @@ images are enqueued again (exactly-once accounting makes a duplicate harmless). 
 JOB_HARD_DEADLINE_S since submit has every still-pending image recorded failed, and so ends.
 A job whose images are all done but that was never stamped finished is finished.
 
+First, for every job it visits: a batch's filing whose invocation died before counting it
+(data/jobs.py file_outcomes) is counted, once it is STALE_FILING_S old.
+
 A terminal job stays in OngoingJobs until nothing is left to do for it: an event its
 emitter never marked emitted is emitted (the same event_id), and a cancelled job's
 unprocessed images are filed `cancelled` here if their messages have not done it.
@@ -18,8 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from retail_pulse.data import STORAGE_ERRORS
 from retail_pulse.data.images import pending_images, record_unwritten_image, recorded_indexes
 from retail_pulse.data.jobs import (
+    STALE_FILING_S,
+    close_stale_filings,
     get_job,
     mark_finished,
     note_requeued,
@@ -62,6 +68,8 @@ class ReconcileReport:
     finished_jobs: int = 0
     events_emitted: int = 0
     cancelled_images: int = 0
+    # Images of filings whose invocations died before counting them, counted now.
+    recounted_images: int = 0
     out_of_time: bool = False
 
 
@@ -78,6 +86,15 @@ def reconcile(
         if time_left_s is not None and time_left_s() < _RESERVE_S:
             report.out_of_time = True
             break
+        try:
+            recounted = close_stale_filings(job_id, now - timedelta(seconds=STALE_FILING_S))
+        except STORAGE_ERRORS:
+            # Still open: the next pass closes it. The other jobs of this pass go on.
+            logger.exception("stale filing not closed", extra={"job_id": job_id})
+            continue
+        report.recounted_images += recounted
+        if recounted:
+            logger.warning("stale filing counted", extra={"job_id": job_id, "images": recounted})
         job = get_job(job_id)
         if job is None:
             continue
@@ -125,9 +142,9 @@ def _tidy_terminal(job: Job, now: datetime, report: ReconcileReport) -> None:
 
 def _file_pending(job_id: str, outcome: ImageResult) -> int:
     """File every still-pending image of the job with `outcome`; how many it filed."""
-    indexes = [image.image_index for image in pending_images(job_id)]
+    images = list(pending_images(job_id))
     with ThreadPoolExecutor(max_workers=_FAIL_THREADS) as pool:
-        return sum(pool.map(lambda index: record_outcome(job_id, index, outcome, 0), indexes))
+        return sum(pool.map(lambda image: record_outcome(image, outcome, 0), images))
 
 
 def _started(job: Job) -> datetime:

@@ -2,7 +2,8 @@
 time, as JSON rows or CSV.
 
 One consistent read of the job (whose is it?) and one Query of its images by the table's
-own keys: a page of N images reads N items plus at most one, never an index or a scan.
+own keys (plus its manifest's slices for images not filed yet): a page of N images reads
+about N items, never an index or a scan.
 """
 
 from __future__ import annotations
@@ -70,14 +71,10 @@ def job_results(
         raise UnknownJob(job_id)
     key = page_token_key()
     after = decode_token(next_token, tenant, job_id, key) if next_token else None
-    # One beyond the page: a token is given only when the next page has rows.
-    rows = job_images(job_id, limit + 1, after)
-    page = rows[:limit]
-    more = len(rows) > limit
-    return ResultsPage(
-        results=page,
-        next=encode_token(tenant, job_id, page[-1].image_index, key) if more else None,
-    )
+    rows, last = job_images(job_id, job.total, limit, after)
+    # A token only when images remain beyond this page.
+    more = last < job.total - 1
+    return ResultsPage(results=rows, next=encode_token(tenant, job_id, last, key) if more else None)
 
 
 def to_csv(rows: Sequence[ImageReport]) -> str:
