@@ -119,11 +119,12 @@ def test_a_batch_holding_a_filed_image_files_the_rest_with_exact_counters(
     assert invoke_process(batch) == []
 
     # One write per image of the filing (image 3's refused by its condition, then read
-    # to tell a duplicate from this filing's own retried write); the repeated message is
-    # its filing's duplicate, with no write at all.
+    # to tell a duplicate from this filing's own retried write); the repeated message on
+    # its own, in a transaction cancelled as a duplicate.
     assert sent["UpdateItem Images"] == 8
     assert sent["GetItem Images"] == 1
-    assert sent["TransactWriteItems"] == 0
+    assert sent["TransactWriteItems"] == 1
+    assert usage.summary()["cancelled_transactions"] == 1
     record = assert_accounted(job_id)
     assert (record.succeeded, record.failed) == (8, 0)
     assert ImageRecord.get(job_id, 3).perimeter == 60  # the earlier result stands

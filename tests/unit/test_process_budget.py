@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from retail_pulse.data.jobs import Filing, Tally
+from retail_pulse.data.jobs import Filed, Filing
 from retail_pulse.imaging.download import FetchedImage
 from retail_pulse.jobs import process
 from retail_pulse.jobs.process import BatchRecord, ByteBudget, NotStarted
@@ -122,22 +122,13 @@ def test_bytes_in_flight_never_exceed_the_budget_whatever_the_batch(
     bodies = Bodies(together=2)
     filed: list[list[int]] = []
 
-    class Filings:
-        """Stands in for the job's OpenFiling: what was opened, and what each image filed."""
-
-        def __init__(self, job_id: str, indexes: list[int]) -> None:
-            filed.append(sorted(indexes))
-            self.job_id, self.duplicates, self.tally = job_id, 0, Tally()
-
-        def file(self, filing: Filing) -> str:
-            return "filed"
-
-        def close(self) -> bool:
-            return True
+    def file_outcomes(job_id: str, filings: list[Filing], writers: Any = None) -> Filed:
+        filed.append([filing.image.image_index for filing in filings])
+        return Filed(filed=list(range(len(filings))), duplicates=[], unsettled=[])
 
     monkeypatch.setattr(process, "fetch", bodies.fetch)
     monkeypatch.setattr(process, "measure_image", bodies.measure)
-    monkeypatch.setattr(process, "OpenFiling", Filings)
+    monkeypatch.setattr(process, "file_outcomes", file_outcomes)
     monkeypatch.setattr(process, "finish_job", lambda job_id: None)
     monkeypatch.setattr(process, "get_job", lambda job_id, consistent=True: None)  # none cancelled
 
@@ -161,20 +152,7 @@ def test_an_image_that_cannot_start_in_time_goes_back_untouched(
     monkeypatch.setattr(
         process, "delay_message", lambda r, s, express=False: delayed.append((r, s))
     )
-
-    class NothingFiled:
-        """The job's filing is opened before any image starts; nothing may be filed in it."""
-
-        def __init__(self, job_id: str, indexes: list[int]) -> None:
-            self.job_id, self.duplicates, self.tally = job_id, 0, Tally()
-
-        def file(self, filing: Filing) -> str:
-            pytest.fail("filed")
-
-        def close(self) -> bool:
-            return True
-
-    monkeypatch.setattr(process, "OpenFiling", NothingFiled)
+    monkeypatch.setattr(process, "file_outcomes", lambda *args: pytest.fail("filed"))
     monkeypatch.setattr(process, "record_outcome", lambda *args: pytest.fail("filed"))
     monkeypatch.setattr(process, "get_job", lambda job_id, consistent=True: None)  # none cancelled
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException, UpdateError
@@ -274,85 +274,94 @@ class Filing:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Filed:
+    """What file_outcomes did with each image, by position in its `filings`: filed now,
+    filed before (a duplicate, unchanged), or not known to be filed (its message should
+    come again; if its write landed after all, the reconciler counts it)."""
+
+    filed: list[int]
+    duplicates: list[int]
+    unsettled: list[int]
+    # False when the filing is left open (its closing update failed): counted later.
+    closed: bool = True
+
+
+# The process function's writers of image records: eight threads of their own. Not the
+# batch's download threads: once those had made requests, the memory of the bodies they
+# freed stayed with the process (1.2 GB of 512 MB with 20 MB images, against 274 MB with
+# the writes on one thread; docs/capacity.md).
+_WRITERS = 8
+_writer_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def image_writers() -> ThreadPoolExecutor:
+    """The image-record writers, started on first use."""
+    global _writer_pool
+    with _pool_lock:
+        if _writer_pool is None:
+            _writer_pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="image-writer")
+        return _writer_pool
+
+
 # An open filing older than this belongs to an invocation Lambda has ended (ten times the
 # process function's 60 s timeout): the reconciler may count it without racing its owner.
 STALE_FILING_S = 600
 _FILING_PREFIX = "filing_"
 
-FilingOutcome = Literal["filed", "duplicate", "unsettled"]
 
+def file_outcomes(job_id: str, filings: Sequence[Filing], writers: Executor | None = None) -> Filed:
+    """File the results of several images of one job (FILING=batch): one plain conditional
+    write per image, and one update of the job's counters by their totals. No transaction:
+    a transaction's writes cost twice a plain write's, its index entries too.
 
-class OpenFiling:
-    """The results of one job's images in one batch (FILING=batch), filed exactly once
-    without a transaction: a transaction's writes cost twice a plain write's, its index
-    entries too.
+    Exactly once without one: the job first records this filing as open (which images it
+    is about to write; one small update of the job's item). Each image's write succeeds
+    only if the image has no result yet, and stamps the filing's id on the record. Closing
+    the filing adds what it wrote to the counters and removes it from the job, in one
+    conditional update, so it counts once. If the invocation dies before closing, the filing
+    stays open on the job and the reconciler closes it (`close_stale_filings`), counting the
+    records that carry its id. A duplicate delivery finds the image filed by another filing
+    and changes nothing.
 
-    Opening records the filing on the job's item (its id and the images it may write; one
-    small update) before any image is fetched. Each image's record is then written as soon
-    as the image is measured, from its own thread: one plain conditional write that succeeds
-    only if the image has no result yet, stamping the filing's id. Closing adds what it
-    wrote to the job's counters and removes it from the job, in one update conditional on
-    its still being open, so it counts once. If the invocation dies first, the filing stays
-    open and the reconciler closes it (`close_stale_filings`), counting the records that
-    carry its id. A duplicate delivery finds its image filed by another filing and changes
-    nothing.
+    Each image's write is its own request (no batch write takes a condition): they run on
+    `writers`, or one by one without.
     """
+    indexes = [filing.image.image_index for filing in filings]
+    if len(set(indexes)) != len(indexes):
+        raise ValueError("one filing names each image once")
+    filing_id = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    attribute = _FILING_PREFIX + filing_id
+    _open_filing(job_id, attribute, indexes, now)
 
-    def __init__(self, job_id: str, indexes: Sequence[int]) -> None:
-        self.job_id = job_id
-        self.filing_id = uuid.uuid4().hex
-        self._attribute = _FILING_PREFIX + self.filing_id
-        self._lock = threading.Lock()
-        self._tried: set[int] = set()
-        self._filed: list[ImageResult] = []
-        self._unsettled: list[int] = []
-        self.duplicates = 0
-        _open_filing(job_id, self._attribute, indexes, datetime.now(UTC))
+    def write(filing: Filing) -> str:
+        return _file_image(filing, filing_id, now)
 
-    def file(self, filing: Filing) -> FilingOutcome:
-        """Write one image's record: filed now, filed before (a duplicate, unchanged), or
-        not known to be written (its message should come again; if the write landed after
-        all, the reconciler counts it)."""
-        index = filing.image.image_index
-        with self._lock:
-            repeated = index in self._tried
-            self._tried.add(index)
-        # The same message twice in one batch: the second copy is the duplicate.
-        outcome = "duplicate" if repeated else _file_image(filing, self.filing_id)
-        with self._lock:
-            if outcome == "filed":
-                self._filed.append(filing.outcome)
-            elif outcome == "unsettled":
-                self._unsettled.append(index)
-            else:
-                self.duplicates += 1
-        return outcome
-
-    @property
-    def tally(self) -> Tally:
-        """What the filing has written so far."""
-        with self._lock:
-            return Tally.of(self._filed)
-
-    def close(self) -> bool:
-        """Count what was written on the job, once; False when the filing is left open (its
-        update failed; the reconciler counts it later). Images whose writes are unsettled
-        stay open in it."""
-        with self._lock:
-            tally, residual = Tally.of(self._filed), list(self._unsettled)
-        try:
-            _close_filing(self.job_id, self._attribute, tally, datetime.now(UTC), residual)
-        except _STORAGE_FAILURES:
-            return False
-        return True
+    outcomes = list(writers.map(write, filings)) if writers else [write(f) for f in filings]
+    filed = [i for i, outcome in enumerate(outcomes) if outcome == "filed"]
+    unsettled = [i for i, outcome in enumerate(outcomes) if outcome == "unsettled"]
+    tally = Tally.of(filings[i].outcome for i in filed)
+    residual = [indexes[i] for i in unsettled]
+    closed = True
+    try:
+        _close_filing(job_id, attribute, tally, now, residual)
+    except _STORAGE_FAILURES:
+        # Still open: the reconciler counts its records once its invocation is surely over.
+        closed = False
+    return Filed(
+        filed=filed,
+        duplicates=[i for i, outcome in enumerate(outcomes) if outcome == "duplicate"],
+        unsettled=unsettled,
+        closed=closed,
+    )
 
 
-def _file_image(filing: Filing, filing_id: str) -> FilingOutcome:
+def _file_image(filing: Filing, filing_id: str, now: datetime) -> str:
     image = filing.image
     record = ImageRecord(job_id=image.job_id, image_index=image.image_index)
-    actions = _image_actions(
-        image, filing.outcome, filing.attempts, datetime.now(UTC), filed_by=filing_id
-    )
+    actions = _image_actions(image, filing.outcome, filing.attempts, now, filed_by=filing_id)
     try:
         record.update(actions=actions, condition=_UNFILED)
         return "filed"

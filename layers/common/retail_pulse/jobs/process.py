@@ -4,12 +4,11 @@ trouble is worth a retry.
 A batch's images run at once on a thread pool, bounded by the bytes of image bodies held at
 once (ByteBudget, IMAGE_BYTES_IN_FLIGHT) as well as by threads: a body is held from its
 download's start to the end of its header's measurement, never through the GPU stand-in's
-pause. With FILING=batch the images of one job in a batch are one filing (data/jobs.py
-OpenFiling), opened on the job before any image is fetched: each image's record is written
-on its own thread as soon as it is measured (while the batch's other images still run),
-and the job's counters move once when the batch is done, each duplicate delivery told apart
-and counted once. With FILING=per_image each image is filed in its own transaction on its
-own thread as soon as it is measured (the earlier design).
+pause. With FILING=batch the results of one batch that belong to one job are then filed
+together: one conditional write per image and one update of the job's counters by their
+totals (data/jobs.py file_outcomes), each duplicate delivery told apart and counted once.
+With FILING=per_image each image is filed in its own transaction on its own thread as soon
+as it is measured (the earlier design).
 """
 
 from __future__ import annotations
@@ -20,13 +19,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from retail_pulse.data.jobs import Filing, OpenFiling, get_job, record_outcome
+from retail_pulse.data.jobs import Filing, file_outcomes, get_job, image_writers, record_outcome
 from retail_pulse.data.queue import delay_message
 from retail_pulse.domain import ImageCancelled, ImageFailure, ImageResult, ImageSuccess
 from retail_pulse.imaging.download import fetch
@@ -145,13 +144,11 @@ class BatchRecord:
 
 @dataclass(frozen=True)
 class _Measured:
-    """A record whose image was measured (or failed for good), and what filing its result
-    came to in its job's OpenFiling (None: filed on its own, FILING=per_image)."""
+    """A record whose image was measured (or failed for good), its result not yet filed."""
 
     record: BatchRecord
     message: ImageMessage
     outcome: ImageResult
-    filed: str | None = None
 
 
 def retry_delay(attempt: int, retry_after_s: float | None, settings: Settings) -> int:
@@ -206,47 +203,23 @@ def process_image_message(
         finish_job(measured.message.job_id)
 
 
-def _batch_jobs(records: Sequence[BatchRecord]) -> dict[str, list[int]]:
-    """The jobs of these records, with the image indexes of each; a record that does not
-    parse is left to fail on its own."""
-    jobs: dict[str, list[int]] = {}
-    for record in records:
-        try:
-            message = ImageMessage.model_validate_json(record.body)
-        except ValueError:
-            continue
-        jobs.setdefault(message.job_id, []).append(message.image_index)
-    return jobs
-
-
 def _cancelled_jobs(records: Sequence[BatchRecord]) -> frozenset[str]:
     """Which jobs of these records were cancelled: one job read per batch and job, before
     any image is fetched. Eventually consistent (half a read unit): a cancel a moment old
     may be missed, as one arriving during the downloads is; those images count as they
-    end."""
+    end. A record that does not parse is left to fail on its own."""
+    job_ids: set[str] = set()
+    for record in records:
+        try:
+            job_ids.add(ImageMessage.model_validate_json(record.body).job_id)
+        except ValueError:
+            continue
     cancelled = set()
-    for job_id in _batch_jobs(records):
+    for job_id in job_ids:
         job = get_job(job_id, consistent=False)
         if job is not None and job.cancelled_at is not None:
             cancelled.add(job_id)
     return frozenset(cancelled)
-
-
-def _open_filings(records: Sequence[BatchRecord]) -> tuple[dict[str, OpenFiling], set[str]]:
-    """One open filing per job of the batch, and the jobs none could be opened for (their
-    records fail at once, untouched, and come again)."""
-    filings: dict[str, OpenFiling] = {}
-    unopened: set[str] = set()
-    for job_id, indexes in _batch_jobs(records).items():
-        try:
-            filings[job_id] = OpenFiling(job_id, indexes)
-        except Exception:
-            logger.exception(
-                "results filing not opened; SQS will deliver its messages again",
-                extra={"job_id": job_id, "images": len(indexes)},
-            )
-            unopened.add(job_id)
-    return filings, unopened
 
 
 def _measure_record(
@@ -416,31 +389,21 @@ def process_batch(
         margin_s = settings.image_deadline_s + settings.gpu_sleep_max_s + _FILING_RESERVE_S
         start_by = time.monotonic() + time_left_s() - margin_s
     cancelled = _cancelled_jobs(records)
-    filings, unopened = ({}, set()) if per_image else _open_filings(records)
+    futures = [
+        pool.submit(_run_record, record, budget, start_by, per_image, cancelled)
+        for record in records
+    ]
     failed: set[str] = set()
-    futures = {}
-    for record in records:
-        if _job_of(record) in unopened:
-            failed.add(record.message_id)
-            continue
-        futures[record.message_id] = pool.submit(
-            _run_record, record, budget, start_by, cancelled, None if per_image else filings
-        )
     measured: list[_Measured] = []
-    for record in records:
-        future = futures.get(record.message_id)
-        if future is None:
-            continue
+    for record, future in zip(records, futures, strict=True):
         try:
             result = future.result()
         except Exception:
             failed.add(record.message_id)  # logged on its thread, with its image
             continue
-        if result.filed == "unsettled":
-            failed.add(record.message_id)  # comes again: a duplicate then, if it was written
         measured.append(result)
-    for filing in filings.values():
-        _close(filing)
+    if not per_image:
+        failed |= _file_by_job(measured, image_writers())
     filed = [m for m in measured if m.record.message_id not in failed]
     failed |= _finish_jobs(filed)
     return [record.message_id for record in records if record.message_id in failed]
@@ -450,36 +413,20 @@ def process_batch(
 _FILING_RESERVE_S = 5.0
 
 
-def _job_of(record: BatchRecord) -> str | None:
-    try:
-        return ImageMessage.model_validate_json(record.body).job_id
-    except ValueError:
-        return None
-
-
 def _run_record(
     record: BatchRecord,
     budget: ByteBudget,
     start_by: float | None,
+    file_now: bool,
     cancelled_jobs: frozenset[str],
-    filings: dict[str, OpenFiling] | None,
 ) -> _Measured:
     """One record on a worker thread, whose log keys name its image: so does the line of a
-    failure, which the thread running the batch could not label. Its result is filed here,
-    as soon as it is measured: in its job's open filing, or (filings None, FILING=per_image)
-    in a transaction of its own."""
+    failure, which the thread running the batch could not label."""
     try:
         measured = _measure_record(record, budget, start_by, cancelled_jobs)
-        if filings is None:
+        if file_now:
             _file_one(measured)
-            return measured
-        filing = filings[measured.message.job_id]
-        outcome = filing.file(
-            Filing(measured.message.image(), measured.outcome, record.receive_count)
-        )
-        if outcome == "unsettled":
-            logger.warning("result not known to be filed; SQS will deliver its message again")
-        return replace(measured, filed=outcome)
+        return measured
     except (RetryLater, NotStarted):
         raise  # already logged, and its redelivery is scheduled
     except Exception:
@@ -490,19 +437,75 @@ def _run_record(
         raise
 
 
-def _close(filing: OpenFiling) -> None:
-    """Close a job's filing once the batch is done, and count what it filed."""
-    extra = {"job_id": filing.job_id}
-    if not filing.close():
-        logger.warning("results filing left open; the reconciler will count it", extra=extra)
-    if filing.duplicates:
-        logger.info("duplicate deliveries ignored", extra={**extra, "images": filing.duplicates})
-        count(DUPLICATE_DELIVERIES, filing.duplicates)
-    tally = filing.tally
-    if tally.succeeded:
-        count(IMAGES_SUCCEEDED, tally.succeeded)
-    if tally.cancelled:
-        count(IMAGES_CANCELLED, tally.cancelled)
+def _file_by_job(measured: Sequence[_Measured], writers: Executor) -> set[str]:
+    """File each job's results of the batch together; the message ids that failed."""
+    by_job: dict[str, list[_Measured]] = {}
+    seen: set[tuple[str, int]] = set()
+    repeats: list[_Measured] = []
+    for item in measured:
+        key = (item.message.job_id, item.message.image_index)
+        # SQS may deliver one message twice in one batch: the second copy is filed on its
+        # own afterwards (a duplicate, then).
+        if key in seen:
+            repeats.append(item)
+            continue
+        seen.add(key)
+        by_job.setdefault(item.message.job_id, []).append(item)
+    failed: set[str] = set()
+    for job_id, images in by_job.items():
+        failed |= _file_job(job_id, images, writers)
+    failed |= _file_each(repeats)
+    return failed
+
+
+def _file_job(job_id: str, items: Sequence[_Measured], writers: Executor) -> set[str]:
+    filings = [Filing(m.message.image(), m.outcome, m.record.receive_count) for m in items]
+    try:
+        filed = file_outcomes(job_id, filings, writers)
+    except Exception:
+        logger.exception(
+            "results not filed; SQS will deliver their messages again",
+            extra={"job_id": job_id, "images": len(items)},
+        )
+        return {m.record.message_id for m in items}
+    if filed.duplicates:
+        logger.info(
+            "duplicate deliveries ignored",
+            extra={"job_id": job_id, "duplicates": len(filed.duplicates)},
+        )
+        count(DUPLICATE_DELIVERIES, len(filed.duplicates))
+    if filed.unsettled or not filed.closed:
+        logger.warning(
+            "results filing left open; the reconciler will count it",
+            extra={"job_id": job_id, "unsettled": len(filed.unsettled)},
+        )
+    outcomes = [items[i].outcome for i in filed.filed]
+    succeeded = sum(isinstance(outcome, ImageSuccess) for outcome in outcomes)
+    if succeeded:
+        count(IMAGES_SUCCEEDED, succeeded)
+    cancelled = sum(isinstance(outcome, ImageCancelled) for outcome in outcomes)
+    if cancelled:
+        count(IMAGES_CANCELLED, cancelled)
+    # An image not known to be filed comes again: filed by then, it is a duplicate.
+    return {items[i].record.message_id for i in filed.unsettled}
+
+
+def _file_each(items: Sequence[_Measured]) -> set[str]:
+    """Image by image, as FILING=per_image does; the message ids that could not be filed."""
+    failed: set[str] = set()
+    for item in items:
+        try:
+            _file_one(item)
+        except Exception:
+            logger.exception(
+                "result not filed; SQS will deliver its message again",
+                extra={
+                    "job_id": item.message.job_id,
+                    "image": f"{item.message.job_id}/{item.message.image_index}",
+                },
+            )
+            failed.add(item.record.message_id)
+    return failed
 
 
 def _finish_jobs(filed: Sequence[_Measured]) -> set[str]:
