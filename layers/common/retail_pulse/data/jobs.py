@@ -13,11 +13,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.exceptions import PynamoDBException, UpdateError
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
+from retail_pulse.data import STORAGE_ERRORS
 from retail_pulse.data.listing_keys import expiry, listed_as, status_partition
 from retail_pulse.data.manifest import write_manifest
 from retail_pulse.data.models import (
@@ -45,8 +46,6 @@ from retail_pulse.domain import (
     Job,
 )
 from retail_pulse.settings import get_settings
-
-_STORAGE_FAILURES = (PynamoDBException, ClientError, BotoCoreError)
 
 # BatchWriteItem takes 25 items; a thread per slice keeps a 10,000-image submit to a few
 # seconds (each thread's batch_write retries unprocessed items with backoff).
@@ -347,7 +346,7 @@ def file_outcomes(job_id: str, filings: Sequence[Filing], writers: Executor | No
     closed = True
     try:
         _close_filing(job_id, attribute, tally, now, residual)
-    except _STORAGE_FAILURES:
+    except STORAGE_ERRORS:
         # Still open: the reconciler counts its records once its invocation is surely over.
         closed = False
     return Filed(
@@ -368,7 +367,7 @@ def _file_image(filing: Filing, filing_id: str, now: datetime) -> str:
     except UpdateError as error:
         if error.cause_response_code != "ConditionalCheckFailedException":
             return "unsettled"  # it may yet have been written: left to the open filing
-    except _STORAGE_FAILURES:
+    except STORAGE_ERRORS:
         return "unsettled"
     # Filed before; by this very filing when a retried request had already been applied.
     try:
@@ -379,7 +378,7 @@ def _file_image(filing: Filing, filing_id: str, now: datetime) -> str:
             # The keys too: an item read with none of the attributes asked for is "missing".
             attributes_to_get=["job_id", "image_index", "filed_by"],
         )
-    except _STORAGE_FAILURES:
+    except STORAGE_ERRORS:
         return "unsettled"
     return "filed" if current.filed_by == filing_id else "duplicate"
 
@@ -449,12 +448,13 @@ def _close_filing(
     return True
 
 
-def close_stale_filings(job_id: str, opened_before: datetime) -> int:
+def close_stale_filings(job_id: str, opened_before: datetime) -> tuple[Job | None, int]:
     """Close the job's filings opened before `opened_before` whose invocations died before
     closing them: count the records each wrote (they carry its id) and remove it. Returns
-    how many images that counted."""
+    the job as it stands then (from the same read when nothing was closed; None if it is
+    gone) and how many images that counted."""
     item = _raw_job(job_id)
-    counted = 0
+    counted = closed = 0
     for attribute, value in item.items():
         if not attribute.startswith(_FILING_PREFIX):
             continue
@@ -475,7 +475,10 @@ def close_stale_filings(job_id: str, opened_before: datetime) -> int:
         tally = Tally.of(cast(list[ImageState], states))
         if _close_filing(job_id, attribute, tally, datetime.now(UTC)):
             counted += len(states)
-    return counted
+            closed += 1
+    if closed:
+        return get_job(job_id), counted
+    return (_job(JobRecord.from_raw_data(item)) if item else None), counted
 
 
 def index_ranges(indexes: Iterable[int]) -> str:

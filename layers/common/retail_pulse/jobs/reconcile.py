@@ -87,7 +87,7 @@ def reconcile(
             report.out_of_time = True
             break
         try:
-            recounted = close_stale_filings(job_id, now - timedelta(seconds=STALE_FILING_S))
+            job, recounted = close_stale_filings(job_id, now - timedelta(seconds=STALE_FILING_S))
         except STORAGE_ERRORS:
             # Still open: the next pass closes it. The other jobs of this pass go on.
             logger.exception("stale filing not closed", extra={"job_id": job_id})
@@ -95,7 +95,6 @@ def reconcile(
         report.recounted_images += recounted
         if recounted:
             logger.warning("stale filing counted", extra={"job_id": job_id, "images": recounted})
-        job = get_job(job_id)
         if job is None:
             continue
         if job.finished_at is not None:
