@@ -261,3 +261,28 @@ def test_a_callback_url_is_kept_with_the_job(aws, stores, call_api):
 
     assert result.status_code == 201, result.body
     assert JobRecord.get(result.body["job_id"]).callback_url == hook
+
+
+def test_a_manifest_slice_of_the_longest_urls_stays_inside_an_item(aws, stores, call_api):
+    """A full manifest slice of incompressible URLs at MAX_URL_LENGTH must stay under
+    DynamoDB's 400 KB item limit, and read back exactly."""
+    import random
+    import string
+
+    from retail_pulse.data.manifest import MANIFEST_SLICE
+    from retail_pulse.data.models import ManifestRecord
+
+    limit = get_settings().max_url_length
+    rng = random.Random(7)
+    prefix = "http://images.example.com/"
+    urls = [
+        prefix + "".join(rng.choices(string.ascii_letters + string.digits, k=limit - len(prefix)))
+        for _ in range(MANIFEST_SLICE)
+    ]
+    result = call_api("POST", "/api/submit/", body=job(visit("S00339218", urls)))
+    assert result.status_code == 201, result.body
+    job_id = result.body["job_id"]
+
+    (slice_record,) = ManifestRecord.query(job_id, ManifestRecord.image_index < 0)
+    assert len(slice_record.images) < 400 * 1024
+    assert [image.url for image in submitted_images(job_id)] == urls
