@@ -33,7 +33,7 @@ from retail_pulse.data.models import (
     connection,
     ongoing_shard,
 )
-from retail_pulse.data.transactions import ConditionFailed, transact_write, update_if
+from retail_pulse.data.transactions import ConditionFailed, transact_write, update_if, write_if
 from retail_pulse.data.visits import results_partition
 from retail_pulse.domain import (
     DEFAULT_TENANT,
@@ -362,7 +362,7 @@ def _file_image(filing: Filing, filing_id: str, now: datetime) -> str:
     record = ImageRecord(job_id=image.job_id, image_index=image.image_index)
     actions = _image_actions(image, filing.outcome, filing.attempts, now, filed_by=filing_id)
     try:
-        record.update(actions=actions, condition=_UNFILED)
+        write_if(record, actions, _UNFILED)
         return "filed"
     except UpdateError as error:
         if error.cause_response_code != "ConditionalCheckFailedException":
