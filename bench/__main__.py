@@ -67,6 +67,13 @@ def template_default(parameter: str) -> str:
     return str(load_template(ROOT / "template.yaml")["Parameters"][parameter]["Default"])
 
 
+def express_max_images() -> int:
+    """Jobs of at most this many images take the express lane (batches of 10, no window):
+    template.yaml's EXPRESS_MAX_IMAGES."""
+    variables = load_template(ROOT / "template.yaml")["Globals"]["Function"]["Environment"]
+    return int(variables["Variables"]["EXPRESS_MAX_IMAGES"])
+
+
 def ideal_makespan(images: int, concurrency: int) -> float:
     return MEAN_GPU_S * max(1.0, images / concurrency)
 
@@ -132,9 +139,13 @@ def memory_run(
 
 
 def warm_up(stack: RunningStack, host: ImageHost, concurrency: int) -> None:
-    """Every poller's cold start, before anything is measured."""
+    """Every poller's cold start, before anything is measured: a job that fills every poller
+    of the image queue, and one of the express lane's largest size (the lane's own pollers
+    and environments; small jobs are measured there)."""
     warm, _ = stack.submit([host.url("vga", i) for i in range(concurrency)])
-    stack.wait_terminal(warm, timeout_s=180)
+    express, _ = stack.submit([host.url("vga", i) for i in range(express_max_images())])
+    for job_id in (warm, express):
+        stack.wait_terminal(job_id, timeout_s=180)
     time.sleep(SETTLE_S)  # its last REPORT and usage lines belong to no measured job
 
 
@@ -217,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "C": concurrency,
         },
         "dynamodb": backend,
+        "express_max_images": express_max_images(),
         "image_bytes": host.sizes,
     }
     try:
@@ -368,10 +380,15 @@ def headline_figures(results: dict[str, Any]) -> dict[str, float]:
     they would be moto's guesses, so they are left out)."""
     figures: dict[str, float] = {}
     jobs = results.get("jobs") or []
-    if jobs:
-        figures["billed_s_per_image"] = sum(j["process_billed_s"] for j in jobs) / sum(
-            j["images"] for j in jobs
-        )
+    # Issue 17's target is at the default batch size: the jobs the main queue's event
+    # source gathers into batches of ProcessBatchSize. Express-lane jobs run in batches of
+    # 10 with no window, by design; the figure over every job is printed beside it.
+    batched = [j for j in jobs if j["images"] > results.get("express_max_images", 0)]
+    for name, some in (("billed_s_per_image", batched), ("billed_s_per_image_all", jobs)):
+        if some:
+            figures[name] = sum(j["process_billed_s"] for j in some) / sum(
+                j["images"] for j in some
+            )
     if results.get("dynamodb") != "dynamodb-local":
         return figures
     if job := _cost_job(results):
@@ -391,6 +408,13 @@ def target_lines(results: dict[str, Any]) -> list[str]:
         verdict = "not measured" if value is None else ("met" if value <= limit else "NOT met")
         shown = "NA" if value is None else f"{value:.4g}"
         lines.append(f"  {name} {shown} (target <= {limit:g}): {verdict}")
+        if name == "billed_s_per_image" and "billed_s_per_image_all" in figures:
+            every = figures["billed_s_per_image_all"]
+            lines.append(
+                f"    (jobs above {results.get('express_max_images')} images, in batches of "
+                f"{results['concurrency']['batch_size']}; over every job, express lane "
+                f"included: {every:.4g})"
+            )
     if latency := results.get("status_latency"):
         ratio = latency["large"]["p99_ms"] / latency["small"]["p99_ms"]
         verdict = "met" if ratio <= 1.5 else "NOT met"
@@ -418,6 +442,7 @@ def summary_line(results: dict[str, Any]) -> str:
         "gbs_per_1000": fmt(cost and cost["per_image"]["lambda_gb_s"] * 1000, 2),
         "header_vs_decode": fmt(results["measurement"]["ratio"], 0),
         "billed_s_per_image": fmt(billed, 4),
+        "billed_s_per_image_all": fmt(headline.get("billed_s_per_image_all"), 4),
         "peak_mb_20mb_batch": str(memory["peak_mb"]) if memory else "NA",
         "wru_per_image": fmt(headline.get("wru_per_image"), 2),
         "usd_per_million": fmt(headline.get("usd_per_million"), 2),

@@ -4,9 +4,9 @@ Every result moves its job's counter, so a job's item is the one hot item of the
 (docs/capacity.md). This measures, on the local stack's DynamoDB (DynamoDB Local behind its
 router), `writers` concurrent filers putting `images` results into one job with the
 service's two shapes (data/jobs.py): per image, one transaction of the image's conditional
-write and the job's counter (2 items); per batch of 99, the filing opened on the job's item,
+write and the job's counter (2 items); per batch of 100, the filing opened on the job's item,
 one plain conditional write per image, and the filing closed with the counters moved (two
-updates of the job's item per 99 images). Cancelled transactions (TransactionConflict) are
+updates of the job's item per 100 images). Cancelled transactions (TransactionConflict) are
 retried with the service's backoff and counted. Scratch tables of its own; the service's
 tables are not touched.
 
@@ -28,7 +28,7 @@ from local_stack.aws import client
 
 IMAGES_TABLE = "counter-bench-images"
 JOBS_TABLE = "counter-bench-jobs"
-BATCH = 99  # template.yaml's ProcessBatchSize: the images of one filing
+BATCH = 100  # template.yaml's ProcessBatchSize: the images of one filing
 _ATTEMPTS = 8  # retail_pulse/data/transactions.py's policy
 
 
