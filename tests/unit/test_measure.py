@@ -142,7 +142,14 @@ def _garbage() -> bytes:
 
 
 def _outcome(data: bytes, config: Settings | None = None) -> tuple[int, int, str] | str:
-    """(width, height, format), or the error's message."""
+    """(width, height, format), or the error's message; the same for the body as the
+    process function reads it, a bytearray (imaging/download.py), as for bytes."""
+    outcome = _measured(data, config)
+    assert _measured(bytearray(data), config) == outcome
+    return outcome
+
+
+def _measured(data: bytes | bytearray, config: Settings | None) -> tuple[int, int, str] | str:
     try:
         size = measure_image(data, config)
     except PermanentImageError as err:
@@ -186,7 +193,7 @@ def _python_lines(data: bytes) -> int:
     previous = sys.gettrace()
     sys.settrace(tracer)
     try:
-        _outcome(data)
+        _measured(data, None)
     finally:
         sys.settrace(previous)
     return lines

@@ -105,11 +105,14 @@ class _Unreadable(Exception):
     """A recognised format whose header gives no size; the message says why, for a person."""
 
 
-Reader = Callable[[bytes], tuple[int, int, str]]
+# An image as downloaded: the process function reads a body into one bytearray in place
+# (imaging/download.py) and measures it without copying it into bytes.
+Encoded = bytes | bytearray
+Reader = Callable[[Encoded], tuple[int, int, str]]
 
 
 def measure_image(
-    data: bytes, settings: Settings | None = None, *, content_type: str | None = None
+    data: Encoded, settings: Settings | None = None, *, content_type: str | None = None
 ) -> ImageSize:
     """Width, height and format of an encoded image; raises PermanentImageError.
 
@@ -185,7 +188,7 @@ _TIFF_PREFIXES = (
 _WEBP_CHUNKS = (b"VP8 ", b"VP8L", b"VP8X")
 
 
-def _reader_for(data: bytes) -> Reader | None:
+def _reader_for(data: Encoded) -> Reader | None:
     if data.startswith(b"\xff\xd8\xff"):
         return _jpeg
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -201,7 +204,7 @@ def _reader_for(data: bytes) -> Reader | None:
     return None
 
 
-def _u16be(data: bytes, at: int) -> int:
+def _u16be(data: Encoded, at: int) -> int:
     return (data[at] << 8) | data[at + 1]
 
 
@@ -217,7 +220,7 @@ _FF_RUN = b"\xff" * 4096
 _ULTRA_HDR = b' hdrgm:Version="'  # Pillow leaves an Ultra HDR JPEG a JPEG, not an MPO
 
 
-def _jpeg(data: bytes) -> tuple[int, int, str]:
+def _jpeg(data: Encoded) -> tuple[int, int, str]:
     end_of_data = len(data)
     # Just past FF D8 FF: Pillow reads that third byte as the 0xFF of the first marker, so
     # `pos` is always the index of a marker code, the byte after an 0xFF.
@@ -277,7 +280,7 @@ def _jpeg(data: bytes) -> tuple[int, int, str]:
     return width, height, image_format
 
 
-def _jpeg_frame(data: bytes, body: int, end: int, at: int) -> tuple[int, int]:
+def _jpeg_frame(data: Encoded, body: int, end: int, at: int) -> tuple[int, int]:
     """(width, height) of the frame header whose payload is data[body:end], or the reason
     Pillow refuses it."""
     if end - body < 6:
@@ -292,7 +295,7 @@ def _jpeg_frame(data: bytes, body: int, end: int, at: int) -> tuple[int, int]:
     return _u16be(data, body + 3), _u16be(data, body + 1)
 
 
-def _skip_ff(data: bytes, pos: int) -> int:
+def _skip_ff(data: Encoded, pos: int) -> int:
     """The index of the first byte at or after `pos` that is not 0xFF (or the end): a few
     KB at a time with startswith (a memcmp, no copy), so 20 MB of fill is 5,000 steps."""
     while data.startswith(_FF_RUN, pos):
@@ -301,13 +304,13 @@ def _skip_ff(data: bytes, pos: int) -> int:
     return pos + len(tail) - len(tail.lstrip(b"\xff"))
 
 
-def _after_next_ff(data: bytes, pos: int) -> int:
+def _after_next_ff(data: Encoded, pos: int) -> int:
     """The index just past the next 0xFF at or after `pos`, or the end of the data."""
     found = data.find(b"\xff", pos)
     return len(data) if found < 0 else found + 1
 
 
-def _is_mpo(data: bytes, mpf: tuple[int, int], app1: list[tuple[int, int]]) -> bool:
+def _is_mpo(data: Encoded, mpf: tuple[int, int], app1: list[tuple[int, int]]) -> bool:
     """Whether Pillow makes this JPEG an MPO: its MP index (a TIFF directory inside the APP2
     segment) reads, numbers more than one picture, and lists each as a JPEG; and no APP1
     marks it Ultra HDR. Anything unreadable leaves it a JPEG, as in Pillow's jpeg_factory."""
@@ -342,7 +345,7 @@ _PNG_MODES = frozenset(
 )
 
 
-def _png(data: bytes) -> tuple[int, int, str]:
+def _png(data: Encoded) -> tuple[int, int, str]:
     end_of_data = len(data)
     pos = 8
     for _ in range(MAX_PNG_CHUNKS):
@@ -360,7 +363,7 @@ def _png(data: bytes) -> tuple[int, int, str]:
     raise _Unreadable(f"no PNG IHDR chunk within the first {MAX_PNG_CHUNKS:,} chunks")
 
 
-def _png_header(data: bytes, pos: int, length: int) -> tuple[int, int, str]:
+def _png_header(data: Encoded, pos: int, length: int) -> tuple[int, int, str]:
     body = pos + 8
     if length < 13 or body + length + 4 > len(data):
         raise _Unreadable("PNG IHDR chunk is cut short")
@@ -379,7 +382,7 @@ def _png_header(data: bytes, pos: int, length: int) -> tuple[int, int, str]:
 # --- GIF --------------------------------------------------------------------------------
 
 
-def _gif(data: bytes) -> tuple[int, int, str]:
+def _gif(data: Encoded) -> tuple[int, int, str]:
     end_of_data = len(data)
     if end_of_data < 13:
         raise _Unreadable("GIF header is cut short")
@@ -414,7 +417,7 @@ def _gif(data: bytes) -> tuple[int, int, str]:
     raise _Unreadable("GIF ends before its first image")
 
 
-def _check_graphic_control(data: bytes, pos: int) -> None:
+def _check_graphic_control(data: Encoded, pos: int) -> None:
     """Pillow reads a graphic control block's flags, delay and (when flagged) transparent
     colour, and fails when the first sub-block is too short for them."""
     if pos < len(data) and (length := data[pos]):
@@ -423,7 +426,7 @@ def _check_graphic_control(data: bytes, pos: int) -> None:
             raise _Unreadable(f"GIF graphic control block at byte {pos - 2:,} is cut short")
 
 
-def _gif_image(data: bytes, pos: int, width: int, height: int) -> tuple[int, int, str]:
+def _gif_image(data: Encoded, pos: int, width: int, height: int) -> tuple[int, int, str]:
     """The size Pillow gives: the logical screen, grown to the first image's extent."""
     if pos + 10 > len(data):
         raise _Unreadable("GIF image descriptor is cut short")
@@ -441,7 +444,7 @@ class _BlockFinder:
     Each byte's last find is remembered and only repeated once passed, so the scans never
     overlap: all the junk in a file costs one C-speed pass, however it is spread."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: Encoded) -> None:
         self._data = data
         self._found = {introducer: -2 for introducer in (b"!", b",", b";")}
 
@@ -458,7 +461,7 @@ class _BlockFinder:
 # --- WebP -------------------------------------------------------------------------------
 
 
-def _webp(data: bytes) -> tuple[int, int, str]:
+def _webp(data: Encoded) -> tuple[int, int, str]:
     kind = data[12:16]
     chunk_size = struct.unpack_from("<L", data, 16)[0] if len(data) >= 20 else 0
     if kind == b"VP8X":  # extended: the canvas size, 24 bits each, minus one
@@ -493,7 +496,7 @@ def _webp(data: bytes) -> tuple[int, int, str]:
 # --- BMP --------------------------------------------------------------------------------
 
 
-def _bmp(data: bytes) -> tuple[int, int, str]:
+def _bmp(data: Encoded) -> tuple[int, int, str]:
     if len(data) < 18:
         raise _Unreadable("BMP header is cut short")
     # The plugin itself rather than Image.open: the same parse, but with its own reasons
@@ -527,7 +530,7 @@ class _Entry:
     at: int  # where its first value is in the data
 
 
-def _tiff(data: bytes) -> tuple[int, int, str]:
+def _tiff(data: Encoded) -> tuple[int, int, str]:
     end_of_data = len(data)
     little = data.startswith(b"II")
     # Pillow's test for BigTIFF, byte for byte: only "II+\0" has 43 at offset 2, so it reads
@@ -556,7 +559,7 @@ def _tiff(data: bytes) -> tuple[int, int, str]:
 
 
 def _ifd_tags(
-    data: bytes,
+    data: Encoded,
     base: int,
     end: int,
     offset: int,
@@ -610,7 +613,7 @@ def _ifd_tags(
     return found
 
 
-def _ifd_int(data: bytes, little: bool, entry: _Entry | None) -> int | None:
+def _ifd_int(data: Encoded, little: bool, entry: _Entry | None) -> int | None:
     """An entry's first value, when Pillow reads it as an integer (it reads a tag meant to
     hold one value as its first value)."""
     if entry is None or entry.kind not in _TIFF_INTEGER:
@@ -618,7 +621,7 @@ def _ifd_int(data: bytes, little: bool, entry: _Entry | None) -> int | None:
     return _unpack(little, _TIFF_INTEGER[entry.kind], data, entry.at)
 
 
-def _turns_sideways(data: bytes, little: bool, entry: _Entry | None) -> bool:
+def _turns_sideways(data: Encoded, little: bool, entry: _Entry | None) -> bool:
     """Whether an Orientation entry equals 5, 6, 7 or 8 as Pillow compares it: integers and
     floats by value, rationals as fractions (x/0 is NaN), bytes and text never."""
     if entry is None:
@@ -640,7 +643,7 @@ def _turns_sideways(data: bytes, little: bool, entry: _Entry | None) -> bool:
     return False
 
 
-def _unpack(little: bool, layout: str, data: bytes, at: int) -> int:
+def _unpack(little: bool, layout: str, data: Encoded, at: int) -> int:
     """One integer (`layout` is one of struct's integer codes) in the file's byte order."""
     value: int = struct.unpack_from(("<" if little else ">") + layout, data, at)[0]
     return value
