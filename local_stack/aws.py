@@ -95,14 +95,21 @@ class MotoServer:
         self.requested_port = port
         self.port = 0
         self.log_path = log_path
-        # With a jar, DynamoDB requests are answered by DynamoDB Local (dynamodb_local.py).
+        # With a jar, DynamoDB requests are answered by DynamoDB Local (dynamodb_local.py),
+        # on a port chosen here so the functions can be pointed at it.
         self.dynamodb_local_jar = dynamodb_local_jar
+        self.dynamodb_port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def dynamodb_local_url(self) -> str | None:
+        """DynamoDB Local's own endpoint, when it answers for DynamoDB (else None)."""
+        return f"http://127.0.0.1:{self.dynamodb_port}" if self.dynamodb_port else None
 
     def start(self) -> str:
         # A free port found here can be taken before moto binds it: retry with another.
@@ -129,7 +136,9 @@ class MotoServer:
         env.pop("AWS_ENDPOINT_URL", None)
         timeout_s = MOTO_START_TIMEOUT_S
         if self.dynamodb_local_jar is not None:
+            self.dynamodb_port = free_port()
             env["LOCAL_DYNAMODB_JAR"] = str(self.dynamodb_local_jar)
+            env["LOCAL_DYNAMODB_PORT"] = str(self.dynamodb_port)
             env["LOCAL_DYNAMODB_LOG"] = self._log_file.name  # its lines beside moto's
             timeout_s += DYNAMODB_LOCAL_START_TIMEOUT_S  # a JVM starts first
         self._process = subprocess.Popen(

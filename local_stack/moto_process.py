@@ -3,7 +3,8 @@
 moto is patched first (local_stack.moto_locking): DynamoDB requests are serialised, since the
 functions update job counters from many threads and rely on each request being atomic, and
 SQS sends stay O(1) in the queue's length. With LOCAL_DYNAMODB_JAR set (the stack's
-LOCAL_DYNAMODB=dynamodb-local), DynamoDB Local is started first and every DynamoDB request
+LOCAL_DYNAMODB=dynamodb-local), DynamoDB Local is started first (on LOCAL_DYNAMODB_PORT,
+which the stack points the functions at) and every DynamoDB request sent to moto's endpoint
 is forwarded to it (local_stack/dynamodb_local.py); it dies with this process.
 
 Usage: python -m local_stack.moto_process PARENT_PID PORT
@@ -36,7 +37,7 @@ def main() -> None:
         from local_stack import dynamodb_local
         from local_stack.aws import free_port
 
-        dynamodb_port = free_port()
+        dynamodb_port = int(os.environ.get("LOCAL_DYNAMODB_PORT") or free_port())
         log_path = Path(os.environ.get("LOCAL_DYNAMODB_LOG") or os.devnull)
         java = dynamodb_local.start(Path(jar), dynamodb_port, log_path)
         dynamodb_local.wait_ready(dynamodb_port, java, dynamodb_local.START_TIMEOUT_S)

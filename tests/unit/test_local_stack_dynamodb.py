@@ -231,6 +231,55 @@ def test_a_multi_item_transaction_is_the_sum_of_its_items(local: Any, routed: An
     assert got["ConsumedCapacity"]["CapacityUnits"] == 0.5
 
 
+def _image_and_counter(index: int, job_id: str) -> list[dict[str, Any]]:
+    """The transaction of per-image filing: one image's record and its job's counter."""
+    return [
+        {
+            "Update": {
+                "TableName": "CapImages",
+                "Key": {"job_id": {"S": job_id}, "image_index": {"N": str(index)}},
+                "UpdateExpression": "SET #s = :done, store_id_r = :store",
+                "ConditionExpression": "#s = :pending",
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": {
+                    ":done": {"S": "succeeded"},
+                    ":store": {"S": "S00339218"},
+                    ":pending": {"S": "pending"},
+                },
+            }
+        },
+        {
+            "Update": {
+                "TableName": "CapJobs",
+                "Key": {"job_id": {"S": job_id}},
+                "UpdateExpression": "ADD n :one",
+                "ExpressionAttributeValues": {":one": {"N": "1"}},
+            }
+        },
+    ]
+
+
+def test_a_transaction_of_one_item_per_table_is_dynamodb_locals_own_figure(
+    local: Any, routed: Any
+) -> None:
+    """The functions reach DynamoDB Local directly, not through the router: exact for every
+    transaction they write of one item per table (per-image filing, the dead-letter and
+    reconciler paths), which DynamoDB Local prices as the router does."""
+    answers = []
+    for client, job_id in ((local, "job-direct"), (routed, "job-routed")):
+        local.put_item(TableName="CapImages", Item=_image(400, job_id={"S": job_id}))
+        local.put_item(TableName="CapJobs", Item={"job_id": {"S": job_id}, "n": {"N": "0"}})
+        answer = client.transact_write_items(
+            TransactItems=_image_and_counter(400, job_id), ReturnConsumedCapacity="INDEXES"
+        )
+        answers.append(sorted(answer["ConsumedCapacity"], key=lambda e: e["TableName"]))
+
+    direct, through_router = answers
+    assert direct == through_router
+    images = next(e for e in direct if e["TableName"] == "CapImages")
+    assert images["CapacityUnits"] == 4  # the record and its ByStore entry, 2 each
+
+
 def test_a_cancelled_transaction_is_answered_as_dynamodb_local_answers_it(
     local: Any, routed: Any
 ) -> None:

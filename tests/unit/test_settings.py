@@ -73,3 +73,15 @@ def test_a_handler_without_its_queue_url_fails_at_import(monkeypatch: pytest.Mon
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_dynamodb_clients_go_where_its_own_endpoint_says_else_to_the_shared_one() -> None:
+    """The local stack points the functions at DynamoDB Local itself and at moto for the
+    rest; in AWS both are blank and every client finds its service's own endpoint."""
+    both = {"AWS_ENDPOINT_URL": "http://127.0.0.1:4566", "AWS_ENDPOINT_URL_DYNAMODB": ""}
+    assert Settings.from_environment(both).dynamodb_endpoint == "http://127.0.0.1:4566"
+    both["AWS_ENDPOINT_URL_DYNAMODB"] = "http://127.0.0.1:8000"
+    assert Settings.from_environment(both).dynamodb_endpoint == "http://127.0.0.1:8000"
+    assert Settings.from_environment(both).endpoint_url == "http://127.0.0.1:4566"
+    blank = {"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_DYNAMODB": " "}
+    assert Settings.from_environment(blank).dynamodb_endpoint is None

@@ -49,6 +49,9 @@ class Settings(BaseModel):
     webhook_deadline_s: float = Field(10.0, alias="WEBHOOK_DEADLINE_S", gt=0)
     # Empty in AWS; the local stack and `sam local` point it at moto on loopback.
     endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL")
+    # Where DynamoDB is, when not at endpoint_url (botocore's own name for it): the local
+    # stack's DynamoDB Local. Empty in AWS.
+    dynamodb_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL_DYNAMODB")
     region: str = Field("us-east-1", alias="AWS_REGION")
 
     # Request limits: a job must fit one API Gateway request (10 MB) and one submit
@@ -98,8 +101,8 @@ class Settings(BaseModel):
     # host and then on the GPU stand-in, so a whole batch of the event source runs at once.
     image_concurrency: int = Field(100, alias="IMAGE_CONCURRENCY", ge=1)
     # Most bytes of image bodies held at once by one invocation, whatever the batch size:
-    # 8 images at MAX_IMAGE_BYTES. A body briefly exists twice (read buffer, then bytes), so
-    # 160 MiB of bodies is ~320 MiB at worst above a ~90 MB runtime, inside 512 MB.
+    # 8 images at MAX_IMAGE_BYTES, each read in place into one buffer of its size: 160 MiB
+    # above a ~90 MB runtime, inside 512 MB.
     image_bytes_in_flight: int = Field(160 * 1024 * 1024, alias="IMAGE_BYTES_IN_FLIGHT", ge=1)
 
     @field_validator("allowed_private_hosts", mode="before")
@@ -108,6 +111,11 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return frozenset(h.strip().lower() for h in value.split(",") if h.strip())
         return value
+
+    @property
+    def dynamodb_endpoint(self) -> str | None:
+        """The endpoint every DynamoDB client uses (None: AWS's own)."""
+        return self.dynamodb_endpoint_url or self.endpoint_url
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:

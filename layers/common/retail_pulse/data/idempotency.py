@@ -13,6 +13,6 @@ def persistence_layer() -> DynamoDBPersistenceLayer:
     settings = get_settings()
     # The endpoint is explicit, as for every other client, so moto and the local stack work.
     client = boto3.client(
-        "dynamodb", region_name=settings.region, endpoint_url=settings.endpoint_url
+        "dynamodb", region_name=settings.region, endpoint_url=settings.dynamodb_endpoint
     )
     return DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=client)

@@ -53,7 +53,7 @@ class _FromSettings(type):
 
     @property
     def host(cls) -> str | None:
-        return get_settings().endpoint_url
+        return get_settings().dynamodb_endpoint
 
 
 class _Meta(metaclass=_FromSettings):

@@ -169,7 +169,7 @@ def counted_client(service: str, max_pool_connections: int = 10) -> Any:
     client = boto3.client(
         service,
         region_name=settings.region,
-        endpoint_url=settings.endpoint_url,
+        endpoint_url=settings.dynamodb_endpoint if service == "dynamodb" else settings.endpoint_url,
         config=Config(max_pool_connections=max_pool_connections, retries={"mode": "standard"}),
     )
     return instrument(client)

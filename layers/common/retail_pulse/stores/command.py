@@ -73,7 +73,7 @@ def run_import(path: str | os.PathLike[str], output: ImportOutput | None = None)
     (STORES_TABLE, AWS_REGION, AWS_ENDPOINT_URL) and return the exit status."""
     output = output or PlainOutput()
     settings = get_settings()
-    where = settings.endpoint_url or f"AWS {settings.region}"
+    where = settings.dynamodb_endpoint or f"AWS {settings.region}"
     output.message(f"Importing {os.fspath(path)} into table {settings.stores_table} at {where}")
     try:
         report = import_stores(path, on_progress=output.progress)
