@@ -182,29 +182,31 @@ def test_a_counter_update_writes_no_keys_only_index_and_leaving_it_does(local: A
     assert write_capacity(schema, counted, finished) == {"CapJobs": 1.0, "CapJobs/Ongoing": 1.0}
 
 
+def _succeeded(index: int, job_id: str) -> dict[str, Any]:
+    """A transaction's item: one pending image of `job_id` moved to succeeded."""
+    return {
+        "Update": {
+            "TableName": "CapImages",
+            "Key": {"job_id": {"S": job_id}, "image_index": {"N": str(index)}},
+            "UpdateExpression": "SET #s = :done, store_id_r = :store",
+            "ConditionExpression": "#s = :pending",
+            "ExpressionAttributeNames": {"#s": "state"},
+            "ExpressionAttributeValues": {
+                ":done": {"S": "succeeded"},
+                ":store": {"S": "S00339218"},
+                ":pending": {"S": "pending"},
+            },
+        }
+    }
+
+
 def test_a_multi_item_transaction_is_the_sum_of_its_items(local: Any, routed: Any) -> None:
     """DynamoDB Local alone answers 99 alike updates as one; through the router, 99."""
     images = list(range(100, 199))
     for index in images:
         local.put_item(TableName="CapImages", Item=_image(index))
     local.put_item(TableName="CapJobs", Item={"job_id": {"S": "job-a"}, "n": {"N": "0"}})
-    items = [
-        {
-            "Update": {
-                "TableName": "CapImages",
-                "Key": {"job_id": {"S": "job-a"}, "image_index": {"N": str(index)}},
-                "UpdateExpression": "SET #s = :done, store_id_r = :store",
-                "ConditionExpression": "#s = :pending",
-                "ExpressionAttributeNames": {"#s": "state"},
-                "ExpressionAttributeValues": {
-                    ":done": {"S": "succeeded"},
-                    ":store": {"S": "S00339218"},
-                    ":pending": {"S": "pending"},
-                },
-            }
-        }
-        for index in images
-    ] + [
+    items = [_succeeded(index, "job-a") for index in images] + [
         {
             "Update": {
                 "TableName": "CapJobs",
@@ -234,20 +236,7 @@ def test_a_multi_item_transaction_is_the_sum_of_its_items(local: Any, routed: An
 def _image_and_counter(index: int, job_id: str) -> list[dict[str, Any]]:
     """The transaction of per-image filing: one image's record and its job's counter."""
     return [
-        {
-            "Update": {
-                "TableName": "CapImages",
-                "Key": {"job_id": {"S": job_id}, "image_index": {"N": str(index)}},
-                "UpdateExpression": "SET #s = :done, store_id_r = :store",
-                "ConditionExpression": "#s = :pending",
-                "ExpressionAttributeNames": {"#s": "state"},
-                "ExpressionAttributeValues": {
-                    ":done": {"S": "succeeded"},
-                    ":store": {"S": "S00339218"},
-                    ":pending": {"S": "pending"},
-                },
-            }
-        },
+        _succeeded(index, job_id),
         {
             "Update": {
                 "TableName": "CapJobs",
