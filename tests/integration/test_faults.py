@@ -220,6 +220,14 @@ def filings(job_id: str, indexes: Sequence[int] | None = None) -> list[Filing]:
     return [Filing(images[i], success(), 1) for i in wanted]
 
 
+def _run_together(threads: list[threading.Thread]) -> None:
+    """Start every thread, then wait for each (their barriers line their calls up)."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
 def dies(*args: Any) -> Any:
     """Stands in for a call the invocation never finished: its environment died."""
     raise SystemError("execution environment died")
@@ -610,10 +618,7 @@ def test_a_redelivery_while_the_first_delivery_runs_counts_once(
         )
         for count in (1, 2)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    _run_together(threads)
 
     assert sorted(filed) == [False, True]
     job_record = assert_accounted(job_id)
@@ -653,10 +658,7 @@ def test_a_batch_redelivered_while_its_first_delivery_runs_counts_once(
         threading.Thread(target=lambda b=b: answers.append(invoke_process(b)))
         for b in (batch, copies)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    _run_together(threads)
 
     assert answers == [[], []]
     assert [len(r.filed) + len(r.duplicates) for r in results] == [5, 5]
@@ -681,10 +683,7 @@ def test_many_images_of_one_job_filed_at_once_are_all_counted(aws, call_api, ima
         assert file_result(job_id, index, outcome, 1)
 
     threads = [threading.Thread(target=file, args=(i,)) for i in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    _run_together(threads)
 
     job_record = assert_accounted(job_id, terminal=False)
     assert (job_record.succeeded, job_record.failed) == (12, 0)
@@ -704,10 +703,7 @@ def test_many_batches_of_one_job_filed_at_once_are_all_counted(aws, call_api, im
         results.append(file_outcomes(job_id, mine))
 
     threads = [threading.Thread(target=file, args=(range(i, i + 3),)) for i in (0, 3, 6, 9)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    _run_together(threads)
 
     assert sorted(len(r.filed) for r in results) == [3, 3, 3, 3]
     assert all(r.closed for r in results)
@@ -728,10 +724,7 @@ def test_one_image_filed_by_many_deliveries_at_once_counts_once(aws, call_api, i
         results.append(file_result(job_id, 0, outcome, 1))
 
     threads = [threading.Thread(target=file) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    _run_together(threads)
 
     assert sorted(results) == [False] * 5 + [True]
     job_record = assert_accounted(job_id, terminal=False)
@@ -751,10 +744,7 @@ def test_one_batch_filed_by_many_deliveries_at_once_counts_once(aws, call_api, i
         results.append(file_outcomes(job_id, mine))
 
     threads = [threading.Thread(target=file) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    _run_together(threads)
 
     won = Counter(i for r in results for i in r.filed)
     assert won == Counter(range(5))  # each image filed by one delivery
