@@ -8,7 +8,9 @@ Gateway's shapes: a function that fails or answers malformed is a 502
 a method its route does not serve is a 403 `{"message": "Missing Authentication Token"}`
 (what a REST API answers for both), and when an API key is configured (LOCAL_API_KEY), a
 route called without it in `x-api-key` is a 403 `{"message": "Forbidden"}`, as with the
-template's RequireApiKey.
+template's RequireApiKey; each key is then throttled by the usage plan's rate and burst (a
+token bucket per key, as API Gateway's usage plans do): over them, 429
+`{"message": "Too Many Requests"}` before the function runs.
 """
 
 from __future__ import annotations
@@ -45,7 +47,35 @@ _FORBIDDEN = {"message": "Forbidden"}
 # API Gateway's MISSING_AUTHENTICATION_TOKEN: no resource for the path, or no such method on it.
 _NO_ROUTE = {"message": "Missing Authentication Token"}
 
+_THROTTLED = {"message": "Too Many Requests"}
+
 Invoke = Callable[[str, dict[str, Any]], Invocation]
+
+
+class KeyThrottle:
+    """A usage plan's Throttle: `rate` requests a second per key, in bursts of up to `burst`
+    (a token bucket per key). `clock` is injectable so a test runs without waiting."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str | None, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key_id: str | None) -> bool:
+        """Take one token of the key's bucket; False when it is empty (a 429)."""
+        with self._lock:
+            now = self._clock()
+            tokens, then = self._buckets.get(key_id, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            allowed = tokens >= 1
+            self._buckets[key_id] = (tokens - 1 if allowed else tokens, now)
+            return allowed
+
+
 # A local-only endpoint (OpenAPI document, later metrics): returns (status, headers, body),
 # or None to fall through to the template's routes.
 LocalEndpoint = Callable[[], tuple[int, dict[str, str], bytes] | None]
@@ -84,6 +114,7 @@ class ApiGateway:
         local_endpoints: dict[tuple[str, str], LocalEndpoint] | None = None,
         api_keys: dict[str, str | None] | None = None,
         gateway_response_headers: dict[str, dict[str, str]] | None = None,
+        throttle: KeyThrottle | None = None,
     ) -> None:
         self._routes = sorted((_compile(r) for r in routes), key=lambda c: c.specificity)
         # x-api-key value -> the key's id in requestContext.identity.apiKeyId (None for the
@@ -91,6 +122,8 @@ class ApiGateway:
         # default locally, like RequireApiKey=false).
         self.api_keys = dict(api_keys) if api_keys else None
         self.gateway_response_headers = dict(gateway_response_headers or {})
+        # Only with keys: a usage plan throttles the keys it covers.
+        self.throttle = throttle if self.api_keys is not None else None
         self._invoke = invoke
         self._sink = sink
         self.local_endpoints = dict(local_endpoints or {})
@@ -268,6 +301,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if not known:
                 return self._json(403, _FORBIDDEN, {"x-amzn-ErrorType": "ForbiddenException"})
             key_id = known[0]
+            if self.api.throttle is not None and not self.api.throttle.allow(key_id):
+                return self._json(429, _THROTTLED, {"x-amzn-ErrorType": "TooManyRequestsException"})
         event = self.api.build_event(self, route, path, query, path_parameters, body)
         if key_id is not None:
             event["requestContext"]["identity"]["apiKeyId"] = key_id

@@ -227,6 +227,20 @@ class StackModel:
                 )
         return found
 
+    def usage_plan_throttle(self) -> tuple[float, int] | None:
+        """(RateLimit, BurstLimit) of the APIs' usage plan (Auth.UsagePlan.Throttle), read
+        whatever RequireApiKey says: locally, keys come from LOCAL_API_KEYS instead."""
+        for resource in self.resources.values():
+            if resource["Type"] != "AWS::Serverless::Api":
+                continue
+            auth = (resource.get("Properties") or {}).get("Auth") or {}
+            if isinstance(auth, dict) and "Fn::If" in auth:
+                auth = auth["Fn::If"][1]  # the branch with the usage plan
+            throttle = self.resolver.resolve(auth).get("UsagePlan", {}).get("Throttle")
+            if throttle:
+                return float(throttle["RateLimit"]), int(throttle["BurstLimit"])
+        return None
+
     def functions(self) -> list[FunctionSpec]:
         """Every serverless function with Globals merged and its properties resolved."""
         specs = []

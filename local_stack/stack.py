@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from local_stack import dynamodb_local
-from local_stack.api_gateway import ApiGateway, LocalEndpoint
+from local_stack.api_gateway import ApiGateway, KeyThrottle, LocalEndpoint
 from local_stack.aws import DUMMY_CREDENTIALS, MotoServer, create_resources
 from local_stack.event_sources import RequestTally, Schedule, SqsPoller
 from local_stack.events import EventLog
@@ -223,6 +223,9 @@ class LocalStack:
                 self.local_endpoints,
                 api_keys=self.config.api_keys,
                 gateway_response_headers=model.gateway_response_headers(),
+                throttle=KeyThrottle(*throttle)
+                if (throttle := model.usage_plan_throttle())
+                else None,
             )
             api_url = self.api.start()
             for thread in pollers:

@@ -265,6 +265,13 @@ INTERNAL_ERROR: dict[int, OpenAPIResponse] = {
 }
 
 
+class GatewayMessageBody(BaseModel):
+    """API Gateway's own answers (no key, throttled, a body over 10 MB): they never reach a
+    function, so their body is the gateway's `{"message": ...}`, not `{"error": ...}`."""
+
+    message: str = Field(description="API Gateway's reason, e.g. Forbidden")
+
+
 class UnknownJobBody(BaseModel):
     """The SPEC's body for an unknown job id: exactly `{}`."""
 

@@ -7,12 +7,15 @@ finds the routers and writes openapi.json.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.router import Router
+
+from retail_pulse.api.models import GatewayMessageBody
 
 TITLE = "Retail Pulse"
 DESCRIPTION = (
@@ -25,6 +28,39 @@ DESCRIPTION = (
 )
 # Powertools documents a 422 for request validation; make_resolver answers those with 400.
 _UNUSED_BY_US = (422,)
+# The template's RequireApiKey (default "true"): every route needs a key of the usage plan.
+SECURITY_SCHEME = "api_key"
+_SECURITY_SCHEMES = {
+    SECURITY_SCHEME: {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": "A key of the API's usage plan (template.yaml RequireApiKey, the "
+        "default): it names the client, and the plan throttles and caps each key.",
+    }
+}
+# What API Gateway answers by itself, before any function runs (template.yaml's
+# GatewayResponses give them the security headers; the body is the gateway's own).
+_GATEWAY_MESSAGE = {
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GatewayMessageBody"}}}
+}
+GATEWAY_RESPONSES: dict[str, dict[str, Any]] = {
+    "GatewayForbidden": {
+        "description": "API Gateway: no x-api-key, or one the usage plan does not know "
+        '(`{"message": "Forbidden"}`)',
+        **_GATEWAY_MESSAGE,
+    },
+    "GatewayThrottled": {
+        "description": "API Gateway: the key is over its usage plan's rate, burst or daily "
+        'quota (`{"message": "Too Many Requests"}` or `"Limit Exceeded"`); wait and retry',
+        **_GATEWAY_MESSAGE,
+    },
+    "GatewayTooLarge": {
+        "description": "API Gateway: the request body is over its 10 MB payload limit",
+        **_GATEWAY_MESSAGE,
+    },
+}
+_GATEWAY_CODES = {"403": "GatewayForbidden", "429": "GatewayThrottled"}
 _POWERTOOLS_VALIDATION_SCHEMAS = (
     "HTTPValidationError",
     "ValidationError",
@@ -52,12 +88,44 @@ def build_openapi(
         for operation in path.values():
             for code in _UNUSED_BY_US:
                 operation.get("responses", {}).pop(str(code), None)
+    _add_gateway_answers(document)
     schemas = document.get("components", {}).get("schemas", {})
     text = json.dumps({k: v for k, v in document.items() if k != "components"})
     for name in _POWERTOOLS_VALIDATION_SCHEMAS:
         if f'"#/components/schemas/{name}"' not in text:
             schemas.pop(name, None)
     return document
+
+
+def _add_gateway_answers(document: dict[str, Any]) -> None:
+    """The API key every route needs, and API Gateway's own answers on every operation: 403
+    and 429 everywhere, 413 where a body is taken (merged with a handler's own 413, whose
+    body differs: the handler's limit is lower than the gateway's)."""
+    components = document.setdefault("components", {})
+    components["securitySchemes"] = _SECURITY_SCHEMES
+    components["responses"] = GATEWAY_RESPONSES
+    components.setdefault("schemas", {})["GatewayMessageBody"] = (
+        GatewayMessageBody.model_json_schema()
+    )
+    document["security"] = [{SECURITY_SCHEME: []}]
+    for operations in document["paths"].values():
+        for method, served in operations.items():
+            # A path served with and without its slash shares one generated operation.
+            operation = operations[method] = copy.deepcopy(served)
+            responses = operation.setdefault("responses", {})
+            for code, name in _GATEWAY_CODES.items():
+                responses[code] = {"$ref": f"#/components/responses/{name}"}
+            if "requestBody" not in operation:
+                continue
+            own = responses.get("413")
+            if own is None:
+                responses["413"] = {"$ref": "#/components/responses/GatewayTooLarge"}
+                continue
+            schema = own["content"]["application/json"]["schema"]
+            own["description"] += "; over 10 MB, API Gateway answers it itself ({message})"
+            own["content"]["application/json"]["schema"] = {
+                "anyOf": [schema, {"$ref": "#/components/schemas/GatewayMessageBody"}]
+            }
 
 
 def _as_served(paths: dict[str, Any], routes: set[tuple[str, str]]) -> dict[str, Any]:
@@ -80,9 +148,23 @@ def _as_served(paths: dict[str, Any], routes: set[tuple[str, str]]) -> dict[str,
 
 
 def documented_responses(document: dict[str, Any]) -> dict[tuple[str, str], set[int]]:
-    """{(METHOD, path): {status codes}} of a document: what tests hold the handlers to."""
+    """{(METHOD, path): {status codes}} a function answers: what tests hold the handlers to
+    (API Gateway's own answers, `gateway_responses`, never reach a handler)."""
+    return _responses(document, gateway=False)
+
+
+def gateway_responses(document: dict[str, Any]) -> dict[tuple[str, str], set[int]]:
+    """{(METHOD, path): {status codes}} API Gateway answers by itself (403, 429, 413)."""
+    return _responses(document, gateway=True)
+
+
+def _responses(document: dict[str, Any], gateway: bool) -> dict[tuple[str, str], set[int]]:
     return {
-        (method.upper(), path): {int(code) for code in operation.get("responses", {})}
+        (method.upper(), path): {
+            int(code)
+            for code, response in operation.get("responses", {}).items()
+            if ("$ref" in response) == gateway
+        }
         for path, operations in document.get("paths", {}).items()
         for method, operation in operations.items()
     }
