@@ -36,6 +36,7 @@ from deployed.run import (
     find_python313,
     free_port,
     processes_in_group,
+    rss_mb,
 )
 from tests.support.image_server import ImageServer
 
@@ -62,15 +63,7 @@ class PeakRss:
         self._thread.join(timeout=5)
 
     def now_mb(self) -> float:
-        total_kb = 0
-        for pid in self._pids():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total_kb += int(line.split()[1])
-            except OSError:
-                continue
-        return total_kb / 1024
+        return rss_mb(self._pids())
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,8 +270,14 @@ def processes_in_group(pgid: int) -> list[int]:
 
 def group_rss_mb(pgid: int) -> float:
     """Resident memory of a process group, in MB (each process's VmRSS, summed)."""
+    return rss_mb(processes_in_group(pgid))
+
+
+def rss_mb(pids: Iterable[int]) -> float:
+    """Resident memory of these processes, in MB (each one's VmRSS, summed; one that has
+    ended counts nothing)."""
     total_kb = 0
-    for pid in processes_in_group(pgid):
+    for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

