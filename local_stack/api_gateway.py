@@ -114,6 +114,7 @@ class ApiGateway:
         local_endpoints: dict[tuple[str, str], LocalEndpoint] | None = None,
         api_keys: dict[str, str | None] | None = None,
         gateway_response_headers: dict[str, dict[str, str]] | None = None,
+        gateway_response_bodies: dict[str, tuple[int | None, str]] | None = None,
         throttle: KeyThrottle | None = None,
     ) -> None:
         self._routes = sorted((_compile(r) for r in routes), key=lambda c: c.specificity)
@@ -122,6 +123,10 @@ class ApiGateway:
         # default locally, like RequireApiKey=false).
         self.api_keys = dict(api_keys) if api_keys else None
         self.gateway_response_headers = dict(gateway_response_headers or {})
+        # The template's own status and body for a response type (REQUEST_TOO_LARGE's
+        # advice to upload); the generic ones ($context.error.messageString) are API
+        # Gateway's own message, which the default bodies here already are.
+        self.gateway_response_bodies = dict(gateway_response_bodies or {})
         # Only with keys: a usage plan throttles the keys it covers.
         self.throttle = throttle if self.api_keys is not None else None
         self._invoke = invoke
@@ -280,7 +285,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self, path: str, query: str) -> int:
         body = self._read_body()
         if body is None:
-            return self._json(413, {"message": "Request Too Long"}, close=True)
+            return self._json(
+                413, {"message": "Request Too Long"}, close=True, response_type="REQUEST_TOO_LARGE"
+            )
         local = self.api.local_endpoints.get((self.command, path))
         if local is not None and (answer := local()) is not None:
             status, headers, content = answer
@@ -361,17 +368,27 @@ class _RequestHandler(BaseHTTPRequestHandler):
         body: dict[str, Any],
         headers: dict[str, str] | None = None,
         close: bool = False,
+        response_type: str | None = None,
     ) -> int:
         kind = "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
+        content = json.dumps(body).encode()
+        declared = self.api.gateway_response_bodies.get(response_type or "")
+        if declared is not None:
+            declared_status, template = declared
+            status = declared_status or status
+            content = template.replace(
+                "$context.error.messageString", json.dumps(body.get("message", ""))
+            ).encode()
         all_headers = {
             "Content-Type": "application/json",
             **self.api.gateway_response_headers.get(kind, {}),
+            **self.api.gateway_response_headers.get(response_type or "", {}),
             **(headers or {}),
         }
         if close:
             all_headers["Connection"] = "close"
             self.close_connection = True
-        return self._send(status, all_headers, json.dumps(body).encode())
+        return self._send(status, all_headers, content)
 
     def _send(
         self, status: int, headers: dict[str, str] | list[tuple[str, str]], content: bytes

@@ -227,6 +227,21 @@ class StackModel:
                 )
         return found
 
+    def gateway_response_bodies(self) -> dict[str, tuple[int | None, str]]:
+        """The APIs' GatewayResponses that say more than headers, by response type
+        ("REQUEST_TOO_LARGE"...): (its StatusCode or None, its application/json template)."""
+        found: dict[str, tuple[int | None, str]] = {}
+        for resource in self.resources.values():
+            if resource["Type"] != "AWS::Serverless::Api":
+                continue
+            props = self.resolver.resolve(resource.get("Properties") or {})
+            for kind, response in (props.get("GatewayResponses") or {}).items():
+                template = ((response or {}).get("ResponseTemplates") or {}).get("application/json")
+                if template is not None:
+                    status = (response or {}).get("StatusCode")
+                    found[kind] = (int(status) if status else None, str(template))
+        return found
+
     def usage_plan_throttle(self) -> tuple[float, int] | None:
         """(RateLimit, BurstLimit) of the APIs' usage plan (Auth.UsagePlan.Throttle), read
         whatever RequireApiKey says: locally, keys come from LOCAL_API_KEYS instead."""

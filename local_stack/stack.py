@@ -223,6 +223,7 @@ class LocalStack:
                 self.local_endpoints,
                 api_keys=self.config.api_keys,
                 gateway_response_headers=model.gateway_response_headers(),
+                gateway_response_bodies=model.gateway_response_bodies(),
                 throttle=KeyThrottle(*throttle)
                 if (throttle := model.usage_plan_throttle())
                 else None,

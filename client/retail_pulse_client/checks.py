@@ -41,7 +41,7 @@ _HTTP_URL = re.compile(r"https?://[^/?#]+", re.IGNORECASE)
 class Limits:
     """The service's size limits; its defaults unless the same variables say otherwise."""
 
-    images_per_job: int = 10_000
+    images_per_job: int = 50_000
     urls_per_visit: int = 1_000
     url_length: int = 2_048
 

@@ -391,9 +391,9 @@ def test_a_huge_list_of_bad_urls_is_answered_quickly(aws: Any) -> None:
 @pytest.mark.parametrize(
     ("visit_count", "urls", "words"),
     [
-        (1, 2_000_000, "the job has 2000000 images; the limit is 10000 per job"),
-        (700_000, 0, "the job has 700000 visits; the limit is 10000 images per job"),
-        (2_500, 1_000, "the job has 2500000 images; the limit is 10000 per job"),
+        (1, 2_000_000, "the job has 2000000 images; the limit is 50000 per job"),
+        (700_000, 0, "the job has 700000 visits; the limit is 50000 images per job"),
+        (2_500, 1_000, "the job has 2500000 images; the limit is 50000 per job"),
     ],
     ids=["one-visit", "many-visits", "many-urls"],
 )

@@ -231,7 +231,8 @@ def test_a_body_over_max_body_bytes_is_413_before_parsing(aws: Any, as_bytes: bo
     result = _submit(body.encode() if as_bytes else body)
     assert result.status_code == 413
     assert result.body == {
-        "error": f"request body is {limit + 1} bytes; the limit is {limit} (MAX_BODY_BYTES)"
+        "error": f"request body is {limit + 1} bytes; the limit is {limit} (MAX_BODY_BYTES): "
+        "upload a larger job with POST /api/uploads, then POST /api/submit/ with its upload_id"
     }
 
 

@@ -120,8 +120,15 @@ def as_json_request(event: Mapping[str, Any]) -> Mapping[str, Any]:
     return {**event, "headers": headers, "multiValueHeaders": multi}
 
 
+# What a body over the limit should become instead: an upload (jobs/uploads.py). API
+# Gateway's own 413 above 10 MB says the same (template.yaml: REQUEST_TOO_LARGE).
+UPLOAD_HINT = (
+    "upload a larger job with POST /api/uploads, then POST /api/submit/ with its upload_id"
+)
+
+
 def _too_large(size: int, limit: int) -> str:
-    return f"request body is {size} bytes; the limit is {limit} (MAX_BODY_BYTES)"
+    return f"request body is {size} bytes; the limit is {limit} (MAX_BODY_BYTES): {UPLOAD_HINT}"
 
 
 def read_json_body(text: str) -> Any:
