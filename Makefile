@@ -56,7 +56,7 @@ run: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy layers/common/retail_pulse local_stack client/retail_pulse_client
+	$(VENV)/bin/mypy layers/common/retail_pulse admin/retail_pulse_admin local_stack client/retail_pulse_client
 	for app in functions/*/app.py; do $(VENV)/bin/mypy $$app || exit 1; done
 
 format: install

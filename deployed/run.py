@@ -9,7 +9,7 @@ the end-to-end tests. What `make test-deployed` (and so `make test`) runs.
    built template; `sam deploy --resolve-s3` deploys that copy with dummy credentials and
    AWS_ENDPOINT_URL at MiniStack.
 4. The queues get the e2e tests' short visibility timeout, the sample store master is
-   imported with `python -m retail_pulse.stores import`, and the API functions' execution
+   imported with `python -m retail_pulse_admin.stores import`, and the API functions' execution
    environments are started (WARM_UP).
 5. The e2e tests run against the deployed API (tests/e2e/conftest.py reads the state file
    this writes: RETAIL_PULSE_STACK_STATE).
@@ -493,7 +493,7 @@ def load_store_master(endpoint: str, table: str, workdir: Path) -> None:
         [
             sys.executable,
             "-m",
-            "retail_pulse.stores",
+            "retail_pulse_admin.stores",
             "import",
             str(ROOT / "data" / "stores_sample.csv"),
         ],

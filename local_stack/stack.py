@@ -37,10 +37,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 POLLER_JOIN_S = 5.0  # an invocation in flight at shutdown gets this long to finish
 EVENT_SOURCE_REQUESTS_PATH = "/local/event-source-requests"
 
-# The store master is loaded by the same command a person runs (retail_pulse.stores.command
-# behind it), in a process of its own with the functions' environment, so it writes to the
-# table the functions read. Its exit status 1 still loaded the good rows.
-_IMPORT_COMMAND = [sys.executable, "-m", "retail_pulse.stores", "import"]
+# The store master is loaded by the same command a person runs (retail_pulse_admin.stores.
+# command behind it), in a process of its own with the functions' environment, so it writes
+# to the table the functions read. Its exit status 1 still loaded the good rows.
+_IMPORT_COMMAND = [sys.executable, "-m", "retail_pulse_admin.stores", "import"]
 _IMPORT_OK, _IMPORT_REJECTED = 0, 1
 
 

@@ -52,10 +52,10 @@ from retail_pulse_client.display import JobProgress, is_terminal
 from retail_pulse_client.jobfile import JobFileError, load_job
 
 if TYPE_CHECKING:  # the service package is optional at run time (`stores`, `clients`)
-    from retail_pulse.clients import ClientListing
     from retail_pulse.domain import NewClient
-    from retail_pulse.stores.command import ImportOutput
-    from retail_pulse.stores.master import Rejection
+    from retail_pulse_admin.stores.command import ImportOutput
+    from retail_pulse_admin.stores.master import Rejection
+    from retail_pulse_admin.tenants import ClientListing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -747,7 +747,7 @@ def import_stores(
     """
     # Imported here, and only here: every other command works with the client alone.
     try:
-        from retail_pulse.stores.command import PlainOutput, run_import
+        from retail_pulse_admin.stores.command import PlainOutput, run_import
     except ModuleNotFoundError as missing:
         _say(_needs_service_package("stores import", missing))
         raise typer.Exit(EXIT_USAGE) from None
@@ -761,7 +761,8 @@ def _needs_service_package(command: str, missing: ModuleNotFoundError) -> str:
     """One line saying what to install; names the checkout when the client runs from one."""
     repo = Path(__file__).resolve().parents[2]
     target = str(repo) if (repo / "layers" / "common" / "retail_pulse").is_dir() else "<repo>"
-    detail = "" if (missing.name or "").split(".")[0] == "retail_pulse" else f" ({missing})"
+    ours = ("retail_pulse", "retail_pulse_admin")
+    detail = "" if (missing.name or "").split(".")[0] in ours else f" ({missing})"
     return (
         f"retail-pulse {command} needs the service package{detail}: "
         f"pip install -e {target} (or make install)"
@@ -770,8 +771,8 @@ def _needs_service_package(command: str, missing: ModuleNotFoundError) -> str:
 
 class _RichImportOutput:
     """A Rich bar and a table of rejected rows at a terminal; the service's own plain lines
-    everywhere else, so a piped import prints exactly what `python -m retail_pulse.stores`
-    prints."""
+    everywhere else, so a piped import prints exactly what
+    `python -m retail_pulse_admin.stores` prints."""
 
     def __init__(self, plain: ImportOutput) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -838,7 +839,7 @@ class _RichImportOutput:
 def _clients_service(command: str) -> ModuleType:
     """The service's clients module; with the client installed alone, one line and exit 2."""
     try:
-        import retail_pulse.clients as service
+        import retail_pulse_admin.tenants as service
     except ModuleNotFoundError as missing:
         _say(_needs_service_package(command, missing))
         raise typer.Exit(EXIT_USAGE) from None

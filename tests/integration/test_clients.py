@@ -9,14 +9,14 @@ from datetime import UTC
 
 import pytest
 
-from retail_pulse.clients import (
+from retail_pulse_admin.tenants import (
     ClientsError,
     GatewayError,
     add_client,
     describe_limits,
     list_clients,
 )
-from retail_pulse.data import clients as data_clients
+from retail_pulse_admin import api_keys as data_clients
 from tests.support.api_gateway import STACK, Deployed, deployed_stack  # noqa: F401
 
 

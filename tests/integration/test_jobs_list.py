@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from retail_pulse.data.backfill import backfill
+from retail_pulse_admin.backfill import backfill
 from retail_pulse.data.models import JobRecord
 from retail_pulse.data.usage import usage
 from retail_pulse.domain import ImageFailure, ImageSuccess

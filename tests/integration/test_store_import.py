@@ -1,5 +1,5 @@
 """Store master import against moto's DynamoDB: the sample, the real file, lookups, and the
-one command behind `python -m retail_pulse.stores`, `retail-pulse stores import` and the
+one command behind `python -m retail_pulse_admin.stores`, `retail-pulse stores import` and the
 local stack."""
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import pytest
 
 from retail_pulse.data.models import AREA_REGISTRY_ID, StoreRecord
 from retail_pulse.data.stores import find_stores, save_stores
-from retail_pulse.stores.__main__ import main
-from retail_pulse.stores.command import (
+from retail_pulse_admin.stores.__main__ import main
+from retail_pulse_admin.stores.command import (
     EXIT_OK,
     EXIT_REJECTED,
     EXIT_TABLE,
     EXIT_USAGE,
     run_import,
 )
-from retail_pulse.stores.importer import StoreTableError, import_stores
-from retail_pulse.stores.master import Rejection, StoreRow
+from retail_pulse_admin.stores.importer import StoreTableError, import_stores
+from retail_pulse_admin.stores.master import Rejection, StoreRow
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "stores_sample.csv"
 REAL_STORE_COUNT = 4_944

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from retail_pulse.data.stores import register_areas
-from retail_pulse.stores.importer import import_stores
-from retail_pulse.stores.master import read_store_master
+from retail_pulse_admin.stores.importer import import_stores
+from retail_pulse_admin.stores.master import read_store_master
 from tests.integration.conftest import job, visit
 from tests.support.events import sqs_event
 from tests.support.handlers import FakeContext, load_handler

@@ -1,6 +1,6 @@
 """The package's shape, checked: data access is the only code that talks to DynamoDB and SQS
-(and the only code that knows the table records), business logic knows no HTTP, and the
-domain types depend on nothing of ours."""
+(and the only code that knows the table records), business logic knows no HTTP, the
+domain types depend on nothing of ours, and the Lambda layer imports no operator tool."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "layers" / "common" / "retail_pulse"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "layers" / "common" / "retail_pulse"
+ADMIN = ROOT / "admin" / "retail_pulse_admin"
 AWS_LIBRARIES = ("pynamodb", "boto3", "botocore")
 
 
@@ -40,13 +42,13 @@ def _offending(paths: list[Path], forbidden: tuple[str, ...]) -> dict[str, list[
     return found
 
 
-@pytest.mark.parametrize("folder", ["jobs", "visits", "stores", "clients", "imaging", "api"])
+@pytest.mark.parametrize("folder", ["jobs", "visits", "imaging", "api"])
 def test_only_data_access_touches_the_tables(folder: str) -> None:
     """Records and connections are private to retail_pulse.data."""
     assert _offending(_modules(folder), ("retail_pulse.data.models", "pynamodb")) == {}
 
 
-@pytest.mark.parametrize("folder", ["jobs", "visits", "stores", "clients"])
+@pytest.mark.parametrize("folder", ["jobs", "visits"])
 def test_business_logic_knows_no_http_and_no_aws_library(folder: str) -> None:
     """Use cases raise retail_pulse.errors; api/ alone maps them to statuses."""
     assert _offending(_modules(folder), ("retail_pulse.api", *AWS_LIBRARIES)) == {}
@@ -56,3 +58,30 @@ def test_the_domain_types_depend_on_nothing_of_ours() -> None:
     imports = _imports(PACKAGE / "domain.py") | _imports(PACKAGE / "errors.py")
     assert not {name for name in imports if name.startswith("retail_pulse")}
     assert not {name for name in imports if name.split(".")[0] in AWS_LIBRARIES}
+
+
+def test_the_layer_and_the_functions_import_no_operator_tool() -> None:
+    """`sam build` ships layers/common and functions/ only: an import of retail_pulse_admin
+    there would fail in Lambda."""
+    paths = sorted(PACKAGE.rglob("*.py")) + sorted((ROOT / "functions").rglob("*.py"))
+    assert paths
+    found = {
+        str(path.relative_to(ROOT)): sorted(
+            name for name in _imports(path) if name.split(".")[0] == "retail_pulse_admin"
+        )
+        for path in paths
+    }
+    assert {path: names for path, names in found.items() if names} == {}
+
+
+def test_the_operator_tools_reach_aws_only_through_their_gateway_module() -> None:
+    """In the admin package, only api_keys talks to API Gateway and CloudFormation; the store
+    import writes through the service's data access."""
+    others = [path for path in sorted(ADMIN.rglob("*.py")) if path.name != "api_keys.py"]
+    assert others
+    offending = {
+        str(path.relative_to(ADMIN)): names
+        for path in others
+        if (names := sorted(n for n in _imports(path) if n.split(".")[0] in AWS_LIBRARIES))
+    }
+    assert offending == {}

@@ -387,7 +387,7 @@ def test_stores_import_without_the_service_package_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The client installed alone (pip install ./client): one line, exit 2, no traceback."""
-    for name in ("retail_pulse", "retail_pulse.stores", "retail_pulse.stores.command"):
+    for name in ("retail_pulse_admin", "retail_pulse_admin.stores.command"):
         monkeypatch.setitem(sys.modules, name, None)  # import of it now fails, as if absent
 
     result = run(None, "stores", "import", str(tmp_path / "x.csv"))

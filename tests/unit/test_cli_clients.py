@@ -194,7 +194,7 @@ def test_without_the_service_package_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, command: list[str]
 ) -> None:
     """The client installed alone (pip install ./client): one line, exit 2, no traceback."""
-    for name in ("retail_pulse", "retail_pulse.clients"):
+    for name in ("retail_pulse_admin", "retail_pulse_admin.tenants"):
         monkeypatch.setitem(sys.modules, name, None)  # import of it now fails, as if absent
 
     result = run(*command)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from retail_pulse.stores.master import (
+from retail_pulse_admin.stores.master import (
     MAX_FIELD_LENGTH,
     Rejection,
     StoreMasterError,

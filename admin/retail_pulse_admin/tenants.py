@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from retail_pulse.data import clients as gateway
-from retail_pulse.data.clients import GatewayError
 from retail_pulse.domain import Client, NewClient, UsagePlan
 from retail_pulse.settings import get_settings
+from retail_pulse_admin import api_keys as gateway
+from retail_pulse_admin.api_keys import GatewayError
 
 # samconfig.toml's stack_name: what `sam deploy` names the stack unless told otherwise.
 DEFAULT_STACK = "retail-pulse"

@@ -12,7 +12,7 @@ moved meanwhile keeps the key its own update gave it. A job's images get their e
 before the job does, so a run that stops part-way is finished by the next one.
 
     JOBS_TABLE=<name> IMAGES_TABLE=<name> RETENTION_DAYS=90 \\
-        python -m retail_pulse.data.backfill
+        python -m retail_pulse_admin.backfill
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The store import as a command: run the import, show its progress and report, and say
 how it went in an exit status.
 
-Every entry point comes here: `python -m retail_pulse.stores import`, `retail-pulse stores
+Every entry point comes here: `python -m retail_pulse_admin.stores import`, `retail-pulse stores
 import` and the local stack's start-up import, so all of them print the same lines and
 exit with the same status. Each passes an ImportOutput to show things its own way (the
 command line adds a progress bar and a table at a terminal); PlainOutput prints lines.
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from retail_pulse.settings import get_settings
-from retail_pulse.stores.importer import ImportReport, StoreTableError, import_stores
-from retail_pulse.stores.master import Rejection, StoreMasterError
+from retail_pulse_admin.stores.importer import ImportReport, StoreTableError, import_stores
+from retail_pulse_admin.stores.master import Rejection, StoreMasterError
 
 EXIT_OK = 0
 EXIT_REJECTED = 1

@@ -1,4 +1,4 @@
-"""`python -m retail_pulse.stores import FILE.csv`: load a store master into the Stores table.
+"""`python -m retail_pulse_admin.stores import FILE.csv`: load a store master into the Stores table.
 
 The table and endpoint come from the environment, as for the functions: STORES_TABLE,
 AWS_REGION, and AWS_ENDPOINT_URL for a local stack. The import itself, its messages and
@@ -16,12 +16,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from retail_pulse.stores.command import EXIT_USAGE, run_import
+from retail_pulse_admin.stores.command import EXIT_USAGE, run_import
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m retail_pulse.stores",
+        prog="python -m retail_pulse_admin.stores",
         description="Manage the store master in the Stores table.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from retail_pulse.data import STORAGE_ERRORS
 from retail_pulse.data.stores import register_areas, save_stores
 from retail_pulse.settings import get_settings
-from retail_pulse.stores.master import Rejection, read_store_master
+from retail_pulse_admin.stores.master import Rejection, read_store_master
 
 ProgressCallback = Callable[[int, int], None]
 """on_progress(done, total): stores written so far out of the stores to write."""
