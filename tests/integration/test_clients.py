@@ -9,6 +9,7 @@ from datetime import UTC
 
 import pytest
 
+from retail_pulse_admin import api_keys as data_clients
 from retail_pulse_admin.tenants import (
     ClientsError,
     GatewayError,
@@ -16,7 +17,6 @@ from retail_pulse_admin.tenants import (
     describe_limits,
     list_clients,
 )
-from retail_pulse_admin import api_keys as data_clients
 from tests.support.api_gateway import STACK, Deployed, deployed_stack  # noqa: F401
 
 
