@@ -11,7 +11,10 @@ template deployed onto MiniStack (`make test-deployed`), so that the same tests 
   port the stack was deployed to allow; its queues have the same short visibility timeout).
   The session serves its images on that port.
 
-A test that needs something only one stack has asks for it with `stack.require_local(why)`.
+A test that needs what only the local stack has (its EMF totals, fair-queue order, its console)
+is marked `@pytest.mark.local_stack("why")`: on the deployed stack it is skipped with that reason.
+`make test` runs those on the local stack and the whole suite on the deployed template, so each
+test runs once; `make test-e2e-local` runs the whole suite on the local stack.
 """
 
 from __future__ import annotations
@@ -66,11 +69,6 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.http = requests.Session()
-
-    def require_local(self, why: str) -> None:
-        """Skip on the deployed stack, naming what only the local stack has."""
-        if self.kind != "local":
-            pytest.skip(f"local stack only: {why}")
 
     def function_lines(self, function: str) -> list[str]:
         """Every line a function (by logical id) printed so far: relayed into the local
@@ -151,6 +149,13 @@ class Stack:
 
 def visit(urls: list[str], store_id: str = STORE) -> dict[str, Any]:
     return {"store_id": store_id, "image_url": urls, "visit_time": VISIT_TIME}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A `local_stack` test is skipped, with its reason, when the stack is the deployed one."""
+    marker = item.get_closest_marker("local_stack")
+    if marker is not None and os.environ.get(STATE_ENV):
+        pytest.skip(f"local stack only: {marker.args[0] if marker.args else 'see the test'}")
 
 
 @pytest.fixture(scope="session")

@@ -47,8 +47,8 @@ def small_failed_job(stack: Stack) -> str:
     return job_id
 
 
+@pytest.mark.local_stack("GET /local/metrics (the EMF totals) is the local stack's")
 def test_a_small_job_shows_in_local_metrics(stack: Stack) -> None:
-    stack.require_local("GET /local/metrics (the EMF totals) is the local stack's")
     before = metric_totals(stack)
     small_failed_job(stack)
 

@@ -53,8 +53,8 @@ def test_an_unknown_store_is_a_400_over_http(stack: Stack) -> None:
     assert "not in the store master" in response.json()["error"]
 
 
+@pytest.mark.local_stack("GET /api/openapi.json is the local stack's, not a template route")
 def test_the_stack_serves_the_openapi_document(stack: Stack) -> None:
-    stack.require_local("GET /api/openapi.json is the local stack's, not a template route")
     response = stack.http.get(stack.url("/api/openapi.json"), timeout=30)
     assert response.status_code == 200
     document = response.json()
