@@ -25,7 +25,13 @@ from typing import Any
 from local_stack import dynamodb_local
 from local_stack.api_gateway import ApiGateway, KeyThrottle, LocalEndpoint
 from local_stack.aws import DUMMY_CREDENTIALS, MotoServer, create_resources
-from local_stack.event_sources import RequestTally, Schedule, SqsPoller
+from local_stack.event_sources import (
+    RequestTally,
+    Schedule,
+    SqsEventSource,
+    SqsFeeder,
+    SqsPoller,
+)
 from local_stack.events import EventLog
 from local_stack.model import FunctionSpec, StackModel
 from local_stack.runtime import FunctionRuntime, Invocation, LogSink
@@ -73,6 +79,12 @@ class StackConfig:
     # "moto", or "dynamodb-local": DynamoDB answered by Amazon's DynamoDB Local, whose
     # consumed capacity is DynamoDB's own (the benchmark prices it); SQS stays on moto.
     dynamodb: str = "moto"
+    # New values for environment variables the template declares (LOCAL_FUNCTION_ENV), in
+    # every function that declares them: tests scale deadlines down with it.
+    function_environment: dict[str, str] = field(default_factory=dict)
+    # SQS fair queues in the event sources, as AWS has them (local_stack/fair_queue.py);
+    # LOCAL_FAIR_QUEUES=0 hands messages over in arrival order, to compare.
+    fair_queues: bool = True
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -100,6 +112,9 @@ class StackConfig:
             },
             api_keys=parse_api_keys(env.get("LOCAL_API_KEYS"), env.get("LOCAL_API_KEY")),
             dynamodb=env.get("LOCAL_DYNAMODB") or cls.dynamodb,
+            function_environment=parse_function_environment(env.get("LOCAL_FUNCTION_ENV")),
+            fair_queues=env.get("LOCAL_FAIR_QUEUES", "1").strip().lower()
+            not in ("0", "false", "off", "no"),
         )
 
 
@@ -126,6 +141,42 @@ def parse_api_keys(many: str | None, one: str | None) -> dict[str, str | None] |
     if one and one.strip():
         return {one.strip(): None}
     return None
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_function_environment(raw: str | None) -> dict[str, str]:
+    """LOCAL_FUNCTION_ENV=NAME=value,NAME2=value2: values the functions' template-declared
+    variables take instead of the template's (a value cannot hold a comma)."""
+    values: dict[str, str] = {}
+    for entry in (raw or "").split(","):
+        if not entry.strip():
+            continue
+        name, sep, value = entry.strip().partition("=")
+        if not sep or not _VARIABLE_NAME.fullmatch(name):
+            raise ValueError(
+                f"LOCAL_FUNCTION_ENV entry {entry.strip()!r} is not NAME=value (a variable "
+                "name the template declares, then its value)"
+            )
+        values[name] = value
+    return values
+
+
+def apply_function_environment(specs: list[FunctionSpec], values: dict[str, str]) -> None:
+    """Give each function that declares a variable of `values` its new value. A variable no
+    function declares is an error: the local stack runs the template's settings, never
+    settings of its own."""
+    declared = {name for spec in specs for name in spec.environment}
+    unknown = sorted(set(values) - declared)
+    if unknown:
+        raise ValueError(
+            f"LOCAL_FUNCTION_ENV sets {', '.join(unknown)}, which no function of the template "
+            "declares: declare it in template.yaml first"
+        )
+    for spec in specs:
+        for name in spec.environment.keys() & values.keys():
+            spec.environment[name] = values[name]
 
 
 @dataclass
@@ -201,6 +252,12 @@ class LocalStack:
         try:
             model = self.start_aws()
             specs = model.functions()
+            apply_function_environment(specs, self.config.function_environment)
+            if self.config.function_environment:
+                log.info(
+                    "LOCAL_FUNCTION_ENV replaces the template's %s",
+                    ", ".join(sorted(self.config.function_environment)),
+                )
             pollers = self._spawn_workers(model, specs)
             import_process = self._start_store_import(model)
             with ThreadPoolExecutor(max_workers=max(1, len(self.functions))) as pool:
@@ -255,11 +312,14 @@ class LocalStack:
         log.info("started in %.1f s", time.monotonic() - started)
         return self.endpoints
 
-    def _spawn_workers(self, model: StackModel, specs: list[FunctionSpec]) -> list[SqsPoller]:
-        """Start every function's workers at once (their inits overlap); return the pollers."""
+    def _spawn_workers(
+        self, model: StackModel, specs: list[FunctionSpec]
+    ) -> list[threading.Thread]:
+        """Start every function's workers at once (their inits overlap); return the SQS
+        event sources' threads (a feeder and its pollers per source), not yet started."""
         dead_letter_arns = model.dead_letter_arns
         queue_urls = {q.arn: model.resolver.refs[q.logical_id] for q in model.queues}
-        pollers: list[SqsPoller] = []
+        pollers: list[threading.Thread] = []
         for spec in specs:
             pool_size = self.config.api_workers if spec.api_routes else int(bool(spec.schedules))
             function = FunctionRuntime(spec, self.sink, pool_size)
@@ -281,26 +341,27 @@ class LocalStack:
                 if source.maximum_concurrency:
                     count = min(count, source.maximum_concurrency)
                 self.sqs_slots[f"{spec.logical_id}.{source.event}"] = count * source.batch_size
+                event_source = SqsEventSource(
+                    source,
+                    queue_urls[source.queue_arn],
+                    self.moto.url,
+                    self.config.poll_wait_s,
+                    dead_letter_queue=source.queue_arn in dead_letter_arns,
+                    tally=self.event_source_requests,
+                    fair=self.config.fair_queues,
+                )
+                pollers.append(SqsFeeder(event_source, self._stopping))
                 for index in range(count):
                     pollers.append(
-                        SqsPoller(
-                            source,
-                            queue_urls[source.queue_arn],
-                            function.new_slot(),
-                            self.moto.url,
-                            self._stopping,
-                            self.config.poll_wait_s,
-                            index,
-                            dead_letter_queue=source.queue_arn in dead_letter_arns,
-                            tally=self.event_source_requests,
-                        )
+                        SqsPoller(event_source, function.new_slot(), self._stopping, index)
                     )
                 log.info(
-                    "%s <- %s: %d poller(s), batch %d",
+                    "%s <- %s: %d poller(s), batch %d, %s",
                     spec.logical_id,
                     source.queue_arn.rsplit(":", 1)[-1],
                     count,
                     source.batch_size,
+                    "fair queue" if self.config.fair_queues else "arrival order",
                 )
         return pollers
 
