@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from local_stack.template import Resolver, TemplateError, decide_fn_if_in_sam_resources
+
 # The MiniStack these workarounds were written against (and `make test-deployed` installs).
 MINISTACK_VERSION = "1.5.33"
 
@@ -45,62 +47,17 @@ class Workaround:
 def _resolve_fn_if_in_sam_resources(
     template: dict[str, Any], parameters: Mapping[str, str]
 ) -> list[str]:
-    """Decide every `Fn::If` inside an `AWS::Serverless::*` resource, as the transform does."""
-    conditions = template.get("Conditions") or {}
-
-    def value(node: Any) -> Any:
-        if isinstance(node, dict) and set(node) == {"Ref"}:
-            if node["Ref"] not in parameters:
-                raise CompatError(f"a condition refers to {node['Ref']}, not a parameter")
-            return parameters[node["Ref"]]
-        if isinstance(node, dict):
-            raise CompatError(f"a condition compares {node!r}, not a parameter or a literal")
-        return str(node)
-
-    def holds(condition: Any) -> bool:
-        if isinstance(condition, str):
-            if condition not in conditions:
-                raise CompatError(f"no condition named {condition}")
-            return holds(conditions[condition])
-        ((function, args),) = condition.items()
-        if function == "Condition":
-            return holds(args)
-        if function == "Fn::Equals":
-            return value(args[0]) == value(args[1])
-        if function == "Fn::Not":
-            return not holds(args[0])
-        if function == "Fn::And":
-            return all(holds(a) for a in args)
-        if function == "Fn::Or":
-            return any(holds(a) for a in args)
-        raise CompatError(f"condition function {function} is not handled here")
-
-    no_value = object()
-    changed: list[str] = []
-
-    def resolve(node: Any, where: str) -> Any:
-        if isinstance(node, dict) and set(node) == {"Fn::If"}:
-            name, when_true, when_false = node["Fn::If"]
-            chosen = when_true if holds(name) else when_false
-            changed.append(
-                f"{where}: Fn::If [{name}] -> {'true' if chosen is when_true else 'false'}"
-            )
-            return resolve(chosen, where)
-        if node == {"Ref": "AWS::NoValue"}:
-            return no_value
-        if isinstance(node, dict):
-            items = {k: resolve(v, f"{where}.{k}") for k, v in node.items()}
-            return {k: v for k, v in items.items() if v is not no_value}
-        if isinstance(node, list):
-            return [r for r in (resolve(v, where) for v in node) if r is not no_value]
-        return node
-
-    for logical_id, resource in (template.get("Resources") or {}).items():
-        if str(resource.get("Type", "")).startswith("AWS::Serverless::"):
-            props = resource.get("Properties") or {}
-            if _contains(props, "Fn::If"):
-                resource["Properties"] = resolve(props, logical_id)
-    return changed
+    """Decide every `Fn::If` inside an `AWS::Serverless::*` resource, as the transform does,
+    by the local stack's evaluator of the template's conditions."""
+    resolver = Resolver(
+        parameters=dict(parameters),
+        conditions=dict(template.get("Conditions") or {}),
+        mappings=dict(template.get("Mappings") or {}),
+    )
+    try:
+        return decide_fn_if_in_sam_resources(template, resolver)
+    except TemplateError as error:
+        raise CompatError(f"a condition cannot be decided before the deployment: {error}") from None
 
 
 # -- Resource types and properties MiniStack does not provision -----------------------------
@@ -351,10 +308,6 @@ def _walk(node: Any) -> Iterator[Any]:
     elif isinstance(node, list):
         for item in node:
             yield from _walk(item)
-
-
-def _contains(node: Any, function: str) -> bool:
-    return any(isinstance(n, dict) and function in n for n in _walk(node))
 
 
 def _subs(template: dict[str, Any]) -> Iterator[tuple[Any, Any]]:

@@ -5,6 +5,11 @@ the template itself, so a resource another engineer adds there runs locally with
 here. This module loads the YAML (with the short-form tags), evaluates Conditions, resolves
 intrinsic functions and merges `Globals.Function` into every `AWS::Serverless::Function`.
 It knows nothing about what the functions do.
+
+It is the one evaluator of the template's conditions: the SAM translation for the
+least-privilege checks (scripts/sam_translate.py) and the MiniStack deployment
+(deployed/ministack_compat.py) decide the `Fn::If`s that AWS::LanguageExtensions decides
+with `decide_fn_if_in_sam_resources`.
 """
 
 from __future__ import annotations
@@ -302,3 +307,40 @@ def _merge(base: Any, override: Any) -> Any:
     if isinstance(base, list) and isinstance(override, list):
         return base + override
     return override
+
+
+def decide_fn_if_in_sam_resources(template: dict[str, Any], resolver: Resolver) -> list[str]:
+    """What AWS::LanguageExtensions does before the SAM transform reads the template: every
+    `Fn::If` inside an `AWS::Serverless::*` resource is decided, since SAM alone cannot make
+    a property (an Api's Auth) conditional. Changes `template` in place and says where each
+    `Fn::If` was decided and which way."""
+    decided: list[str] = []
+
+    def decide(node: Any, where: str) -> Any:
+        if isinstance(node, dict) and set(node) == {"Fn::If"}:
+            name, when_true, when_false = node["Fn::If"]
+            holds = resolver.condition(name)
+            decided.append(f"{where}: Fn::If [{name}] -> {'true' if holds else 'false'}")
+            return decide(when_true if holds else when_false, where)
+        if node == {"Ref": "AWS::NoValue"}:
+            return _NO_VALUE
+        if isinstance(node, dict):
+            items = {key: decide(item, f"{where}.{key}") for key, item in node.items()}
+            return {key: item for key, item in items.items() if item is not _NO_VALUE}
+        if isinstance(node, list):
+            return [item for item in (decide(v, where) for v in node) if item is not _NO_VALUE]
+        return node
+
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        properties = resource.get("Properties") or {}
+        if str(resource.get("Type", "")).startswith("AWS::Serverless::") and _has_fn_if(properties):
+            resource["Properties"] = decide(properties, logical_id)
+    return decided
+
+
+def _has_fn_if(node: Any) -> bool:
+    if isinstance(node, dict):
+        return "Fn::If" in node or any(_has_fn_if(item) for item in node.values())
+    if isinstance(node, list):
+        return any(_has_fn_if(item) for item in node)
+    return False

@@ -19,6 +19,10 @@ from typing import Any
 from samcli.yamlhelper import yaml_parse
 from samtranslator.translator.transform import transform
 
+# Run by the SAM CLI's interpreter, which has PyYAML but not this project installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from local_stack.template import decide_fn_if_in_sam_resources, make_resolver
+
 
 class _NoManagedPolicyNames:
     """The loader SAM asks for policy names written as bare names; this template uses ARNs."""
@@ -35,52 +39,14 @@ def translate(template_path: Path) -> dict[str, Any]:
 
 
 def _resolve_conditions_in_sam_resources(template: dict[str, Any]) -> None:
-    """What AWS::LanguageExtensions does before SAM reads the template: an `Fn::If` inside a
-    SAM resource is decided, here with the parameters' defaults (what `sam deploy` uses
-    unless told otherwise). The SAM CLI's own expansion is not used: it also turns every
-    `Fn::Sub` into a plain string, which would hide what the template really grants."""
+    """What AWS::LanguageExtensions does before SAM reads the template, with the parameters'
+    defaults (what `sam deploy` uses unless told otherwise), by the local stack's evaluator.
+    The SAM CLI's own expansion is not used: it also turns every `Fn::Sub` into a plain
+    string, which would hide what the template really grants."""
     if not isinstance(template.get("Transform"), list):
         return
     template["Transform"] = [t for t in template["Transform"] if t != "AWS::LanguageExtensions"]
-    defaults = {
-        name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()
-    }
-    conditions = template.get("Conditions", {})
-
-    def holds(condition: Any) -> bool:
-        if isinstance(condition, str):
-            return holds(conditions[condition])
-        ((function, args),) = condition.items()
-        if function == "Fn::Equals":
-            return value(args[0]) == value(args[1])
-        if function == "Fn::Not":
-            return not holds(args[0])
-        if function == "Fn::And":
-            return all(holds(a) for a in args)
-        if function == "Fn::Or":
-            return any(holds(a) for a in args)
-        if function == "Condition":
-            return holds(conditions[args])
-        raise ValueError(f"condition {function} is not understood here")
-
-    def value(node: Any) -> Any:
-        if isinstance(node, dict) and set(node) == {"Ref"} and node["Ref"] in defaults:
-            return defaults[node["Ref"]]
-        return node
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            if set(node) == {"Fn::If"}:
-                name, when_true, when_false = node["Fn::If"]
-                return resolve(when_true if holds(name) else when_false)
-            return {key: resolve(item) for key, item in node.items()}
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        return node
-
-    for logical_id, resource in template.get("Resources", {}).items():
-        if str(resource.get("Type", "")).startswith("AWS::Serverless::"):
-            template["Resources"][logical_id] = resolve(resource)
+    decide_fn_if_in_sam_resources(template, make_resolver(template))
 
 
 def _stand_in_for_uploaded_code(template: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -183,8 +184,8 @@ def test_parameters_are_the_overrides_over_the_defaults(template: dict[str, Any]
 def test_a_condition_on_something_else_than_parameters_is_an_error(
     template: dict[str, Any],
 ) -> None:
-    template["Conditions"]["ApiKeyRequired"] = {"Fn::Equals": [{"Fn::Select": [0, ["a"]]}, "a"]}
-    with pytest.raises(CompatError, match="not a parameter or a literal"):
+    template["Conditions"]["ApiKeyRequired"] = {"Fn::Equals": [{"Ref": "JobsTable"}, "a"]}
+    with pytest.raises(CompatError, match=r"cannot be decided before the deployment.*JobsTable"):
         adapt(template, DEPLOYED)
 
 
@@ -223,8 +224,22 @@ def test_gateway_responses_are_put_through_the_api_then_the_stage_redeployed(
             },
         )
         for kind in ("DEFAULT_4XX", "DEFAULT_5XX")
-    ] + [("create_deployment", {"restApiId": "a1b2c3d4", "stageName": "Prod"})]
+    ] + [
+        (
+            "put_gateway_response",
+            {
+                "restApiId": "a1b2c3d4",
+                "responseType": "REQUEST_TOO_LARGE",
+                "responseParameters": headers,
+                "responseTemplates": {"application/json": ANY},
+                "statusCode": "413",
+            },
+        ),
+        ("create_deployment", {"restApiId": "a1b2c3d4", "stageName": "Prod"}),
+    ]
+    too_large = json.loads(apigateway.calls[2][1]["responseTemplates"]["application/json"])
+    assert "POST /api/uploads" in too_large["message"]
     assert [a.workaround.name for a in applied] == ["gateway-responses-from-the-openapi-body"]
     # The template keeps them too: on AWS they come with the OpenAPI body.
     api = adapted["Resources"]["RetailPulseApi"]["Properties"]
-    assert set(api["GatewayResponses"]) == {"DEFAULT_4XX", "DEFAULT_5XX"}
+    assert set(api["GatewayResponses"]) == {"DEFAULT_4XX", "DEFAULT_5XX", "REQUEST_TOO_LARGE"}
