@@ -10,9 +10,6 @@ the two agree.
 
 from __future__ import annotations
 
-from typing import Any
-
-import pynamodb.connection.table
 from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
@@ -22,7 +19,7 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.connection import Connection
+from pynamodb.connection import Connection, TableConnection
 from pynamodb.indexes import (
     AllProjection,
     GlobalSecondaryIndex,
@@ -63,19 +60,22 @@ class _Meta(metaclass=_FromSettings):
     max_pool_connections = 100
 
 
-class _CountedConnection(Connection):
-    """PynamoDB's connection with its botocore client counted (data/usage.py) from its
-    first request on: the request counts and consumed capacity of the bill."""
+class _Record(Model):
+    """The models' base: each model's botocore client counted (data/usage.py) from its first
+    request on, the request counts and consumed capacity of the bill.
 
-    @property
-    def client(self) -> Any:
-        return instrument(super().client)
+    The counting is botocore's public event hooks, registered on the client PynamoDB builds
+    for the model (TableConnection.connection.client) when the model asks for its
+    connection, before any request of it leaves; PynamoDB itself is not changed. The client
+    is built then, as PynamoDB would build it for that first request (~0.1 s of CPU), and
+    never at import."""
 
-
-# Each model has a TableConnection of its own, which builds its Connection by the name in
-# its module: naming ours there counts every model's client, and builds none before the
-# model first needs it (a client costs ~0.1 s of CPU to build).
-pynamodb.connection.table.Connection = _CountedConnection  # type: ignore[misc]
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        table = super()._get_connection()
+        # Idempotent; it also counts a client PynamoDB rebuilt (after lost credentials).
+        instrument(table.connection.client)
+        return table
 
 
 # Ongoing jobs spread over this many index partitions; the reconciler queries each.
@@ -113,7 +113,7 @@ class TenantJobsIndex(GlobalSecondaryIndex["JobRecord"]):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
-class JobRecord(Model):
+class JobRecord(_Record):
     """One submitted job; its counters make status O(1) whatever the job's size."""
 
     class Meta(_Meta):
@@ -186,7 +186,7 @@ class AreaVisitsIndex(GlobalSecondaryIndex["ImageRecord"]):
     visit_key = UnicodeAttribute(range_key=True)
 
 
-class ImageRecord(Model):
+class ImageRecord(_Record):
     """One image of one job, written when its result is filed (submit writes none for an
     image it enqueues: a job's images as submitted are its manifest, ManifestRecord); `state`
     is then succeeded | failed | cancelled, exactly once. A retry puts a failed one back to
@@ -224,7 +224,7 @@ class ImageRecord(Model):
     area_visits = AreaVisitsIndex()
 
 
-class ManifestRecord(Model):
+class ManifestRecord(_Record):
     """A slice of a job's images as submitted (MANIFEST_SLICE of them, compressed JSON), in
     the Images table at a negative image_index (-1 for the first slice): one write per slice
     at submit instead of one per image, read back only to requeue, cancel, expire or export
@@ -255,7 +255,7 @@ class StoresByAreaIndex(GlobalSecondaryIndex["StoreRecord"]):
 AREA_REGISTRY_ID = "#areas"
 
 
-class StoreRecord(Model):
+class StoreRecord(_Record):
     """One store of the store master (or, at AREA_REGISTRY_ID, the set of known areas)."""
 
     class Meta(_Meta):
