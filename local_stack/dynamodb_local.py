@@ -3,9 +3,10 @@
 moto answers DynamoDB requests well enough to run the service, but not what they cost: it
 reports no consumed capacity for transactions or index writes, and the benchmark prices
 what the functions' clients are told they consumed. With `LOCAL_DYNAMODB=dynamodb-local`
-the moto child starts DynamoDB Local and the functions reach it directly (the template's AwsDynamoDbEndpointUrl), as they
-reach DynamoDB in AWS; requests sent to moto's endpoint (the stack's own clients, tools)
-are forwarded to it by a WSGI layer in front of moto, by their `X-Amz-Target`.
+the moto child starts DynamoDB Local and the functions reach it directly (the template's
+AwsDynamoDbEndpointUrl), as they reach DynamoDB in AWS; requests sent to moto's endpoint
+(the stack's own clients, tools) are forwarded to it by a WSGI layer in front of moto, by
+their `X-Amz-Target`.
 
 DynamoDB Local under-reports a transaction that holds several items of one table, so the
 router answers the per-item sum for committed TransactWriteItems
