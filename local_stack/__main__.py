@@ -15,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-from local_stack.aws import KNOWN_SECRETS, known_secret_value
 from local_stack.runtime import LogSink
 from local_stack.stack import LocalStack, StackConfig
 
@@ -145,9 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         f'"visit_time": "2026-11-28T10:15:00Z"}}]}}\''
     )
     sink.raw(f"  curl -s '{api}/api/status?jobid=<job_id>'")
-    for logical_id, (variable, _) in KNOWN_SECRETS.items():
-        if stack.model is not None and logical_id in stack.model.resources:
-            sink.raw(f"  {logical_id}: {known_secret_value(logical_id)} (set {variable} to change)")
+    # Each client's own, made on first use: what its webhook receiver verifies with.
+    sink.raw(f"  curl -s '{api}/api/webhook-secret'   # your webhook signing secret")
     sink.raw("  Ctrl-C stops everything.")
     while not stopping.wait(1):
         pass

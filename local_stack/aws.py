@@ -54,20 +54,6 @@ _QUEUE_ATTRIBUTES = [
     "VisibilityTimeout",
 ]
 _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
-# Secrets a developer needs to know, by logical id: (the variable that sets the value, the
-# development default). A local webhook receiver verifies signatures with this one, so it
-# is not random; `python -m local_stack` prints it.
-KNOWN_SECRETS = {
-    "WebhookSigningSecret": ("WEBHOOK_SIGNING_SECRET", "whsec_retail_pulse_development"),
-}
-
-
-def known_secret_value(logical_id: str) -> str | None:
-    """The value the local stack gives a KNOWN_SECRETS secret, or None for any other."""
-    if logical_id not in KNOWN_SECRETS:
-        return None
-    variable, default = KNOWN_SECRETS[logical_id]
-    return os.environ.get(variable, "").strip() or default
 
 
 def client(service: str, endpoint_url: str, **config: Any) -> Any:
@@ -211,11 +197,7 @@ def create_resources(
         # As CloudFormation does: GenerateSecretString makes a random value, never in the
         # template. The functions read it by the name their environment's Ref gives.
         properties = resource.get("Properties") or {}
-        value = (
-            properties.get("SecretString")
-            or known_secret_value(logical_id)
-            or secrets.token_urlsafe(32)
-        )
+        value = properties.get("SecretString") or secrets.token_urlsafe(32)
         name = model.resolver.refs[logical_id]
         secrets_manager.create_secret(Name=name, SecretString=value)
         log.info("secret %s -> %s", logical_id, name)

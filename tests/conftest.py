@@ -24,7 +24,7 @@ os.environ.update(
         "EXPRESS_MAX_IMAGES": "0",
         "PAGE_TOKEN_SECRET_ARN": "retail-pulse-PageTokenSecret",
         "WEBHOOK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/Webhooks",
-        "WEBHOOK_SIGNING_SECRET_ARN": "retail-pulse-WebhookSigningSecret",
+        "WEBHOOK_SECRETS_TABLE": "WebhookSecrets",
         "POWERTOOLS_SERVICE_NAME": "retail-pulse",
         "POWERTOOLS_METRICS_NAMESPACE": "RetailPulse",
         "POWERTOOLS_TRACE_DISABLED": "true",
@@ -111,9 +111,6 @@ def aws() -> Iterator[Aws]:
         create_idempotency_table(boto3.client("dynamodb", region_name="us-east-1"))
         boto3.client("secretsmanager", region_name="us-east-1").create_secret(
             Name=os.environ["PAGE_TOKEN_SECRET_ARN"], SecretString="test-page-token-key"
-        )
-        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
-            Name=os.environ["WEBHOOK_SIGNING_SECRET_ARN"], SecretString="test-webhook-key"
         )
         sqs = boto3.client("sqs", region_name="us-east-1")
         dlq_url = sqs.create_queue(QueueName="ImagesDeadLetter")["QueueUrl"]

@@ -1,14 +1,22 @@
 """Webhook queue -> one signed POST per record to the job's callback_url, retried through
-the queue with a backoff for 24 h (retail_pulse.jobs.webhooks)."""
+the queue with a backoff for 24 h (retail_pulse.jobs.webhooks).
+
+A batch's deliveries all run at once, each on a thread of its own within its deadline
+(WEBHOOK_DEADLINE_S): a receiver that hangs holds only its own delivery, so the others of
+its batch, whoever's they are, go out at once and the batch ends within one deadline.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
+    AsyncBatchProcessor,
     EventType,
-    process_partial_response,
+    async_process_partial_response,
 )
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -18,8 +26,9 @@ from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.webhooks import handle_delivery
 
 # A record whose delivery is to be retried is reported failed (its message already hidden
-# for the backoff); the others are deleted.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+# for the backoff); the others are deleted. Powertools' async processor awaits every
+# record's handler together; each handler hands its delivery to a thread.
+processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def handle_record(record: SQSRecord) -> None:
@@ -34,7 +43,16 @@ def handle_record(record: SQSRecord) -> None:
 
 
 @lambda_entry()
-def lambda_handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(
-        event=event, record_handler=handle_record, processor=processor, context=context
-    )
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    records = event.get("Records") or []
+    # One thread per record of this batch (the event source's BatchSize at most).
+    with ThreadPoolExecutor(
+        max_workers=max(1, len(records)), thread_name_prefix="webhook"
+    ) as threads:
+
+        async def on_a_thread(record: SQSRecord) -> None:
+            await asyncio.get_running_loop().run_in_executor(threads, handle_record, record)
+
+        return async_process_partial_response(
+            event=event, record_handler=on_a_thread, processor=processor, context=context
+        )

@@ -201,7 +201,61 @@ def internal_error(use_case: str) -> Callable[..., ApiResult]:
     return scenario
 
 
+def webhook_secret_200(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("GET", path)
+
+
+def rotate_200(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("POST", path, headers={"Idempotency-Key": "rotation-1"})
+
+
+def rotate_400(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("POST", path, headers={"Idempotency-Key": "k" * 129})
+
+
+def webhook_secret_failing(error: Callable[[str], Exception]) -> Callable[..., ApiResult]:
+    """The secret's storage failing (503: ask again) or a bug behind the route (500)."""
+
+    def scenario(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
+        from retail_pulse.data import webhook_secrets as store
+
+        def failing(*_: Any, **__: Any) -> Any:
+            raise error("DynamoDB is not answering")
+
+        monkeypatch.setattr(store, "read", failing)
+        return call_api("POST" if path.endswith("/rotate") else "GET", path)
+
+    return scenario
+
+
+def uploads_201(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("POST", path)
+
+
+def uploads_500(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(load_handler("uploads"), "create_upload", broken)
+    return call_api("POST", path)
+
+
+def _storage_down(message: str) -> Exception:
+    from botocore.exceptions import ConnectionClosedError
+
+    return ConnectionClosedError(endpoint_url=message)
+
+
 SCENARIOS: dict[tuple[str, str, int], Callable[..., ApiResult]] = {
+    ("POST", "/api/uploads", 201): uploads_201,
+    ("POST", "/api/uploads", 500): uploads_500,
+    ("GET", "/api/webhook-secret", 200): webhook_secret_200,
+    ("GET", "/api/webhook-secret", 503): webhook_secret_failing(_storage_down),
+    ("GET", "/api/webhook-secret", 500): webhook_secret_failing(RuntimeError),
+    ("POST", "/api/webhook-secret/rotate", 200): rotate_200,
+    ("POST", "/api/webhook-secret/rotate", 400): rotate_400,
+    ("POST", "/api/webhook-secret/rotate", 503): webhook_secret_failing(_storage_down),
+    ("POST", "/api/webhook-secret/rotate", 500): webhook_secret_failing(RuntimeError),
     ("POST", "/api/submit/", 500): internal_error("submit_job"),
     ("POST", "/api/submit", 500): internal_error("submit_job"),
     ("GET", "/api/status", 500): internal_error("job_status"),

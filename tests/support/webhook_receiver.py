@@ -1,6 +1,8 @@
 """Webhook receivers on 127.0.0.1 for the webhook tests: a well-behaved one (http.server)
-that answers a script of statuses and keeps every request, and a hostile one on raw sockets
-that trickles its answer a byte at a time, so only the sender's deadline can end it."""
+that answers a script of statuses and keeps every request, and hostile ones on raw sockets
+that take the request and then hang (say nothing) or trickle their answer a byte at a
+time, so only the sender's deadline can end it. The hostile ones tell, with events, when a
+request arrived and when the sender gave up on it (closed its connection)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import contextlib
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,11 +26,17 @@ class Received:
 class Receiver:
     """Answers each POST with the next (status, headers) of `answers`, then 200 for good."""
 
-    def __init__(self, *answers: int | tuple[int, dict[str, str]]) -> None:
+    def __init__(
+        self,
+        *answers: int | tuple[int, dict[str, str]],
+        on_request: Callable[[Received], None] | None = None,
+    ) -> None:
         self.answers: deque[tuple[int, dict[str, str]]] = deque(
             a if isinstance(a, tuple) else (a, {}) for a in answers
         )
         self.received: list[Received] = []
+        # Called with each request as it arrives, before it is answered.
+        self.on_request = on_request
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,9 +46,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 # Kept before answering: the sender has it by the time it sees the status.
-                receiver.received.append(
-                    Received("POST", self.path, dict(self.headers.items()), body)
-                )
+                request = Received("POST", self.path, dict(self.headers.items()), body)
+                if receiver.on_request is not None:
+                    receiver.on_request(request)
+                receiver.received.append(request)
                 status, headers = receiver.answers.popleft() if receiver.answers else (200, {})
                 self.send_response(status)
                 for name, value in headers.items():
@@ -71,13 +81,19 @@ class Receiver:
 
 
 class TricklingReceiver:
-    """Reads the request, then sends its status line a byte every 0.2 s: each read of the
-    sender's succeeds, so only a wall-clock deadline ends the attempt."""
+    """Reads the request, then sends its status line a byte every `interval_s` (0.2 s): each
+    read of the sender's succeeds, so only a wall-clock deadline ends the attempt.
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
+    `requested` is set when a whole request has arrived, `released` when the sender has
+    closed a connection it sent a request on (its deadline passed)."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.host_port = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.stopping = threading.Event()
+        self.requested = threading.Event()
+        self.released = threading.Event()
         self._connections: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
 
@@ -102,18 +118,46 @@ class TricklingReceiver:
             self._connections.append(conn)
             self._spawn(self._serve, conn)
 
+    def _read_request(self, conn: socket.socket) -> bool:
+        """Read a request's head and its Content-Length of body; False if the sender
+        closed first."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            body += chunk
+        self.requested.set()
+        return True
+
     def _serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError):  # the sender giving up is the expected end
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
-                conn.sendall(bytes([byte]))
-                if self.stopping.wait(0.2):
-                    return
+            if not self._read_request(conn):
+                return
+            self._answer(conn)
+        if not self.stopping.is_set():
+            self.released.set()
+
+    def _answer(self, conn: socket.socket) -> None:
+        """Trickle the status line until the sender gives up (a send fails) or the test
+        ends."""
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+            conn.sendall(bytes([byte]))
+            if self.stopping.wait(self.interval_s):
+                return
+        # All sent, and still connected: the sender was too slow to notice the trickle.
+        conn.recv(1)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -125,6 +169,21 @@ class TricklingReceiver:
                 conn.close()
         for thread in self._threads:
             thread.join()
+
+
+class HangingReceiver(TricklingReceiver):
+    """Reads the request and then says nothing at all: only the sender's deadline ends the
+    attempt (an idle socket, as a receiver stuck in its own work leaves it)."""
+
+    def _answer(self, conn: socket.socket) -> None:
+        # Returns when the sender closes the connection (b"") or the test stops us.
+        while not self.stopping.is_set():
+            conn.settimeout(0.2)
+            try:
+                if not conn.recv(65536):
+                    return
+            except TimeoutError:
+                continue
 
 
 def closed_port() -> str:

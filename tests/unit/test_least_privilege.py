@@ -83,6 +83,14 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("sqs:ChangeMessageVisibility", "WebhookQueue"),
         *((action, "WebhookQueue") for action in POLLER),
         ("sqs:SendMessage", "WebhookDeadLetterQueue"),
+        # The client's secrets, made by its first delivery if it never asked for them.
+        ("dynamodb:GetItem", "WebhookSecretsTable"),
+        ("dynamodb:PutItem", "WebhookSecretsTable"),
+    },
+    "WebhookSecretFunction": {
+        ("dynamodb:GetItem", "WebhookSecretsTable"),
+        ("dynamodb:PutItem", "WebhookSecretsTable"),
+        ("dynamodb:UpdateItem", "WebhookSecretsTable"),
     },
     "ReconcilerFunction": {
         ("dynamodb:Query", "JobsTable/index/OngoingJobs"),

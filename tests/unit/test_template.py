@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from retail_pulse.data.models import ImageRecord, JobRecord, StoreRecord
+from retail_pulse.data.models import ImageRecord, JobRecord, StoreRecord, WebhookSecretRecord
 from tests.support.template import TEMPLATE_PATH, resources
 
 
@@ -57,7 +57,12 @@ def template_schema(table: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("logical_id", "model"),
-    [("JobsTable", JobRecord), ("ImagesTable", ImageRecord), ("StoresTable", StoreRecord)],
+    [
+        ("JobsTable", JobRecord),
+        ("ImagesTable", ImageRecord),
+        ("StoresTable", StoreRecord),
+        ("WebhookSecretsTable", WebhookSecretRecord),
+    ],
 )
 def test_table_keys_and_indexes_match_the_pynamodb_model(template, logical_id, model):
     table = template["Resources"][logical_id]
@@ -82,6 +87,15 @@ def test_jobs_and_images_expire_by_the_models_ttl_attribute(template, logical_id
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["RETENTION_DAYS"] == {"Ref": "RetentionDays"}
     assert template["Parameters"]["RetentionDays"]["Default"] == 90
+
+
+def test_webhook_secrets_are_encrypted_at_rest_under_kms_and_kept(template):
+    """Each item is a key that signs for a client: KMS (the account's DynamoDB key, whose
+    use CloudTrail records), and the table outlives a deleted stack as the data tables do."""
+    table = template["Resources"]["WebhookSecretsTable"]
+    assert table["Properties"]["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS"}
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    assert "WebhookSigningSecret" not in template["Resources"]  # no deployment-wide key
 
 
 def test_every_table_is_one_the_code_knows(template):

@@ -1,38 +1,45 @@
 """Issue 15: webhook deliveries are signed, and each answer a receiver can give (or fail to
 give) leads to exactly one of: delivered, retried later through the queue, ended, or moved
-to the dead-letter queue after 24 h. Receivers run on 127.0.0.1; the hostile one is raw
-sockets; nothing waits on a clock."""
+to the dead-letter queue after 24 h. Issue 22: signed as Standard Webhooks signs, checked
+with its own verifier library (standardwebhooks), unchanged. Receivers run on 127.0.0.1;
+the hostile one is raw sockets; nothing waits on a clock."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from retail_pulse.jobs import webhooks
 from retail_pulse.jobs.messages import WebhookDelivery
 from retail_pulse.jobs.webhooks import (
-    EVENT_ID_HEADER,
+    ID_HEADER,
     MAX_RETRY_DELAY_S,
     RETRY_WINDOW_S,
     SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     DeliveryOutcome,
     RetryScheduled,
     deliver_webhook,
     handle_delivery,
     retry_delay,
-    sign,
-    verify_signature,
+    signature,
+    signed_headers,
 )
 from retail_pulse.settings import get_settings
+from retail_pulse.webhook_secrets import new_secret, signing_key
 from tests.support.webhook_receiver import Receiver, TricklingReceiver, closed_port
 
-KEY = b"whsec_test"
+SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
 README = Path(__file__).resolve().parents[2] / "README.md"
 PAYLOAD = json.dumps(
     {
@@ -58,9 +65,10 @@ def delivery(url: str, **changes: Any) -> WebhookDelivery:
 
 
 @pytest.fixture(autouse=True)
-def signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The key, without Secrets Manager (data/secrets.py reads it in the function)."""
-    monkeypatch.setattr(webhooks, "webhook_signing_key", lambda: KEY)
+def client_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's secret, without its table (tests/integration/test_webhook_function.py
+    signs with the stored ones)."""
+    monkeypatch.setattr(webhooks, "signing_secrets", lambda tenant, now=None: (SECRET,))
 
 
 @pytest.fixture
@@ -100,67 +108,121 @@ def attempt(url: str, receive_count: int = 1, age: timedelta = timedelta(0)) -> 
 # --- Signing ---------------------------------------------------------------------------
 
 
-def test_the_signature_is_hmac_sha256_of_the_time_a_dot_and_the_raw_body() -> None:
-    body = b'{"event_id":"evt_1","type":"job.finished"}'
-    # Worked out apart from the code: printf '1764590400.<body>' | openssl dgst -sha256 -hmac
-    assert sign(body, KEY, 1764590400) == (
-        "t=1764590400,v1=facc12d64c5d8e465fea48013e6ca8def6464ce8723f360c3f3478ca05a62ab0"
+def now_s() -> int:
+    return int(time.time())
+
+
+def test_the_signature_is_the_standard_webhooks_one() -> None:
+    # The example of the Standard Webhooks libraries' own tests, worked out apart from this
+    # code: the HMAC-SHA256 of "<id>.<timestamp>.<body>" keyed by the base64 after whsec_.
+    key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    body = b'{"test": 2432232314}'
+
+    assert signature(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == (
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     )
 
 
-def test_verify_accepts_a_fresh_signature_and_rejects_anything_altered() -> None:
+def test_the_standard_webhooks_library_verifies_the_headers_unchanged() -> None:
     body = PAYLOAD.encode()
-    header = sign(body, KEY, 1_000_000)
+    headers = signed_headers(body, "evt_1", now_s(), [SECRET])
 
-    assert verify_signature(body, header, KEY, now=1_000_010)
-    assert not verify_signature(body + b" ", header, KEY, now=1_000_010)  # altered body
-    assert not verify_signature(body.replace(b"completed", b"failed"), header, KEY, now=1_000_010)
-    assert not verify_signature(body, header, b"another key", now=1_000_010)
-    assert not verify_signature(body, header, KEY, now=1_000_301)  # stale: past 300 s
-    assert not verify_signature(body, header, KEY, now=999_600)  # from the future
-    assert verify_signature(body, header, KEY, now=1_000_100, tolerance_s=120)
-    # The time is signed: a captured signature does not verify with a new t.
-    replayed = header.replace("t=1000000", "t=1000290")
-    assert not verify_signature(body, replayed, KEY, now=1_000_300)
+    assert set(headers) == {ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER}
+    assert Webhook(SECRET).verify(body, headers) == json.loads(PAYLOAD)
 
 
 @pytest.mark.parametrize(
-    "header",
+    "tamper",
     [
-        "",
-        "v1=abc",
-        "t=1000000",
-        "t=,v1=abc",
-        "t=abc,v1=abc",
-        "t=1e6,v1=abc",
-        "t=1000000,t=1000000,v1=abc",
-        "t=1000000,v1=é",
+        lambda body, headers: (body + b" ", headers),
+        lambda body, headers: (body.replace(b"completed", b"failed"), headers),
+        lambda body, headers: (body, {**headers, ID_HEADER: "evt_2"}),  # a replay, new id
+        lambda body, headers: (
+            body,
+            {**headers, TIMESTAMP_HEADER: str(int(headers[TIMESTAMP_HEADER]) + 1)},
+        ),
     ],
+    ids=["body-appended", "body-changed", "id-changed", "timestamp-changed"],
 )
-def test_verify_rejects_malformed_headers(header: str) -> None:
-    assert not verify_signature(PAYLOAD.encode(), header, KEY, now=1_000_000)
-
-
-def test_any_v1_may_match() -> None:
+def test_nothing_signed_can_be_changed(tamper: Any) -> None:
     body = PAYLOAD.encode()
-    good = sign(body, KEY, 1_000_000)
-    header = f"t=1000000,v1={'0' * 64},{good.split(',')[1]}"
-    assert verify_signature(body, header, KEY, now=1_000_000)
+    altered_body, altered_headers = tamper(body, signed_headers(body, "evt_1", now_s(), [SECRET]))
+
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(altered_body, altered_headers)
 
 
-def test_the_readme_receiver_verifies_what_the_service_signs() -> None:
+def test_another_secret_never_verifies() -> None:
+    body = PAYLOAD.encode()
+    headers = signed_headers(body, "evt_1", now_s(), [SECRET])
+
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(OTHER_SECRET).verify(body, headers)
+
+
+def test_several_secrets_sign_space_separated_and_each_verifies() -> None:
+    body = PAYLOAD.encode()
+    headers = signed_headers(body, "evt_1", now_s(), [SECRET, OTHER_SECRET])
+
+    assert len(headers[SIGNATURE_HEADER].split(" ")) == 2
+    assert all(part.startswith("v1,") for part in headers[SIGNATURE_HEADER].split(" "))
+    Webhook(SECRET).verify(body, headers)
+    Webhook(OTHER_SECRET).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+
+
+def test_a_stale_signature_is_refused_by_the_library() -> None:
+    body = PAYLOAD.encode()
+    headers = signed_headers(body, "evt_1", now_s() - 600, [SECRET])
+
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(SECRET).verify(body, headers)
+
+
+def test_new_secrets_are_standard_webhooks_secrets_of_32_random_bytes() -> None:
+    made = {new_secret() for _ in range(50)}
+
+    assert len(made) == 50
+    for secret in made:
+        assert secret.startswith("whsec_")
+        assert len(signing_key(secret)) == 32  # the specification asks for at least 24
+
+
+def readme_receivers() -> dict[str, Any]:
+    """The README's receiver examples, run as a receiver would run them."""
     section = README.read_text().split("### Webhooks", 1)[1].split("\n### ", 1)[0]
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
     namespace: dict[str, Any] = {}
-    exec(code, namespace)  # the README's own example, run as a receiver would
-    verify = namespace["verify"]
-    body = PAYLOAD.encode()
-    header = sign(body, KEY, int(datetime.now(UTC).timestamp()))
+    for code in blocks:
+        exec(code, namespace)
+    return namespace
 
-    assert verify(body, header, KEY.decode())
-    assert not verify(body + b"x", header, KEY.decode())
-    assert not verify(body, header, "wrong")
-    assert not verify(body, sign(body, KEY, 1_000_000), KEY.decode())  # stale
+
+def test_the_readme_stdlib_receiver_verifies_what_the_service_signs() -> None:
+    verify = readme_receivers()["verify"]
+    body = PAYLOAD.encode()
+    headers = signed_headers(body, "evt_1", now_s(), [OTHER_SECRET, SECRET])
+
+    assert verify(body, headers, SECRET)
+    assert verify(body, headers, OTHER_SECRET)
+    assert not verify(body + b"x", headers, SECRET)
+    assert not verify(body, {**headers, ID_HEADER: "evt_2"}, SECRET)
+    assert not verify(body, headers, new_secret())
+    stale = signed_headers(body, "evt_1", now_s() - 600, [SECRET])
+    assert not verify(body, stale, SECRET)
+    assert not verify(body, {k: v for k, v in headers.items() if k != ID_HEADER}, SECRET)
+
+
+def test_the_readme_library_receiver_is_the_one_line_verify() -> None:
+    section = README.read_text().split("### Webhooks", 1)[1].split("\n### ", 1)[0]
+    assert "Webhook(secret).verify(body, headers)" in section
+    receive = readme_receivers()["receive"]
+    body = PAYLOAD.encode()
+
+    assert receive(body, signed_headers(body, "evt_1", now_s(), [SECRET]), SECRET)["event_id"]
+    with pytest.raises(WebhookVerificationError):
+        receive(body, signed_headers(body, "evt_1", now_s(), [OTHER_SECRET]), SECRET)
 
 
 # --- Backoff ---------------------------------------------------------------------------
@@ -206,9 +268,10 @@ def test_the_receiver_gets_the_exact_payload_signed_with_its_headers(receiver) -
     assert request.method == "POST" and request.path == "/hooks/retail-pulse"
     assert request.body == PAYLOAD.encode()
     assert request.headers["Content-Type"] == "application/json"
-    assert request.headers[EVENT_ID_HEADER] == "evt_1"
+    assert request.headers[ID_HEADER] == "evt_1"
     assert request.headers["User-Agent"].startswith("retail-pulse-webhooks")
-    assert verify_signature(request.body, request.headers[SIGNATURE_HEADER], KEY)
+    assert Webhook(SECRET).verify(request.body, request.headers)["event_id"] == "evt_1"
+    assert "Retail-Pulse-Signature" not in request.headers  # the deployment-wide scheme
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204])

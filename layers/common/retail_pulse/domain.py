@@ -295,3 +295,17 @@ class NewClient:
     client: Client
     plan: UsagePlan
     api_key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class WebhookSecrets:
+    """A client's webhook signing secrets: `current` signs every delivery; `previous`, the
+    one the last rotation replaced, signs them too until a day after `rotated_at`
+    (retail_pulse.webhook_secrets). `rotation_key` is the Idempotency-Key of that rotation,
+    so the same request sent again does not rotate twice. repr leaves the secrets out."""
+
+    tenant: str
+    current: str = field(repr=False)
+    previous: str | None = field(default=None, repr=False)
+    rotated_at: datetime | None = None
+    rotation_key: str | None = None

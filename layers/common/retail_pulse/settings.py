@@ -31,17 +31,17 @@ class Settings(BaseModel):
     images_table: str = Field("Images", alias="IMAGES_TABLE")
     stores_table: str = Field("Stores", alias="STORES_TABLE")
     idempotency_table: str = Field("Idempotency", alias="IDEMPOTENCY_TABLE")
+    # Each client's webhook signing secrets (data/webhook_secrets.py), encrypted at rest.
+    webhook_secrets_table: str = Field("WebhookSecrets", alias="WEBHOOK_SECRETS_TABLE")
     image_queue_url: str | None = Field(None, alias="IMAGE_QUEUE_URL")
     # The express lane: jobs of at most express_max_images images are enqueued here.
     express_queue_url: str | None = Field(None, alias="EXPRESS_QUEUE_URL")
     express_max_images: int = Field(100, alias="EXPRESS_MAX_IMAGES", ge=0)
     # The Secrets Manager secret whose value keys the HMAC of visits page tokens.
     page_token_secret_arn: str | None = Field(None, alias="PAGE_TOKEN_SECRET_ARN")
-    # Job events: the queue webhook deliveries wait in, the Secrets Manager secret that keys
-    # their Retail-Pulse-Signature, and the EventBridge bus every terminal transition is
-    # published to.
+    # Job events: the queue webhook deliveries wait in, and the EventBridge bus every
+    # terminal transition is published to.
     webhook_queue_url: str | None = Field(None, alias="WEBHOOK_QUEUE_URL")
-    webhook_signing_secret_arn: str | None = Field(None, alias="WEBHOOK_SIGNING_SECRET_ARN")
     event_bus_name: str = Field("default", alias="EVENT_BUS_NAME")
     # The webhook function's: where it moves a delivery it gave up on (retried for 24 h),
     # and each POST's wall-clock deadline (a receiver should answer in seconds).
@@ -148,6 +148,7 @@ class FunctionSettings(Settings):
     images_table: str = Field(alias="IMAGES_TABLE")
     stores_table: str = Field(alias="STORES_TABLE")
     idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE")
+    webhook_secrets_table: str = Field(alias="WEBHOOK_SECRETS_TABLE")
     image_queue_url: str = Field(alias="IMAGE_QUEUE_URL")
     express_queue_url: str = Field(alias="EXPRESS_QUEUE_URL")
     page_token_secret_arn: str = Field(alias="PAGE_TOKEN_SECRET_ARN")

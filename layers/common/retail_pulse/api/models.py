@@ -419,3 +419,13 @@ NEXT_PAGE_HEADER: dict[str, OpenAPIResponseHeader] = {
         "schema": {"type": "string"},
     }
 }
+
+
+class WebhookSecretResponse(BaseModel):
+    """The body of GET /api/webhook-secret and POST /api/webhook-secret/rotate."""
+
+    secret: str = Field(
+        description="The caller's webhook signing secret, Standard Webhooks' `whsec_` and "
+        "base64 form: verify each delivery with it (README: Webhooks)",
+        pattern=r"^whsec_[A-Za-z0-9+/]+={0,2}$",
+    )

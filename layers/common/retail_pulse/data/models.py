@@ -270,10 +270,30 @@ class StoreRecord(_Record):
     stores_by_area = StoresByAreaIndex()
 
 
-ALL_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, ManifestRecord, StoreRecord)
+class WebhookSecretRecord(_Record):
+    """One client's webhook signing secrets (data/webhook_secrets.py). The table is
+    encrypted at rest with a KMS key (template.yaml's SSESpecification)."""
+
+    class Meta(_Meta):
+        table_setting = "webhook_secrets_table"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    secret = UnicodeAttribute()
+    previous_secret = UnicodeAttribute(null=True)
+    rotated_at = UTCDateTimeAttribute(null=True)
+    rotation_key = UnicodeAttribute(null=True)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    JobRecord,
+    ImageRecord,
+    ManifestRecord,
+    StoreRecord,
+    WebhookSecretRecord,
+)
 # One model per table, the one a test or tool creates the table from (ManifestRecord shares
 # the Images table).
-TABLE_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, StoreRecord)
+TABLE_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, StoreRecord, WebhookSecretRecord)
 
 
 def connection() -> Connection:

@@ -100,8 +100,16 @@ def _webhook_queue_url() -> str:
 
 def enqueue_webhook(body: dict[str, Any]) -> None:
     """One webhook delivery (jobs.messages.WebhookDelivery), delivered by the webhook
-    function at least once."""
-    _sqs().send_message(QueueUrl=_webhook_queue_url(), MessageBody=json.dumps(body))
+    function at least once.
+
+    Its message group is its client (tenant), as for images: on a standard queue, SQS fair
+    queues then serve a quiet client's deliveries ahead of a client with many in flight (one
+    whose receivers hang, say), instead of behind them."""
+    _sqs().send_message(
+        QueueUrl=_webhook_queue_url(),
+        MessageBody=json.dumps(body),
+        MessageGroupId=str(body.get("tenant") or DEFAULT_TENANT),
+    )
 
 
 def delay_webhook(receipt_handle: str, seconds: int) -> None:

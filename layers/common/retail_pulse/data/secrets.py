@@ -1,5 +1,6 @@
 """The deployment's secrets, read from Secrets Manager once per container (Powertools
-parameters), as bytes for an HMAC key."""
+parameters), as bytes for an HMAC key. (Webhooks are signed with each client's own secret
+instead: data/webhook_secrets.py.)"""
 
 from __future__ import annotations
 
@@ -17,19 +18,5 @@ def page_token_key() -> bytes:
     if not arn:
         raise SettingsError("PAGE_TOKEN_SECRET_ARN is not set: page tokens cannot be signed")
     # Cached here for the container's life: a token signed now must verify on the next page.
-    value = parameters.get_secret(arn, max_age=0)
-    return str(value).encode()
-
-
-@cache
-def webhook_signing_key() -> bytes:
-    """The key of every webhook's Retail-Pulse-Signature (template.yaml's
-    WebhookSigningSecret); receivers verify with the same value."""
-    arn = get_settings().webhook_signing_secret_arn
-    if not arn:
-        raise SettingsError(
-            "WEBHOOK_SIGNING_SECRET_ARN is not set: webhook deliveries cannot be signed"
-        )
-    # Cached for the container's life: rotating it is a change coordinated with receivers.
     value = parameters.get_secret(arn, max_age=0)
     return str(value).encode()

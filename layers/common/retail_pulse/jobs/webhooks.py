@@ -2,8 +2,10 @@
 
 Each receive of a WebhookDelivery from the webhook queue is one attempt: a POST of its
 payload (the same bytes every time, with the same event_id, so receivers deduplicate on
-it) signed at that moment, sent through the image fetcher's guard (imaging/download.post:
-the URL vetted and pinned against SSRF, a wall-clock deadline, no redirects followed).
+it) signed at that moment as Standard Webhooks signs (`webhook-id`, `webhook-timestamp`,
+`webhook-signature`; one signature per secret of the client, webhook_secrets.py), sent
+through the image fetcher's guard (imaging/download.post: the URL vetted and pinned against
+SSRF, a wall-clock deadline, no redirects followed).
 
 - A 2xx ends it.
 - A timeout, connection trouble, 429 or 5xx is retried through the queue: the message is
@@ -14,16 +16,18 @@ the URL vetted and pinned against SSRF, a wall-clock deadline, no redirects foll
 - Any other answer (3xx, 4xx) and a refused or invalid URL end it at once, with a log line:
   the same request would get the same answer.
 
-Log lines show the callback URL without its userinfo or query (observability.redact_url).
+Log lines show the callback URL without its userinfo or query (observability.redact_url),
+and never a secret.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import random
-import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -31,7 +35,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from retail_pulse.data.queue import dead_letter_webhook, delay_webhook
-from retail_pulse.data.secrets import webhook_signing_key
+from retail_pulse.errors import StorageInterrupted
 from retail_pulse.imaging.download import post
 from retail_pulse.imaging.errors import (
     HostMisconfigured,
@@ -49,13 +53,14 @@ from retail_pulse.observability import (
     redact_url,
 )
 from retail_pulse.settings import get_settings
+from retail_pulse.webhook_secrets import signing_key, signing_secrets
 
-SIGNATURE_HEADER = "Retail-Pulse-Signature"
-EVENT_ID_HEADER = "Retail-Pulse-Event-Id"
+# Standard Webhooks' headers: the event's id (the body's event_id, the same on every
+# attempt: receivers deduplicate on it), the attempt's Unix time, and the signatures.
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 USER_AGENT = "retail-pulse-webhooks/1"
-# A receiver accepts a signature made at most this long ago (or ahead, for clock skew):
-# enough for a slow network, too little to replay a captured request much later.
-DEFAULT_TOLERANCE_S = 300
 # How long a delivery is retried after it was first sent; then it is dead-lettered.
 RETRY_WINDOW_S = 24 * 3600
 # The first retry comes 10 to 20 s after the first attempt (a receiver that blinked is
@@ -63,8 +68,6 @@ RETRY_WINDOW_S = 24 * 3600
 # take about 40 attempts, well under WebhookQueue's maxReceiveCount of 100.
 FIRST_RETRY_CEILING_S = 20
 MAX_RETRY_DELAY_S = 3600
-# t: Unix seconds, few enough digits that int() is cheap whatever a header holds.
-_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 Verdict = Literal["delivered", "retry", "rejected", "abandoned"]
 
@@ -87,45 +90,26 @@ class DeliveryOutcome:
 # --- Signing ---------------------------------------------------------------------------
 
 
-def _digest(body: bytes, key: bytes, timestamp: int) -> str:
-    return hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One Standard Webhooks symmetric signature: `v1,` + the base64 of the HMAC-SHA256,
+    keyed by `key`, of "<msg_id>.<timestamp>." followed by the raw body. The id and the
+    time are signed too, so neither can be changed for a replay."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def sign(body: bytes, key: bytes, timestamp: int) -> str:
-    """The Retail-Pulse-Signature of `body` sent at `timestamp` (Unix seconds):
-    `t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>." + body>`. The time is signed too,
-    so an old request cannot be replayed with a new `t`."""
-    return f"t={timestamp},v1={_digest(body, key, timestamp)}"
-
-
-def verify_signature(
-    body: bytes,
-    header: str,
-    key: bytes,
-    *,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-    now: float | None = None,
-) -> bool:
-    """Whether `header` (a Retail-Pulse-Signature) signs the raw `body` with `key` and was
-    made within `tolerance_s` of `now`. What a receiver checks before trusting a delivery;
-    any v1 may match (a receiver mid key rotation may be sent several)."""
-    timestamps: list[str] = []
-    signatures: list[str] = []
-    for part in header.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "t":
-            timestamps.append(value)
-        elif name == "v1":
-            signatures.append(value)
-    if len(timestamps) != 1 or not _TIMESTAMP.fullmatch(timestamps[0]) or not signatures:
-        return False
-    timestamp = int(timestamps[0])
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance_s:
-        return False
-    expected = _digest(body, key, timestamp).encode()
-    # Bytes, so a signature with non-ASCII text compares (unequal) instead of raising.
-    return any(hmac.compare_digest(expected, s.encode()) for s in signatures)
+def signed_headers(
+    body: bytes, msg_id: str, timestamp: int, secrets: Sequence[str]
+) -> dict[str, str]:
+    """The three Standard Webhooks headers of a delivery signed with each of `secrets`
+    (`whsec_...`), their signatures space-separated in that order."""
+    return {
+        ID_HEADER: msg_id,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: " ".join(
+            signature(signing_key(secret), msg_id, timestamp, body) for secret in secrets
+        ),
+    }
 
 
 # --- One attempt -----------------------------------------------------------------------
@@ -153,13 +137,19 @@ def deliver_webhook(
     settings = get_settings()
     now = now or datetime.now(UTC)
     body = delivery.payload.encode()
+    url = delivery.callback_url
+    try:
+        secrets = signing_secrets(delivery.tenant, now)
+    except StorageInterrupted:
+        # Nothing sent: the client's secret could not be read. Tried again later, as any
+        # transient trouble, rather than sent unsigned or signed with anything else.
+        detail = "the client's webhook secret could not be read"
+        return _retry_or_abandon(detail, None, None, receive_count, first_sent_at, now)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        EVENT_ID_HEADER: delivery.event_id,
-        SIGNATURE_HEADER: sign(body, webhook_signing_key(), int(time.time())),
+        **signed_headers(body, delivery.event_id, int(time.time()), secrets),
     }
-    url = delivery.callback_url
     try:
         response = post(url, body, headers, settings, deadline_s=settings.webhook_deadline_s)
     except (TransientImageError, HostMisconfigured) as error:
