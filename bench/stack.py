@@ -125,7 +125,8 @@ def start_stack(
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack", "--port", "0", "--moto-port", "0"]
+            # --verbose: the full log on stdout, where the REPORT lines are read from.
+            [sys.executable, "-m", "local_stack", "--port", "0", "--moto-port", "0", "--verbose"]
             + [f"--parameter={key}={value}" for key, value in (parameters or {}).items()],
             cwd=ROOT,
             env=env,

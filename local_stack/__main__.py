@@ -1,7 +1,11 @@
 """`python -m local_stack`: run the stack until Ctrl-C or SIGTERM.
 
 Prints one line `Retail Pulse local stack ready at http://127.0.0.1:<port>` (tests parse
-it) followed by an example request; everything else is logs, prefixed by their source.
+it) followed by example requests and where the full log is. After that the console shows
+one line per API request and the functions' warnings and errors; the full log (every
+function's lines: its JSON, metric blobs, START/END/REPORT) goes to a file, LOCAL_STACK_LOG
+or a new one in the temporary directory. VERBOSE=1 prints the full log on the console
+instead, as the benchmark and the end-to-end tests, which read it, run the stack.
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from local_stack.runtime import LogSink
 from local_stack.stack import LocalStack, StackConfig
 
 READY_PREFIX = "Retail Pulse local stack ready at "
 EXAMPLE_STORE = "S00339218"
+FULL_LOG_PREFIX = "  Full log (every function line, metrics, REPORT lines): "
 
 
 class _SinkHandler(logging.Handler):
@@ -33,7 +41,25 @@ class _SinkHandler(logging.Handler):
         self.sink.write("local-stack", self.format(record))
 
 
-def parse_args(argv: list[str] | None) -> StackConfig:
+@dataclass
+class Output:
+    """Where the stack's lines go: the console, and the full log's file (None: VERBOSE,
+    the full log is the console)."""
+
+    log_file: Path | None
+    verbose: bool
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value) if value else None
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: list[str] | None) -> tuple[StackConfig, Output]:
     config = StackConfig.from_env()
     parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__)
     parser.add_argument(
@@ -74,6 +100,19 @@ def parse_args(argv: list[str] | None) -> StackConfig:
         "(env LOCAL_STACK_STATE_FILE)",
     )
     parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=_env_path("LOCAL_STACK_LOG"),
+        help="write the full log here (env LOCAL_STACK_LOG; default: a new file in the "
+        "temporary directory); the console shows requests, warnings and errors",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=_env_flag("VERBOSE"),
+        help="print the full log on the console instead of to a file (env VERBOSE=1)",
+    )
+    parser.add_argument(
         "--parameter",
         action="append",
         default=[],
@@ -90,7 +129,21 @@ def parse_args(argv: list[str] | None) -> StackConfig:
     for item in args.parameter:
         key, _, value = item.partition("=")
         config.parameter_overrides[key] = value
-    return config
+    return config, Output(args.log_file, args.verbose)
+
+
+def open_sink(output: Output, console: TextIO) -> tuple[LogSink, Path | None]:
+    """The sink for `output`: (it, the full log's path, None when it is the console)."""
+    if output.verbose:
+        return LogSink(console), None
+    path = output.log_file
+    if path is None:
+        handle, name = tempfile.mkstemp(prefix="retail-pulse-local-", suffix=".log")
+        os.close(handle)
+        path = Path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full = path.open("w", encoding="utf-8")  # open as long as the stack runs
+    return LogSink(full, colour=False, console=console), path.resolve()
 
 
 def _exit_with_parent(stopping: threading.Event) -> None:
@@ -107,8 +160,8 @@ def _exit_with_parent(stopping: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
-    sink = LogSink()
+    config, output = parse_args(argv)
+    sink, log_path = open_sink(output, sys.stdout)
     handler = _SinkHandler(sink)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logging.getLogger("local_stack").addHandler(handler)
@@ -134,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         endpoints = stack.start()
     except Exception as error:
         logging.getLogger("local_stack").exception("local stack failed to start: %s", error)
+        if log_path is not None:
+            sink.raw(f"{FULL_LOG_PREFIX}{log_path}")
         return 1
     api = endpoints.api_url
     sink.raw(f"{READY_PREFIX}{api} (AWS endpoint {endpoints.aws_endpoint_url})")
@@ -146,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     sink.raw(f"  curl -s '{api}/api/status?jobid=<job_id>'")
     # Each client's own, made on first use: what its webhook receiver verifies with.
     sink.raw(f"  curl -s '{api}/api/webhook-secret'   # your webhook signing secret")
+    if log_path is not None:
+        sink.raw(f"{FULL_LOG_PREFIX}{log_path}  (VERBOSE=1 prints it here)")
     sink.raw("  Ctrl-C stops everything.")
     while not stopping.wait(1):
         pass

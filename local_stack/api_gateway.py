@@ -273,13 +273,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         started = time.perf_counter()
+        # The API key's id (the client, the tenant) once _dispatch has checked the key.
+        self.api_key_id: str | None = None
         parts = urlsplit(self.path)
         path = unquote(parts.path) or "/"
         status = self._dispatch(path, parts.query)
-        self.api._sink.write(
-            "api",
-            f"{self.command} {self.path} -> {status} "
-            f"({(time.perf_counter() - started) * 1000:.0f} ms)",
+        self.api._sink.request(
+            self.command,
+            self.path,
+            status,
+            (time.perf_counter() - started) * 1000,
+            self.api_key_id,
         )
 
     def _dispatch(self, path: str, query: str) -> int:
@@ -307,7 +311,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             ]
             if not known:
                 return self._json(403, _FORBIDDEN, {"x-amzn-ErrorType": "ForbiddenException"})
-            key_id = known[0]
+            key_id = self.api_key_id = known[0]
             if self.api.throttle is not None and not self.api.throttle.allow(key_id):
                 return self._json(429, _THROTTLED, {"x-amzn-ErrorType": "TooManyRequestsException"})
         event = self.api.build_event(self, route, path, query, path_parameters, body)

@@ -1,11 +1,21 @@
-"""What the workers print, made readable for a person and counted like CloudWatch would.
+"""What the workers print: the whole of it for the log file, one readable line per event
+worth a person's attention for the console, and the metrics in it counted like CloudWatch.
 
 A worker's output is Powertools' JSON log lines, Powertools' EMF metric blobs (also JSON,
 recognised by their `_aws` key), Lambda's START/END/REPORT lines and the odd traceback.
-On a terminal every line becomes one short line, coloured by level; piped (to a file, to
-`jq`, to a test) lines pass through unchanged, so the JSON stays machine-readable. Either
-way the EMF blobs are totalled per metric name and per dimension, which is what
-`GET /local/metrics` answers: locally, the numbers the CloudWatch dashboard would show.
+
+- The full log (`LineFormatter.format`) keeps every line, prefixed with its source. At a
+  terminal each line becomes one short line, coloured by level; in a file or a pipe lines
+  pass through unchanged, so the JSON stays machine-readable (the benchmark and the
+  end-to-end tests read REPORT and JSON lines from it).
+- The console (`LineFormatter.console`) shows what a person watching `make run` acts on:
+  one line per API request (api_gateway.py writes it) and each function's warnings and
+  errors, one readable line each (a Powertools line of level WARNING or above, the
+  runtime's `[ERROR] ...` line for an unhandled exception, a timeout). Routine INFO lines,
+  metric blobs, START/END/REPORT and the lines of a traceback stay in the full log, so an
+  idle stack, whose reconciler runs every few seconds, prints nothing.
+- Either way the EMF blobs are totalled per metric name and per dimension, which is what
+  `GET /local/metrics` answers: locally, the numbers the CloudWatch dashboard would show.
 """
 
 from __future__ import annotations
@@ -36,6 +46,18 @@ _QUIET_KEYS = {
 # Dimensions every blob has: a breakdown by them would only repeat the total.
 _UNSPLIT_DIMENSIONS = {"service"}
 _MAX_VALUE_CHARS = 200
+# Levels a function's line must have to reach the console.
+_CONSOLE_LEVELS = {"WARNING", "WARN", "ERROR", "CRITICAL"}
+# Lambda's own lines around every invocation: the full log only.
+_INVOCATION_LINES = ("START RequestId:", "END RequestId:", "REPORT RequestId:")
+# What the Python runtime prints for an unhandled exception ("[ERROR] Type: message", then
+# the traceback), and a traceback printed on its own (an import error at init).
+_RUNTIME_ERROR = ("[ERROR] ", "[CRITICAL] ", "[WARNING] ")
+_TRACEBACK = "Traceback (most recent call last):"
+# The line the stack writes when an invocation overran the function's timeout.
+_TIMED_OUT = " Task timed out after "
+# Sources that are the stack itself, not a function: each of their lines is for the console.
+STACK_SOURCES = frozenset(("local-stack", "api"))
 
 _RESET = "\033[0m"
 _DIM = "\033[2m"
@@ -138,10 +160,14 @@ class MetricTotals:
 
 
 class LineFormatter:
-    """One output line per input line: readable and coloured, or the input as it was."""
+    """The full log's line for each input line (readable and coloured, or the input as it
+    was), and the console's (readable, coloured or not, or nothing)."""
 
     def __init__(self, colour: bool) -> None:
         self.colour = colour
+
+    def _c(self, code: str) -> str:
+        return code if self.colour else ""
 
     def format(self, source: str, line: str, record: dict[str, Any] | None = None) -> str:
         if not self.colour:
@@ -151,19 +177,78 @@ class LineFormatter:
             return prefix + self._metrics(record)
         if record is not None and "level" in record and "message" in record:
             return prefix + self._log(record)
-        if line.startswith(("START RequestId:", "END RequestId:", "REPORT RequestId:")):
+        if line.startswith(_INVOCATION_LINES):
             return f"{prefix}{_DIM}{line}{_RESET}"
         return prefix + line
+
+    def console(
+        self,
+        source: str,
+        line: str,
+        record: dict[str, Any] | None = None,
+        in_traceback: bool = False,
+    ) -> str | None:
+        """The console's one line for this input line, or None when it is for the full log
+        only. `in_traceback`: the line continues a traceback its source began (whose
+        `[ERROR]` line, if any, was shown)."""
+        prefix = f"{self._c(_SOURCE)}[{source}]{self._c(_RESET)} "
+        if source in STACK_SOURCES:
+            return prefix + self._stack(line)
+        if record is not None:
+            if is_emf(record) or "level" not in record or "message" not in record:
+                return None
+            if str(record["level"]).upper() not in _CONSOLE_LEVELS:
+                return None
+            return prefix + self._log(record)
+        if in_traceback or line.startswith(_INVOCATION_LINES) or line.startswith(_TRACEBACK):
+            return None
+        if line.startswith(_RUNTIME_ERROR):
+            level, _, rest = line[1:].partition("] ")
+            return prefix + self._level(level) + " " + _short(rest)
+        if _TIMED_OUT in line:
+            return prefix + self._level("ERROR") + " " + line.split(" ", 1)[-1]  # no time
+        return None
+
+    def request(
+        self, method: str, path: str, status: int, duration_ms: float, client: str | None
+    ) -> str:
+        """One API request: method, path, status, duration and the client (the API key's id,
+        the tenant) when the request had one."""
+        who = f" client={client}" if client else ""
+        if not self.colour:
+            return f"[api] {method} {path} -> {status} ({duration_ms:.0f} ms){who}"
+        shade = _LEVELS["ERROR"] if status >= 500 else _LEVELS["WARNING"] if status >= 400 else ""
+        return (
+            f"{_SOURCE}[api]{_RESET} {_BOLD}{method}{_RESET} {path} -> "
+            f"{shade}{status}{_RESET if shade else ''} {_DIM}({duration_ms:.0f} ms){_RESET}"
+            f"{_DIM}{who}{_RESET if who else ''}"
+        )
+
+    def _stack(self, line: str) -> str:
+        """The stack's own line, "LEVEL message", with its level coloured; a message with a
+        traceback is its first line and the exception's."""
+        first, *rest = line.splitlines() or [""]
+        if rest:
+            first += f"  {self._c(_LEVELS['ERROR'])}{_short(rest[-1].strip())}{self._c(_RESET)}"
+        level, _, message = first.partition(" ")
+        if level in _LEVELS:
+            return f"{self._level(level)} {message}"
+        return first
+
+    def _level(self, level: str) -> str:
+        level = "WARNING" if level == "WARN" else level
+        return f"{self._c(_LEVELS.get(level, ''))}{level:<7}{self._c(_RESET)}"
 
     def _log(self, record: dict[str, Any]) -> str:
         level = str(record["level"]).upper()
         # Powertools' "2026-11-28 10:15:00,123+0000": the time of day is what a person follows.
         stamp = str(record.get("timestamp", ""))[11:23].replace(",", ".")
-        colour = _LEVELS.get(level, "")
-        message = f"{_BOLD}{record['message']}{_RESET}"
-        text = f"{_DIM}{stamp}{_RESET} {colour}{level:<7}{_RESET} {message}"
+        dim, reset = self._c(_DIM), self._c(_RESET)
+        message = f"{self._c(_BOLD)}{record['message']}{reset}"
+        text = f"{dim}{stamp}{reset} " if stamp else ""
+        text += f"{self._level(level)} {message}"
         extras = [
-            f"{_DIM}{key}={_RESET}{_short(value)}"
+            f"{dim}{key}={reset}{_short(value)}"
             for key, value in record.items()
             if key not in _QUIET_KEYS
         ]
@@ -171,7 +256,7 @@ class LineFormatter:
             text += "  " + " ".join(extras)
         if record.get("exception"):
             last = str(record["exception"]).strip().splitlines()[-1]
-            text += f"  {_LEVELS['ERROR']}{_short(last)}{_RESET}"
+            text += f"  {self._c(_LEVELS['ERROR'])}{_short(last)}{reset}"
         return text
 
     def _metrics(self, record: dict[str, Any]) -> str:
@@ -192,14 +277,33 @@ def _short(value: Any) -> str:
 
 
 class LogRelay:
-    """What the log sink does with each line: count its metrics, then format it."""
+    """What the log sink does with each line: count its metrics, then format it for the
+    full log and for the console.
 
-    def __init__(self, colour: bool) -> None:
+    A traceback is several lines; the console shows none of them (its `[ERROR]` line says
+    what failed). Each worker's lines come through one thread (its output pump), so whether
+    a line continues a traceback is remembered per thread, not per function, whose workers
+    print side by side."""
+
+    def __init__(self, colour: bool, console_colour: bool | None = None) -> None:
         self.formatter = LineFormatter(colour)
+        self.console_formatter = LineFormatter(colour if console_colour is None else console_colour)
         self.metrics = MetricTotals()
+        self._traceback = threading.local()
 
     def relay(self, source: str, line: str) -> str:
+        """The full log's line (and the metrics counted)."""
+        return self.route(source, line)[0]
+
+    def route(self, source: str, line: str) -> tuple[str, str | None]:
+        """(the full log's line, the console's line or None), the metrics counted."""
         record = parse_json_line(line)
         if record is not None and is_emf(record):
             self.metrics.observe(record)
-        return self.formatter.format(source, line, record)
+        in_traceback = getattr(self._traceback, "active", False)
+        if record is not None or line.startswith(_INVOCATION_LINES):
+            self._traceback.active = False  # the function is past its traceback
+        elif line.startswith(_RUNTIME_ERROR) or line.startswith(_TRACEBACK):
+            self._traceback.active = True
+        shown = self.console_formatter.console(source, line, record, in_traceback)
+        return self.formatter.format(source, line, record), shown

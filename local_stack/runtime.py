@@ -37,29 +37,69 @@ REPORT_WAIT_S = 10.0
 
 
 class LogSink:
-    """Every worker's output, line by line, prefixed with the function's logical id:
-    readable and coloured on a terminal, unchanged when piped (local_stack/logs.py). The
+    """Every worker's output, line by line, prefixed with the function's logical id, and the
+    stack's own lines (local_stack/logs.py says what each line becomes).
+
+    `stream` gets every line: the full log (readable and coloured at a terminal, unchanged
+    in a file or pipe). `console`, when given, gets only what a person watching acts on: one
+    line per API request, the stack's own lines, and the functions' warnings and errors, one
+    readable line each (coloured at a terminal). `python -m local_stack` writes the full log
+    to a file and the console to stdout (VERBOSE=1: everything to stdout, no console). The
     metrics the lines carry are kept in `metrics`."""
 
-    def __init__(self, stream: TextIO | None = None, colour: bool | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        colour: bool | None = None,
+        console: TextIO | None = None,
+        console_colour: bool | None = None,
+    ) -> None:
         self._stream = stream or sys.stdout
+        self._console = console
         self._lock = threading.Lock()
-        self._relay = LogRelay(wants_colour(self._stream) if colour is None else colour)
+        self._relay = LogRelay(
+            wants_colour(self._stream) if colour is None else colour,
+            (wants_colour(console) if console is not None else False)
+            if console_colour is None
+            else console_colour,
+        )
 
     @property
     def metrics(self) -> MetricTotals:
         return self._relay.metrics
 
     def write(self, source: str, line: str) -> None:
-        text = self._relay.relay(source, line)
+        text, shown = self._relay.route(source, line)
         with self._lock:
             self._stream.write(text + "\n")
             self._stream.flush()
+            if shown is not None and self._console is not None:
+                self._console.write(shown + "\n")
+                self._console.flush()
+
+    def request(
+        self, method: str, path: str, status: int, duration_ms: float, client: str | None
+    ) -> None:
+        """One API request's line, in the full log and on the console."""
+        text = self._relay.formatter.request(method, path, status, duration_ms, client)
+        with self._lock:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+            if self._console is not None:
+                shown = self._relay.console_formatter.request(
+                    method, path, status, duration_ms, client
+                )
+                self._console.write(shown + "\n")
+                self._console.flush()
 
     def raw(self, line: str) -> None:
+        """A line as it is (the ready banner, an EventBridge event), everywhere."""
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()
+            if self._console is not None:
+                self._console.write(line + "\n")
+                self._console.flush()
 
 
 @dataclass

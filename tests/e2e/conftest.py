@@ -214,7 +214,8 @@ def _local_stack(
     started = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack", "--port", "0", "--moto-port", "0"],
+            # --verbose: the full log on stdout, where function_lines() reads it.
+            [sys.executable, "-m", "local_stack", "--port", "0", "--moto-port", "0", "--verbose"],
             cwd=ROOT,
             env=env,
             stdout=log,
