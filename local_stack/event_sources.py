@@ -37,6 +37,8 @@ from local_stack.template import ACCOUNT_ID, REGION
 log = logging.getLogger("local_stack")
 
 SQS_MAX_MESSAGES_PER_RECEIVE = 10
+# What SQS answers for a receipt handle of a message it no longer has.
+GONE = "ReceiptHandleIsInvalid"
 # Messages an event source receives ahead of its pollers, so it sees the tenants behind a
 # backlog: a 10,000-image job (the most one job has) and then some.
 LOOKAHEAD_MESSAGES = 10_000
@@ -216,7 +218,9 @@ class SqsEventSource:
                 chunk = self.pool.still_waiting(
                     expiring[start : start + SQS_MAX_MESSAGES_PER_RECEIVE]
                 )
-                held += self._change_visibility(chunk, HOLD_S)
+                changed, gone = self._change_visibility(chunk, HOLD_S)
+                held += changed
+                self.pool.discard(gone)
         return held
 
     # -- the pollers' side ---------------------------------------------------------------
@@ -224,7 +228,8 @@ class SqsEventSource:
     def next_batch(self) -> list[Waiting]:
         """A batch as Lambda gathers one (BatchSize, MaximumBatchingWindowInSeconds), in
         fair order; every message in it visible again one visibility timeout from now, as
-        if just received (a message received moments ago already is)."""
+        if just received (a message received moments ago already is). A message the queue
+        no longer has is left out, as SQS would not deliver it."""
         taken = self.pool.take(
             self.source.batch_size, self.source.batching_window_s, float(self.wait_s)
         )
@@ -232,12 +237,16 @@ class SqsEventSource:
             return taken
         visibility_s = self.visibility_s
         slack_s = max(self.source.batching_window_s + 1, visibility_s / 10)
+        gone: list[Waiting] = []
         with self._visibility:  # after any hold of these the feeder has under way
             now = self.clock()
             held = [w for w in taken if abs(w.visible_at - now - visibility_s) > slack_s]
             for start in range(0, len(held), SQS_MAX_MESSAGES_PER_RECEIVE):
                 chunk = held[start : start + SQS_MAX_MESSAGES_PER_RECEIVE]
-                self._change_visibility(chunk, visibility_s)
+                gone += self._change_visibility(chunk, visibility_s)[1]
+        if gone:
+            self.pool.finished(gone)
+            taken = [w for w in taken if w not in gone]
         return taken
 
     def finish(self, taken: list[Waiting], invocation: Invocation) -> None:
@@ -267,11 +276,13 @@ class SqsEventSource:
         finally:
             self.pool.finished(taken)
 
-    def _change_visibility(self, chunk: list[Waiting], seconds: float) -> int:
+    def _change_visibility(self, chunk: list[Waiting], seconds: float) -> tuple[int, list[Waiting]]:
         """ChangeMessageVisibilityBatch for up to ten messages (the caller holds the
-        visibility lock). The number changed."""
+        visibility lock). The number changed, and the messages the queue no longer has: an
+        invocation deleted them while a second delivery of them waited here (their
+        visibility ran out while the first was processed), or they were dead-lettered."""
         if not chunk:
-            return 0
+            return 0, []
         sent = self.clock()
         response = self._control.change_message_visibility_batch(
             QueueUrl=self.queue_url,
@@ -284,13 +295,17 @@ class SqsEventSource:
                 for i, w in enumerate(chunk)
             ],
         )
-        for failure in response.get("Failed", []):
-            log.warning("%s: visibility change failed: %s", self.name, failure)
-        failed = {f["Id"] for f in response.get("Failed", [])}
+        failed = {f["Id"]: f for f in response.get("Failed", [])}
+        gone = [w for i, w in enumerate(chunk) if failed.get(str(i), {}).get("Code") == GONE]
+        for failure in failed.values():
+            if failure.get("Code") != GONE:
+                log.warning("%s: visibility change failed: %s", self.name, failure)
+        if gone:
+            log.info("%s: %d message(s) no longer on the queue, dropped", self.name, len(gone))
         for i, waiting in enumerate(chunk):
             if str(i) not in failed:
                 waiting.visible_at = sent + int(seconds)
-        return len(chunk) - len(failed)
+        return len(chunk) - len(failed), gone
 
 
 class SqsFeeder(threading.Thread):

@@ -106,6 +106,23 @@ class FairPool:
         with self._changed:
             return [w for w in entries if self._by_id.get(w.message["MessageId"]) is w]
 
+    def discard(self, entries: Iterable[Waiting]) -> int:
+        """Forget these waiting messages (the queue no longer has them: deleted after a
+        duplicate delivery, or moved to the dead-letter queue). The number forgotten."""
+        with self._changed:
+            gone = 0
+            for waiting in entries:
+                if self._by_id.get(waiting.message["MessageId"]) is not waiting:
+                    continue
+                del self._by_id[waiting.message["MessageId"]]
+                queue = self._ungrouped if waiting.group is None else self._groups[waiting.group]
+                queue.remove(waiting)
+                if waiting.group is not None and not queue:
+                    del self._groups[waiting.group]
+                gone += 1
+            self._changed.notify_all()
+            return gone
+
     # -- the pollers' side ---------------------------------------------------------------
 
     def take(self, count: int, window_s: float = 0.0, wait_s: float = 0.0) -> list[Waiting]:

@@ -202,6 +202,18 @@ class FairPoolMachine(RuleBasedStateMachine):
         if batch:
             self.in_flight.append(batch)
 
+    @precondition(lambda self: any(self.queues.values()))
+    @rule(index=st.integers(min_value=0))
+    def gone(self, index: int) -> None:
+        """A waiting message the queue no longer has is dropped, the others keep order."""
+        waiting = self.pool.expiring(before=float("inf"))
+        dropped = waiting[index % len(waiting)]
+        assert self.pool.discard([dropped]) == 1
+        assert self.pool.discard([dropped]) == 0  # once
+        message_id = dropped.message["MessageId"]
+        self.queues[dropped.group].remove(message_id)
+        del self.added[message_id]
+
     @precondition(lambda self: bool(self.in_flight))
     @rule(index=st.integers(min_value=0))
     def finish(self, index: int) -> None:
@@ -373,6 +385,57 @@ def test_a_held_message_is_hidden_while_it_waits_and_handed_over_with_the_queues
     assert changes[25:] == [30] * 10
     # Nothing came back meanwhile: the 15 still waiting are hidden, the 10 in flight too.
     assert sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []) == []
+
+
+def test_a_second_delivery_of_a_message_deleted_meanwhile_is_dropped_not_handed_over(
+    queue: tuple[Any, str],
+) -> None:
+    """A message whose visibility ran out while an invocation had it is received again
+    into the pool; once that invocation deletes it, the queue no longer has it, and the
+    event source hands it to no one (SQS would not) and stops holding it."""
+    sqs, url = queue
+    send(sqs, url, "A", 2)
+    clock = Clock()
+    source = event_source(url, clock)
+    fill_all(source)
+    first = source.next_batch()
+    # Both visible again before the invocation ends (a slow batch), received again:
+    sqs.change_message_visibility_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": str(i), "ReceiptHandle": w.message["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, w in enumerate(first)
+        ],
+    )
+    assert fill_all(source) == 2 and source.pool.waiting() == 2
+    source.finish(first, Invocation("r", True, None))  # deletes both
+
+    clock.now += 29  # due to be held: they are dropped instead
+    assert source.hold_expiring() == 0
+    assert source.pool.waiting() == 0
+    send(sqs, url, "B", 1)
+    fill_all(source)
+    assert [w.message["Body"] for w in source.next_batch()] == ["B-0"]
+    assert source.pool.in_flight() == {"B": 1}
+
+
+def test_a_batch_leaves_out_what_the_queue_no_longer_has(queue: tuple[Any, str]) -> None:
+    sqs, url = queue
+    send(sqs, url, "A", 3)
+    clock = Clock()
+    source = event_source(url, clock)
+    fill_all(source)
+    first = source.next_batch()
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=first[0].message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    fill_all(source)
+    source.finish(first, Invocation("r", True, None))
+    send(sqs, url, "B", 1)
+    fill_all(source)
+    clock.now += 10  # handed over late: each has its visibility set, and one is gone
+    assert [w.message["Body"] for w in source.next_batch()] == ["B-0"]
+    assert source.pool.in_flight() == {"B": 1} and source.pool.waiting() == 0
 
 
 class SignallingPool(FairPool):
