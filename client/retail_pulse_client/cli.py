@@ -610,6 +610,45 @@ def _new_file_mode(target: Path) -> int:
 
 
 @app.command(
+    "webhook-secret",
+    epilog="Example: retail-pulse webhook-secret --api-key $KEY > whsec.txt; "
+    "retail-pulse webhook-secret --rotate",
+)
+def webhook_secret(
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            "--rotate",
+            help="Make a new secret and print it. For 24 h deliveries carry a signature by "
+            "it and one by the secret it replaces, so receivers can switch over in that day.",
+        ),
+    ] = False,
+    output_format: Format = TextOrJson.text,
+    api: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Print this client's webhook signing secret (whsec_...), the key its receivers verify
+    each delivery's webhook-signature with (Standard Webhooks; README: Webhooks). Made by
+    the service on first use; no other client's secret verifies this client's deliveries.
+
+    The secret alone goes to stdout (or {"secret": ...} with --format json), anything else
+    to stderr. Exit 0 printed; 2 the API refused (a wrong --api-key, say); 3 the API could
+    not be reached.
+    """
+    with _reporting_errors(), RetailPulseClient(api, api_key) as client:
+        secret = client.rotate_webhook_secret() if rotate else client.webhook_secret()
+    if output_format is TextOrJson.json:
+        print(json.dumps({"secret": secret}))
+    else:
+        print(secret)
+    if rotate:
+        _say(
+            "New webhook secret. For 24 h deliveries are signed with it and with the one it "
+            "replaced; switch your receivers to it within that day."
+        )
+
+
+@app.command(
     epilog=(
         "Example: retail-pulse visits --area 710006 --from 2026-11-28T00:00:00Z "
         "--format csv > visits.csv"

@@ -1,5 +1,5 @@
 """RetailPulseClient: submit a job, watch it, cancel or retry it, list jobs, read a job's
-results and the visits back, over HTTP.
+results and the visits back, and read or rotate the client's webhook secret, over HTTP.
 
 Transient trouble (a dropped connection, HTTP 429, any 5xx) is retried a bounded number of
 times with exponential backoff and full jitter, so a brief outage or throttling never
@@ -207,6 +207,13 @@ class ResultsPage(_Paged):
     next: str | None = None
 
 
+class WebhookSecret(_Model):
+    """The caller's webhook signing secret (GET /api/webhook-secret, POST .../rotate):
+    Standard Webhooks' `whsec_` form, what a receiver verifies deliveries with."""
+
+    secret: str
+
+
 @dataclass(frozen=True)
 class CsvPage:
     """One page of GET /api/results?format=csv: its header row, its rows, the next token."""
@@ -397,6 +404,21 @@ class RetailPulseClient:
                 if not page.next:
                     return
                 params[NEXT_PARAM] = _fresh(page.next, seen_tokens, "results")
+
+    def webhook_secret(self) -> str:
+        """GET /api/webhook-secret: this client's webhook signing secret (`whsec_...`),
+        made by the service on first use."""
+        body = self._request("GET", "/api/webhook-secret")
+        return self._parse(WebhookSecret, body, "webhook-secret").secret
+
+    def rotate_webhook_secret(self, idempotency_key: str | None = None) -> str:
+        """POST /api/webhook-secret/rotate: a new secret, answered; for 24 h deliveries are
+        signed with it and with the one it replaced. The same Idempotency-Key goes out on
+        every retry of this call, so a rotation whose answer was lost rotates once, not
+        twice (a second rotation would end the replaced secret's day at once)."""
+        key = idempotency_key or str(uuid.uuid4())
+        body = self._request("POST", "/api/webhook-secret/rotate", headers={"Idempotency-Key": key})
+        return self._parse(WebhookSecret, body, "webhook-secret rotate").secret
 
     # -- transport -----------------------------------------------------------------------
 

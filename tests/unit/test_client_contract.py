@@ -38,6 +38,7 @@ from retail_pulse_client.client import (
     SubmitAccepted,
     VisitResult,
     VisitsPage,
+    WebhookSecret,
 )
 from retail_pulse_client.jobfile import CSV_COLUMNS
 
@@ -57,6 +58,7 @@ MODELS: dict[type[BaseModel], str] = {
     JobSummary: "JobSummary",
     ResultsPage: "ResultsResponse",
     ResultRow: "ResultRow",
+    WebhookSecret: "WebhookSecretResponse",
 }
 BY_SCHEMA = {schema: model for model, schema in MODELS.items()}
 _SCALARS: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
@@ -161,6 +163,8 @@ def example(schema: dict[str, Any], *, full: bool, nulls: bool) -> Any:
         ("get", "/api/visits", "200", VisitsPage),
         ("get", "/api/jobs", "200", JobsPage),
         ("get", "/api/results", "200", ResultsPage),
+        ("get", "/api/webhook-secret", "200", WebhookSecret),
+        ("post", "/api/webhook-secret/rotate", "200", WebhookSecret),
     ],
 )
 def test_each_route_answers_the_schema_the_client_parses(
