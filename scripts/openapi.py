@@ -33,12 +33,21 @@ def load_function(name: str) -> ModuleType:
         return sys.modules[module_name]
     # A function validates its settings when imported (retail_pulse.entry); the document
     # does not depend on them, so stand-in names do where the environment has none.
-    for variable in ("JOBS_TABLE", "IMAGES_TABLE", "STORES_TABLE", "IDEMPOTENCY_TABLE"):
+    for variable in (
+        "JOBS_TABLE",
+        "IMAGES_TABLE",
+        "STORES_TABLE",
+        "IDEMPOTENCY_TABLE",
+        "WEBHOOK_SECRETS_TABLE",
+        "UPLOADS_TABLE",
+    ):
         os.environ.setdefault(variable, variable.removesuffix("_TABLE").title())
     os.environ.setdefault("IMAGE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Images")
     os.environ.setdefault("EXPRESS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Express")
     os.environ.setdefault("PAGE_TOKEN_SECRET_ARN", "PageTokenSecret")
     os.environ.setdefault("WEBHOOK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Webhooks")
+    os.environ.setdefault("UPLOADS_BUCKET", "uploads")
+    os.environ.setdefault("INGEST_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Ingest")
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -23,6 +23,9 @@ os.environ.update(
         # Every job on the image queue, as before the express lane; its tests set their own.
         "EXPRESS_MAX_IMAGES": "0",
         "PAGE_TOKEN_SECRET_ARN": "retail-pulse-PageTokenSecret",
+        "UPLOADS_TABLE": "Uploads",
+        "UPLOADS_BUCKET": "retail-pulse-uploads",
+        "INGEST_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/Ingest",
         "WEBHOOK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/Webhooks",
         "WEBHOOK_SECRETS_TABLE": "WebhookSecrets",
         "POWERTOOLS_SERVICE_NAME": "retail-pulse",
@@ -57,6 +60,7 @@ class Aws:
     queue_url: str
     dlq_url: str
     webhook_url: str = ""
+    ingest_url: str = ""
 
     def receive(self, max_messages: int = 10_000) -> list[dict]:
         """Receive (not delete) what is visible on the image queue, as a poller would."""
@@ -131,8 +135,27 @@ def aws() -> Iterator[Aws]:
         assert express_url == os.environ["EXPRESS_QUEUE_URL"]
         webhook_url = sqs.create_queue(QueueName="Webhooks")["QueueUrl"]
         assert webhook_url == os.environ["WEBHOOK_QUEUE_URL"]
+        # Large jobs: the Uploads table, the uploads bucket (versioned, as the template's)
+        # and the ingest queue.
+        from retail_pulse.data.models import UploadRecord
+
+        UploadRecord._connection = None
+        UploadRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=os.environ["UPLOADS_BUCKET"])
+        s3.put_bucket_versioning(
+            Bucket=os.environ["UPLOADS_BUCKET"], VersioningConfiguration={"Status": "Enabled"}
+        )
+        ingest_url = sqs.create_queue(QueueName="Ingest")["QueueUrl"]
+        assert ingest_url == os.environ["INGEST_QUEUE_URL"]
         boto3.client("events", region_name="us-east-1")  # the default bus exists in moto
-        yield Aws(sqs=sqs, queue_url=queue_url, dlq_url=dlq_url, webhook_url=webhook_url)
+        yield Aws(
+            sqs=sqs,
+            queue_url=queue_url,
+            dlq_url=dlq_url,
+            webhook_url=webhook_url,
+            ingest_url=ingest_url,
+        )
         for model in ALL_MODELS:
             model._connection = None
 

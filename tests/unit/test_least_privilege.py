@@ -12,6 +12,7 @@ a visible, reviewed line.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from functools import cache
@@ -26,7 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 TRANSLATE = ROOT / "scripts" / "sam_translate.py"
-SERVICES = ("dynamodb:", "sqs:", "events:")
+SERVICES = ("dynamodb:", "sqs:", "events:", "s3:")
+# S3 grants name objects by key prefix, "UploadsBucket/uploads/*": the one wildcard allowed,
+# at the end of a named prefix, in statements of s3 actions only.
+OBJECT_PREFIX = re.compile(r"^\w+Bucket/[a-z]+/\*$")
 # Logs and X-Ray only: the managed policies SAM itself gives a function with Tracing on.
 ALLOWED_MANAGED_POLICIES = {
     "service-role/AWSLambdaBasicExecutionRole",
@@ -57,6 +61,16 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:PutItem", "IdempotencyTable"),
         ("dynamodb:UpdateItem", "IdempotencyTable"),
         ("dynamodb:DeleteItem", "IdempotencyTable"),
+        # An upload's job: its record claimed, its object looked at, the ingest's message.
+        ("dynamodb:GetItem", "UploadsTable"),
+        ("dynamodb:UpdateItem", "UploadsTable"),
+        ("s3:GetObject", "UploadsBucket/uploads/*"),
+        ("sqs:SendMessage", "IngestQueue"),
+    },
+    "UploadsFunction": {
+        ("dynamodb:PutItem", "UploadsTable"),
+        # What its presigned POSTs may do: put objects under uploads/, nothing else.
+        ("s3:PutObject", "UploadsBucket/uploads/*"),
     },
     "ProcessFunction": {
         ("dynamodb:UpdateItem", "ImagesTable"),
@@ -214,6 +228,14 @@ def _managed_policy_names(role: dict[str, Any]) -> set[str]:
         assert isinstance(text, str), f"a managed policy this test cannot read: {arn!r}"
         names.add(text.split(":policy/", 1)[1])
     return names
+
+
+def _object_prefix(statement: dict[str, Any], resource: Any) -> bool:
+    """An S3 statement on the objects under one named prefix of a bucket of the stack."""
+    actions = _as_list(statement.get("Action"))
+    return all(str(action).startswith("s3:") for action in actions) and bool(
+        OBJECT_PREFIX.match(_resource_name(resource))
+    )
 
 
 def _problems(template: dict[str, Any]) -> list[str]:

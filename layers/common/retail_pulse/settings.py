@@ -63,6 +63,19 @@ class Settings(BaseModel):
     max_url_length: int = Field(2_048, alias="MAX_URL_LENGTH", ge=16)
     max_body_bytes: int = Field(6_000_000, alias="MAX_BODY_BYTES", ge=1)
 
+    # Large jobs: POST /api/uploads gives a presigned S3 POST into the uploads bucket,
+    # valid UPLOAD_URL_EXPIRES_S, for a body of at most UPLOAD_MAX_BYTES (S3 refuses more:
+    # the POST policy's content-length-range); the ingest function reads it into a job of
+    # at most MAX_IMAGES_PER_UPLOAD_JOB images, continuing in a new invocation (through
+    # INGEST_QUEUE_URL) when less than INGEST_RESERVE_S of its time is left.
+    uploads_table: str = Field("Uploads", alias="UPLOADS_TABLE")
+    uploads_bucket: str | None = Field(None, alias="UPLOADS_BUCKET")
+    ingest_queue_url: str | None = Field(None, alias="INGEST_QUEUE_URL")
+    max_images_per_upload_job: int = Field(1_000_000, alias="MAX_IMAGES_PER_UPLOAD_JOB", ge=1)
+    upload_url_expires_s: int = Field(900, alias="UPLOAD_URL_EXPIRES_S", ge=1, le=604_800)
+    upload_max_bytes: int = Field(1024**3, alias="UPLOAD_MAX_BYTES", ge=1)
+    ingest_reserve_s: float = Field(60.0, alias="INGEST_RESERVE_S", ge=0)
+
     # Image fetching.
     max_image_bytes: int = Field(20 * 1024 * 1024, alias="MAX_IMAGE_BYTES", ge=1)
     connect_timeout_s: float = Field(3.05, alias="CONNECT_TIMEOUT_S", gt=0)
@@ -153,6 +166,9 @@ class FunctionSettings(Settings):
     express_queue_url: str = Field(alias="EXPRESS_QUEUE_URL")
     page_token_secret_arn: str = Field(alias="PAGE_TOKEN_SECRET_ARN")
     webhook_queue_url: str = Field(alias="WEBHOOK_QUEUE_URL")
+    uploads_table: str = Field(alias="UPLOADS_TABLE")
+    uploads_bucket: str = Field(alias="UPLOADS_BUCKET")
+    ingest_queue_url: str = Field(alias="INGEST_QUEUE_URL")
 
 
 _settings_class: type[Settings] = Settings

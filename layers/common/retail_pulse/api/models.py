@@ -15,9 +15,11 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StrictInt,
     StrictStr,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -119,11 +121,18 @@ FetchableUrl = Annotated[StrictStr, AfterValidator(_checked_url)]
 """A string that url_problem accepts; each bad one is its own error, at its position."""
 
 
-def _too_many_images(images: int, limit: int) -> str:
+def _too_many_images(images: int, limit: int, name: str = "MAX_IMAGES_PER_JOB") -> str:
     return (
         f"the job has {images} images; the limit is {limit} per job "
-        "(MAX_IMAGES_PER_JOB): split it into several jobs"
+        f"({name}): split it into several jobs"
     )
+
+
+def too_many_uploaded_images(images: int) -> str | None:
+    """Why an uploaded job of this many images is refused, or None: its limit is
+    MAX_IMAGES_PER_UPLOAD_JOB (the ingest reads it, not a request)."""
+    limit = get_settings().max_images_per_upload_job
+    return _too_many_images(images, limit, "MAX_IMAGES_PER_UPLOAD_JOB") if images > limit else None
 
 
 class Visit(BaseModel):
@@ -162,6 +171,26 @@ class Visit(BaseModel):
         return format_timestamp(parse_timestamp(value))
 
 
+Count = Annotated[StrictInt, Field(ge=1, description="Number of visits; must equal len(visits)")]
+CallbackUrl = Annotated[
+    FetchableUrl | None,
+    Field(
+        description="Optional http(s) URL that receives the signed job.finished event "
+        "(README: Webhooks) when the job ends; fetched through the same guard as images"
+    ),
+]
+
+
+class JobFields(BaseModel):
+    """A submit body's fields other than its visits, by the same rules: what the ingest
+    function checks of an uploaded body (its visits one by one, as Visit)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    count: Count
+    callback_url: CallbackUrl = None
+
+
 class SubmitRequest(BaseModel):
     """The body of POST /api/submit/."""
 
@@ -183,15 +212,9 @@ class SubmitRequest(BaseModel):
         },
     )
 
-    count: Annotated[StrictInt, Field(ge=1, description="Number of visits; must equal len(visits)")]
+    count: Count
     visits: Annotated[list[Visit], Field(min_length=1)]
-    callback_url: Annotated[
-        FetchableUrl | None,
-        Field(
-            description="Optional http(s) URL that receives the signed job.finished event "
-            "(README: Webhooks) when the job ends; fetched through the same guard as images"
-        ),
-    ] = None
+    callback_url: CallbackUrl = None
 
     @model_validator(mode="before")
     @classmethod
@@ -247,6 +270,59 @@ class SubmitResponse(BaseModel):
     job_id: str
 
 
+class UploadSubmitRequest(BaseModel):
+    """The body of POST /api/submit/ for a job uploaded with POST /api/uploads."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"upload_id": "5b0a1b8e-2f7c-4c35-9d59-0c3f1d2e7a41"}]},
+    )
+
+    upload_id: Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=64, description="The upload_id POST /api/uploads gave"),
+    ]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upload_id_alone(cls, data: Any) -> Any:
+        if isinstance(data, dict) and {"count", "visits"} & set(data):
+            raise ValueError(
+                "send either upload_id (a job uploaded with POST /api/uploads) or count and "
+                "visits, not both"
+            )
+        return data
+
+
+def _submit_kind(data: Any) -> str:
+    return "<upload>" if isinstance(data, dict) and "upload_id" in data else "<body>"
+
+
+# Either body; the tags never show in an error's path (api/errors.py drops "<...>").
+SubmitBody = Annotated[
+    Annotated[SubmitRequest, Tag("<body>")] | Annotated[UploadSubmitRequest, Tag("<upload>")],
+    Discriminator(_submit_kind),
+]
+
+
+class UploadResponse(BaseModel):
+    """The body of POST /api/uploads (201): a presigned S3 POST of the job's body."""
+
+    upload_id: str = Field(description="Submit it once uploaded: POST /api/submit/ {upload_id}")
+    upload_url: str = Field(
+        description="Where to send the job's JSON body (count, visits, optional callback_url, "
+        "as for POST /api/submit/): a multipart/form-data POST of upload_fields, then the "
+        "file as the last field (`file`)"
+    )
+    upload_method: Literal["POST"] = Field(description="The HTTP method of the upload")
+    upload_fields: dict[str, str] = Field(
+        description="The form fields to send before the file, as they are (S3's POST policy "
+        "and its signature: keep them as secret as a password)"
+    )
+    expires_at: str = Field(description="Until when upload_url accepts it, RFC 3339 in UTC")
+    max_bytes: int = Field(description="The largest body S3 accepts for this upload")
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="What was wrong with the request, and what to do")
 
@@ -287,15 +363,42 @@ class Progress(BaseModel):
 
 
 class StoreError(BaseModel):
-    store_id: str
+    store_id: str | None = Field(
+        description="The failed store; null for an uploaded job whose body could not "
+        "become its images (the error says what and where)"
+    )
     error: str
 
 
 class StatusResponse(BaseModel):
     status: Literal["ongoing", "completed", "failed", "cancelled"]
     job_id: str
-    # Only a failed job has `error`; the SPEC's other bodies have no such key.
-    error: list[StoreError] | None = Field(default=None, exclude_if=lambda v: v is None)
+    # Only a failed job has `error` and the two fields after it; the SPEC's other bodies
+    # have no such keys.
+    error: list[StoreError] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Only when failed: the first failure of each failed store, at most 100 "
+        "stores in store id order; an error over 512 characters loses the middle of its URL "
+        "(…). Every failure is in GET /api/results?status=failed",
+    )
+    error_count: int | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Only when failed: how many stores failed",
+    )
+    error_truncated: bool | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Only when failed: true when `error` leaves failed stores out "
+        "(error_count > its length)",
+    )
+    ingesting: bool | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Only while an uploaded job's body is still being read: true, and "
+        "progress.total counts the images read so far",
+    )
     progress: Progress
 
 

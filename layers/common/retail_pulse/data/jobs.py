@@ -100,7 +100,31 @@ def _job(record: JobRecord) -> Job:
         callback_url=record.callback_url,
         event_id=record.event_id,
         event_pending=bool(record.event_pending),
+        upload_id=record.upload_id,
+        ingesting=bool(record.ingesting),
+        ingest_error=record.ingest_error,
+        event_attempts=int(record.event_attempts or 0),
+        event_retry_at=record.event_retry_at,
+        failures=unpack_failures(record.failures) if record.failures else None,
     )
+
+
+def pack_failures(summary: FailureSummary) -> bytes:
+    """A failure summary as the job keeps it: compressed JSON (100 stores' errors of one
+    kind compress to a few hundred bytes; 100 of the longest, 512 characters of presigned
+    URL each, to under 40 KB), so reading the job stays one or a few read units."""
+    document = {
+        "count": summary.store_count,
+        "stores": [[failure.store_id, failure.error] for failure in summary.stores],
+    }
+    return zlib.compress(json.dumps(document, separators=(",", ":")).encode(), 6)
+
+
+def unpack_failures(packed: bytes) -> FailureSummary:
+    """The summary pack_failures kept."""
+    document = json.loads(zlib.decompress(packed))
+    stores = tuple(FailedImage(store_id, error) for store_id, error in document["stores"])
+    return FailureSummary(stores=stores, store_count=int(document["count"]))
 
 
 def create_job(job: Job, images: Sequence[Image]) -> None:
@@ -123,6 +147,8 @@ def create_job(job: Job, images: Sequence[Image]) -> None:
         tenant_status=status_partition(job.tenant, job.state),
         callback_url=job.callback_url,
         expires_at=expiry(),
+        upload_id=job.upload_id,
+        ingesting=job.ingesting or None,
     ).save(condition=JobRecord.job_id.does_not_exist())
     write_manifest(job.job_id, images)
     failed = [image for image in images if image.state == FAILED]

@@ -147,6 +147,21 @@ class JobRecord(_Record):
     # The last terminal transition's event, and whether it is yet to be emitted.
     event_id = UnicodeAttribute(null=True)
     event_pending = BooleanAttribute(null=True)
+    # Tries of the reconciler at the pending event that failed, and when it tries next
+    # (jobs/reconcile.py backs off; absent: not tried yet, or emitted).
+    event_attempts = NumberAttribute(null=True)
+    event_retry_at = UTCDateTimeAttribute(null=True)
+    # A failed job's failures as its status shows them (data/jobs.py pack_failures): at most
+    # 100 stores with bounded errors, compressed JSON, written with the failed stamp and
+    # removed by a retry. Absent on jobs that failed before it was kept.
+    failures = BinaryAttribute(null=True, legacy_encoding=False)
+
+    # A job submitted as an upload (data/ingest.py): its upload, whether the ingest function
+    # is still reading it (absent: no, or not an upload), and why it could not (the job then
+    # has no images and fails). The ingest's checkpoint and lease are beside them, read raw.
+    upload_id = UnicodeAttribute(null=True)
+    ingesting = BooleanAttribute(null=True)
+    ingest_error = UnicodeAttribute(null=True)
 
     ongoing_jobs = OngoingJobsIndex()
     tenant_jobs = TenantJobsIndex()
@@ -236,6 +251,27 @@ class ManifestRecord(_Record):
     job_id = UnicodeAttribute(hash_key=True)
     image_index = NumberAttribute(range_key=True)
     images = BinaryAttribute(legacy_encoding=False)
+    expires_at = TTLAttribute(null=True)
+
+
+class UploadRecord(Model):
+    """One upload of a job's body (data/uploads.py): whose it is, where it is, and the one
+    job it became (`job_id`, set once by a conditional write at submit)."""
+
+    class Meta(_Meta):
+        table_setting = "uploads_table"
+
+    upload_id = UnicodeAttribute(hash_key=True)
+    tenant = UnicodeAttribute()
+    key = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    max_bytes = NumberAttribute()
+    job_id = UnicodeAttribute(null=True)
+    # The object submit found (size, version, ETag): the ingest reads exactly that one.
+    size = NumberAttribute(null=True)
+    version_id = UnicodeAttribute(null=True)
+    etag = UnicodeAttribute(null=True)
+    # DynamoDB deletes the record after this time (UPLOAD_RECORD_DAYS).
     expires_at = TTLAttribute(null=True)
 
 

@@ -7,9 +7,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from retail_pulse.data.jobs import failed_images, get_job
-from retail_pulse.domain import FailedImage, Job, JobStatus
+from retail_pulse.data import STORAGE_ERRORS
+from retail_pulse.data.jobs import get_job, keep_failure_summary, summarize_failures
+from retail_pulse.domain import FailedImage, FailureSummary, Job, JobStatus, UploadFailure
 from retail_pulse.errors import UnknownJob
+from retail_pulse.observability import logger
 
 # DynamoDB rejects keys over 2 KB; ids we issue are 36 characters.
 _MAX_JOB_ID = 256
@@ -60,15 +62,46 @@ def status_of(job: Job) -> JobStatus:
             job_id=job_id,
             progress=progress,
             retry_after_s=retry_after(job, datetime.now(UTC)),
+            ingesting=True if job.ingesting else None,
         )
     if job.state == "completed":
         return JobStatus(status="completed", job_id=job_id, progress=progress)
-    first_by_store: dict[str, FailedImage] = {}
-    for image in failed_images(job_id):
-        first_by_store.setdefault(image.store_id, image)
-    return JobStatus(
-        status="failed", job_id=job_id, progress=progress, error=list(first_by_store.values())
+    if job.ingest_error is not None and not job.failed:
+        # The upload could not become the job's images: one error, of no store.
+        return JobStatus(
+            status="failed",
+            job_id=job_id,
+            progress=progress,
+            error=[UploadFailure(job.ingest_error)],
+            error_count=1,
+            error_truncated=False,
+        )
+    failures = job.failures if job.failures is not None else _summed_up(job)
+    upload_error: list[FailedImage | UploadFailure] = (
+        [UploadFailure(job.ingest_error)] if job.ingest_error is not None else []
     )
+    return JobStatus(
+        status="failed",
+        job_id=job_id,
+        progress=progress,
+        error=upload_error + list(failures.stores),
+        error_count=failures.store_count + len(upload_error),
+        error_truncated=failures.truncated,
+    )
+
+
+def _summed_up(job: Job) -> FailureSummary:
+    """The failures of a failed job that does not keep them: one whose counters say failed
+    before its finish is stamped (which keeps them), or one that failed before summaries
+    were kept. The latter keeps it now, so this happens once per job."""
+    summary = summarize_failures(job.job_id, job.failed)
+    if job.finished_at is not None:
+        try:
+            keep_failure_summary(job, summary)
+        except STORAGE_ERRORS:
+            # The answer stands; the next poll sums the failures up again.
+            logger.warning("failure summary not kept", extra={"job_id": job.job_id}, exc_info=True)
+    return summary
 
 
 def status_document(status: JobStatus) -> dict[str, Any]:
@@ -76,8 +109,8 @@ def status_document(status: JobStatus) -> dict[str, Any]:
     holds the two equal): fields without a value left out, the Retry-After hint too."""
 
     def present(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: present(v) for k, v in value.items() if v is not None}
+        if isinstance(value, dict):  # an upload's error keeps its null store_id
+            return {k: present(v) for k, v in value.items() if v is not None or k == "store_id"}
         if isinstance(value, list):
             return [present(v) for v in value]
         return value
