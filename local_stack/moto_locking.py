@@ -115,5 +115,8 @@ def speed_up_sqs() -> None:
 
 
 def patch_moto() -> None:
+    from local_stack.events import limit_entry_size
+
     serialize_dynamodb()
     speed_up_sqs()
+    limit_entry_size()  # EventBridge's 256 KB, which moto does not enforce

@@ -344,6 +344,45 @@ def test_a_receiver_whose_name_does_not_resolve_is_retried(fake_dns) -> None:
     assert fake_dns.queries == ["hooks.receiver.example"]
 
 
+def test_a_name_lookup_that_never_answers_ends_at_the_deadline(
+    allow, fake_dns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The callback host's name server never answers: the lookup counts against the
+    delivery's deadline like everything after it, so the delivery is retried later instead
+    of holding its thread (and its batch) for as long as the name server likes."""
+    import socket
+    import threading
+
+    fake_dns["hooks.receiver.example"] = ["203.0.113.7"]
+    asked, answer = threading.Event(), threading.Event()
+    answered_by_dict = fake_dns.getaddrinfo
+
+    def silent(host: str, port: int, *args: object, **kwargs: object) -> list[tuple]:
+        asked.set()
+        answer.wait()  # released only when the test ends
+        return answered_by_dict(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent)
+    allow(deadline_s=0.5)
+    outcomes: list[DeliveryOutcome] = []
+    sender = threading.Thread(
+        target=lambda: outcomes.append(attempt("https://hooks.receiver.example/hook"))
+    )
+    try:
+        sender.start()
+        sender.join(timeout=60)  # a guard against a hang, not a measurement
+        assert not sender.is_alive(), "the delivery waited on the name server past its deadline"
+        assert asked.is_set() and not answer.is_set()  # given up while the lookup still hung
+        (outcome,) = outcomes
+        assert outcome.verdict == "retry"
+        assert (
+            outcome.detail == "did not finish within 0.5 s for https://hooks.receiver.example/hook"
+        )
+    finally:
+        answer.set()
+        sender.join()
+
+
 def test_a_receiver_that_speaks_no_http_is_retried(allow) -> None:
     import socket
     import threading

@@ -4,6 +4,10 @@ visits/, stores/) works on them and never sees a table record or an AWS response
 
 from __future__ import annotations
 
+import heapq
+import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, get_args

@@ -87,8 +87,9 @@ def failed_images(job_id: str) -> Iterator[Image]:
 def reopen_failed(job: Job, images: Sequence[Image]) -> int:
     """Put failed images back to `pending` (with their store's area as it is now) and take
     them off the job's failed count, in transactions of up to 99 images and the job. The
-    first also reopens the job: no longer finished, `ongoing` in its client's list, back in
-    OngoingJobs (so the reconciler watches it again). Returns how many were reopened.
+    first also reopens the job: no longer finished, without its failure summary, `ongoing`
+    in its client's list, back in OngoingJobs (so the reconciler watches it again). Returns
+    how many were reopened.
 
     Raises JobChanged when the job is no longer the failed job it was read as (a retry or
     a finish raced this one); images that had left `failed` meanwhile are skipped.
@@ -102,6 +103,8 @@ def reopen_failed(job: Job, images: Sequence[Image]) -> int:
             job_actions += [
                 JobRecord.finished_at.remove(),
                 JobRecord.event_id.remove(),
+                # Summed up again when the job ends again (mark_finished).
+                JobRecord.failures.remove(),
                 JobRecord.ongoing_shard.set(ongoing_shard(job.job_id)),
                 JobRecord.progressed_at.set(now),
                 JobRecord.retried_at.set(now),

@@ -5,8 +5,10 @@ Takes and returns retail_pulse.domain types; the records stay inside this packag
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -38,6 +40,7 @@ from retail_pulse.data.visits import results_partition
 from retail_pulse.domain import (
     DEFAULT_TENANT,
     FailedImage,
+    FailureSummary,
     Image,
     ImageCancelled,
     ImageResult,
@@ -578,11 +581,12 @@ def mark_finished(job_id: str) -> Job | None:
         _settle(job)
     if not job.done or job.finished_at is not None:
         return None
-    stamped = update_if(
-        record,
-        _terminal_actions(job, datetime.now(UTC)),
-        JobRecord.finished_at.does_not_exist(),
-    )
+    actions = _terminal_actions(job, datetime.now(UTC))
+    if job.state == "failed":
+        # Its failures summed up once, here: every status poll and its event read only this.
+        summary = summarize_failures(job_id, job.failed)
+        actions.append(JobRecord.failures.set(pack_failures(summary)))
+    stamped = update_if(record, actions, JobRecord.finished_at.does_not_exist())
     return _job(record) if stamped else None
 
 
@@ -663,9 +667,54 @@ def _settle(job: Job) -> bool:
 
 
 def failed_images(job_id: str) -> Iterator[FailedImage]:
-    """A failed job's failures only, through the sparse FailedImages index."""
+    """A failed job's failures only, in image order, through the sparse FailedImages index
+    (eventually consistent: a failure filed a moment ago may not be there yet)."""
     for record in ImageRecord.failed_images.query(job_id):
         yield FailedImage(store_id=record.store_id, error=record.error or "image failed")
+
+
+def _failed_records(job_id: str) -> Iterator[FailedImage]:
+    """The job's failures, in image order, from its own records (strongly consistent):
+    every record of the job is read, the failed ones kept."""
+    for record in ImageRecord.query(
+        job_id,
+        range_key_condition=ImageRecord.image_index >= 0,
+        filter_condition=ImageRecord.state == FAILED,
+        consistent_read=True,
+        attributes_to_get=["job_id", "image_index", "store_id", "error"],
+    ):
+        yield FailedImage(store_id=record.store_id, error=record.error or "image failed")
+
+
+def summarize_failures(job_id: str, failed: int) -> FailureSummary:
+    """The summary of a job's `failed` failures (its counter): read from the FailedImages
+    index, which holds only failures; when the index does not hold exactly that many yet
+    (it lags writes by a moment, and may still list an image a retry reopened), from the
+    job's own records instead, which are exact."""
+    read = 0
+
+    def counted(failures: Iterator[FailedImage]) -> Iterator[FailedImage]:
+        nonlocal read
+        for failure in failures:
+            read += 1
+            yield failure
+
+    summary = FailureSummary.of(counted(failed_images(job_id)))
+    if read != failed:
+        summary = FailureSummary.of(_failed_records(job_id))
+    return summary
+
+
+def keep_failure_summary(job: Job, summary: FailureSummary) -> bool:
+    """Keep the summary on a job that failed before summaries were kept (so its next status
+    is one read), unless the job changed since it was read (a retry); True if kept."""
+    return update_if(
+        JobRecord(job_id=job.job_id),
+        [JobRecord.failures.set(pack_failures(summary))],
+        (JobRecord.finished_at == job.finished_at)
+        & JobRecord.failures.does_not_exist()
+        & (JobRecord.failed == job.failed),
+    )
 
 
 def unfinished_jobs(created_before: datetime) -> Iterator[str]:

@@ -6,7 +6,7 @@ per client and status ("<tenant>#<status>"), newest first: a filtered list reads
 of that status, and the unfiltered list merges the few status partitions of its client
 (jobs/listing.py). The page's jobs themselves are one BatchGetItem. A job's images are a
 Query of the Images table by its own keys, in submit order, with its manifest for those
-not filed yet.
+not filed yet; its failed images alone come from the sparse FailedImages index.
 """
 
 from __future__ import annotations
@@ -19,8 +19,15 @@ from pynamodb.expressions.condition import Condition
 
 from retail_pulse.data.jobs import _job as job_from_record
 from retail_pulse.data.manifest import submitted_images
-from retail_pulse.data.models import PENDING, ImageRecord, JobRecord, TenantJobsIndex
-from retail_pulse.domain import Image, ImageReport, Job, JobRef
+from retail_pulse.data.models import (
+    FAILED,
+    PENDING,
+    FailedImagesIndex,
+    ImageRecord,
+    JobRecord,
+    TenantJobsIndex,
+)
+from retail_pulse.domain import Image, ImageReport, ImageState, Job, JobRef
 
 # What the results export shows of an image (and its keys): the index attributes and the
 # attempt count are not read back.
@@ -109,6 +116,55 @@ def job_images(
             image = submitted[index]
             rows.append(ImageReport(index, image.store_id, image.url, image.visit_time, PENDING))
     return rows, last
+
+
+def filed_images(job_id: str, first: int, last: int, state: ImageState) -> list[ImageReport]:
+    """The job's images with first <= index <= last whose record says `state` (succeeded
+    or cancelled: a record is how an image gets either), in submit order. One strongly
+    consistent Query by the table's keys, filtered by state: DynamoDB bills the range's
+    other records too (it reads them to filter them), never the manifest."""
+    if last < first:
+        return []
+    return [
+        _report(record)
+        for record in ImageRecord.query(
+            job_id,
+            range_key_condition=ImageRecord.image_index.between(first, last),
+            filter_condition=ImageRecord.state == state,
+            consistent_read=True,
+            attributes_to_get=_IMAGE_ATTRIBUTES,
+        )
+    ]
+
+
+def failed_image_reports(
+    job_id: str, count: int, after_index: int | None = None
+) -> tuple[list[ImageReport], int | None, bool]:
+    """Up to `count` failed images of the job after `after_index`, in submit order, the
+    last index the page covers (None if none), and whether more exist. The FailedImages
+    index holds only failures (its keys say which: one Query of count + 1 entries), and
+    BatchGetItem reads their records (URL and visit time are not in the index), 100 keys a
+    request: a page of N failures reads about N records, whatever else the job has. The
+    index lags a write by a moment; an image a retry reopened since is left out (its record
+    is no longer failed)."""
+    condition = None if after_index is None else FailedImagesIndex.image_index > after_index
+    indexes = [
+        int(entry.image_index)
+        for entry in ImageRecord.failed_images.query(
+            job_id, range_key_condition=condition, limit=count + 1, page_size=count + 1
+        )
+    ]
+    more, indexes = len(indexes) > count, indexes[:count]
+    records = ImageRecord.batch_get(
+        [(job_id, index) for index in indexes],
+        consistent_read=True,
+        attributes_to_get=_IMAGE_ATTRIBUTES,
+    )
+    rows = sorted(
+        (_report(record) for record in records if record.state == FAILED),
+        key=lambda row: row.image_index,
+    )
+    return rows, (indexes[-1] if indexes else None), more
 
 
 def _int(value: Any) -> int | None:

@@ -16,7 +16,8 @@ byte at a time would never trip them. Instead every socket the attempt opens (or
 from the pool) is registered with a watchdog thread, which at the deadline shuts the socket
 down: whatever read is blocked returns at once, and the attempt fails with "did not finish
 within N s". Connecting is bounded by the same deadline through the connect timeout. Name
-resolution (getaddrinfo) happens before any socket exists and is not covered.
+resolution (getaddrinfo) happens before any socket exists and cannot be interrupted: it
+runs on a lookup thread of its own, waited for until the deadline and no longer.
 
 The body is streamed with a byte cap, and must not be content-encoded (no decompression,
 so no decompression bombs); malformed framing headers fail the download instead of being
@@ -34,12 +35,15 @@ import heapq
 import http.client
 import ipaddress
 import itertools
+import queue
 import re
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -185,7 +189,7 @@ def _follow(
     """The redirect loop of one attempt."""
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        hop = _vet(current, settings)
+        hop = _vet(current, settings, attempt)
         with _send(hop, settings, attempt) as response:
             if response.is_redirect:
                 current = _redirect_target(current, response.headers["Location"], settings)
@@ -251,7 +255,7 @@ def post(
     settings = settings or get_settings()
     with _deadline_attempt(url, deadline_s or settings.image_deadline_s) as attempt:
         try:
-            response = _send(_vet(url, settings), settings, attempt, "POST", body, headers)
+            response = _send(_vet(url, settings, attempt), settings, attempt, "POST", body, headers)
         except MemoryError:
             raise
         except Exception as err:
@@ -292,7 +296,7 @@ class _Hop:
     host_header: str
 
 
-def _vet(url: str, settings: Settings) -> _Hop:
+def _vet(url: str, settings: Settings, attempt: _Attempt) -> _Hop:
     """Refuse what must not be fetched, and pin the address the request will go to."""
     try:
         parts = urlsplit(url)
@@ -322,7 +326,7 @@ def _vet(url: str, settings: Settings) -> _Hop:
 
     is_literal = _is_ip(host)
     written_host = f"[{host}]" if is_literal and ":" in host else ascii_host
-    addresses = _resolve(ascii_host, port, url)
+    addresses = _resolve(ascii_host, port, url, attempt)
     # The allow-list names exact host:port pairs (local stack, tests); anything else on
     # the same host stays refused.
     if f"{written_host}:{port}" not in settings.allowed_private_hosts:
@@ -355,10 +359,21 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _resolve(ascii_host: str, port: int, url: str) -> list[IpAddress]:
-    """Every address the host resolves to: all are vetted, so no answer can sneak past."""
+def _resolve(ascii_host: str, port: int, url: str, attempt: _Attempt) -> list[IpAddress]:
+    """Every address the host resolves to: all are vetted, so no answer can sneak past.
+
+    The lookup runs on a thread of _LOOKUPS and is waited for at most until the attempt's
+    deadline: getaddrinfo cannot be interrupted, and a resolver that never answers (a
+    client's own name server, say) would otherwise hold the image's thread for as long as
+    it likes. A lookup given up on finishes on its own thread, which nothing waits for.
+    """
     try:
-        infos = socket.getaddrinfo(ascii_host, port, type=socket.SOCK_STREAM)
+        if _is_ip(ascii_host):  # nothing to look up: answered at once, on this thread
+            infos = socket.getaddrinfo(ascii_host, port, type=socket.SOCK_STREAM)
+        else:
+            infos = _LOOKUPS.getaddrinfo(ascii_host, port, attempt.remaining())
+    except TimeoutError as err:
+        raise attempt.timed_out() from err
     except socket.gaierror as err:
         if err.errno == socket.EAI_NONAME:
             raise HostMisconfigured(
@@ -426,6 +441,60 @@ def _transition_form(ip: ipaddress.IPv6Address) -> tuple[str, list[ipaddress.IPv
         if ip in network:
             return form, [ipaddress.IPv4Address(i) for i in carried(bits)]
     return None
+
+
+class _Lookups:
+    """getaddrinfo on threads of their own, so that a caller waits for an answer at most
+    until its deadline (`getaddrinfo(..., timeout_s)` raises TimeoutError after that).
+
+    Threads are reused: a lookup takes an idle one, or starts one when none is idle, so a
+    lookup that hangs never queues another behind it (one client's silent name server
+    cannot hold up another client's lookups). A thread idle for IDLE_S ends. They are
+    daemon threads: a lookup still hanging never holds up the process's exit.
+    """
+
+    IDLE_S = 60.0
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[tuple[Future[list[Any]], str, int]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for work that no lookup has claimed yet
+
+    def getaddrinfo(self, host: str, port: int, timeout_s: float) -> list[Any]:
+        future: Future[list[Any]] = Future()
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1  # claimed: that thread takes this lookup (or one like it)
+        self._work.put((future, host, port))
+        if start:
+            threading.Thread(target=self._serve, name="name-lookup", daemon=True).start()
+        try:
+            return future.result(timeout=max(0.0, timeout_s))
+        except FutureTimeout:
+            future.cancel()
+            raise TimeoutError(f"no answer for {host} within {timeout_s:.3g} s") from None
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                future, host, port = self._work.get(timeout=self.IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # nobody claimed this thread: it may end
+                        self._idle -= 1
+                        return
+                continue  # claimed just now: its lookup is on its way
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+                except BaseException as err:  # handed to the caller, whatever it is
+                    future.set_exception(err)
+            with self._lock:
+                self._idle += 1
+
+
+_LOOKUPS = _Lookups()
 
 
 # --- Transport: send to the pinned address, speak TLS for the real host ---------------

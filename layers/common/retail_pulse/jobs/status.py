@@ -1,4 +1,5 @@
-"""How is my job doing? One job read, plus the failures of a failed job only."""
+"""How is my job doing? One read of the job, whatever its status: a failed job keeps the
+summary of its failures (at most 100 stores, and how many failed) from the moment it fails."""
 
 from __future__ import annotations
 
