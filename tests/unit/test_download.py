@@ -428,11 +428,16 @@ def test_more_than_three_redirects_are_refused(scripted: ScriptedServer) -> None
 # --- Pinning the vetted address while TLS keeps the host name ---------------------------
 
 
+def _vet(url: str) -> download._Hop:
+    """A hop vetted as an attempt vets it (its name lookup within the attempt's deadline)."""
+    return download._vet(url, NO_EXCEPTIONS, download._Attempt(url, 10))
+
+
 def test_https_hop_connects_to_the_vetted_ip_with_the_hosts_tls_name(
     fake_dns: FakeDns,
 ) -> None:
     fake_dns["images.example.com"] = ["93.184.216.34"]
-    hop = download._vet("https://images.example.com/a/b.jpg?size=l", NO_EXCEPTIONS)
+    hop = _vet("https://images.example.com/a/b.jpg?size=l")
     assert hop.connect_url == "https://93.184.216.34:443/a/b.jpg?size=l"
     assert hop.host_header == "images.example.com"
 
@@ -452,20 +457,20 @@ def test_https_hop_connects_to_the_vetted_ip_with_the_hosts_tls_name(
 
 def test_non_default_port_and_ipv6_answer(fake_dns: FakeDns) -> None:
     fake_dns["v6.example.com"] = ["2606:2800:220:1:248:1893:25c8:1946"]
-    hop = download._vet("https://v6.example.com:8443/x.png", NO_EXCEPTIONS)
+    hop = _vet("https://v6.example.com:8443/x.png")
     assert hop.connect_url == "https://[2606:2800:220:1:248:1893:25c8:1946]:8443/x.png"
     assert hop.host_header == "v6.example.com:8443"
 
 
 def test_ipv4_answer_is_preferred(fake_dns: FakeDns) -> None:
     fake_dns["dual.example.com"] = ["2606:2800:220:1:248:1893:25c8:1946", "93.184.216.34"]
-    hop = download._vet("http://dual.example.com/x.png", NO_EXCEPTIONS)
+    hop = _vet("http://dual.example.com/x.png")
     assert hop.connect_url == "http://93.184.216.34:80/x.png"
 
 
 def test_user_info_is_not_forwarded(fake_dns: FakeDns) -> None:
     fake_dns["images.example.com"] = ["93.184.216.34"]
-    hop = download._vet("http://user:secret@images.example.com/a.jpg#top", NO_EXCEPTIONS)
+    hop = _vet("http://user:secret@images.example.com/a.jpg#top")
     assert hop.connect_url == "http://93.184.216.34:80/a.jpg"
 
 
