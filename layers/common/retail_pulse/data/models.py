@@ -10,6 +10,8 @@ the two agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
@@ -19,7 +21,7 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.connection import Connection, TableConnection
+from pynamodb.connection import Connection
 from pynamodb.indexes import (
     AllProjection,
     GlobalSecondaryIndex,
@@ -27,6 +29,7 @@ from pynamodb.indexes import (
     KeysOnlyProjection,
 )
 from pynamodb.models import Model
+from pynamodb.signals import pre_dynamodb_send
 
 from retail_pulse.data.usage import instrument
 from retail_pulse.domain import CANCELLED, FAILED, PENDING, SUCCEEDED
@@ -60,22 +63,19 @@ class _Meta(metaclass=_FromSettings):
     max_pool_connections = 100
 
 
-class _Record(Model):
-    """The models' base: each model's botocore client counted (data/usage.py) from its first
-    request on, the request counts and consumed capacity of the bill.
+def _count_requests_of(sender: Connection, **_: Any) -> None:
+    """Count what a model's connection sends (data/usage.py's botocore event hooks on its
+    client), from its first request on: the request counts and consumed capacity of the
+    bill. PynamoDB sends `pre_dynamodb_send` (its documented signals, with blinker: the
+    layer installs pynamodb[signals]) before each request it makes; the client is built
+    here for the first one, as PynamoDB would build it a moment later, so none is built
+    before a model needs it (~0.1 s of CPU each). Idempotent per client; a client
+    PynamoDB rebuilds (after lost credentials) is counted too."""
+    instrument(sender.client)
 
-    The counting is botocore's public event hooks, registered on the client PynamoDB builds
-    for the model (TableConnection.connection.client) when the model asks for its
-    connection, before any request of it leaves; PynamoDB itself is not changed. The client
-    is built then, as PynamoDB would build it for that first request (~0.1 s of CPU), and
-    never at import."""
 
-    @classmethod
-    def _get_connection(cls) -> TableConnection:
-        table = super()._get_connection()
-        # Idempotent; it also counts a client PynamoDB rebuilt (after lost credentials).
-        instrument(table.connection.client)
-        return table
+# blinker holds a weak reference: a module-level function lives as long as the module.
+pre_dynamodb_send.connect(_count_requests_of)
 
 
 # Ongoing jobs spread over this many index partitions; the reconciler queries each.
@@ -113,7 +113,7 @@ class TenantJobsIndex(GlobalSecondaryIndex["JobRecord"]):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
-class JobRecord(_Record):
+class JobRecord(Model):
     """One submitted job; its counters make status O(1) whatever the job's size."""
 
     class Meta(_Meta):
@@ -201,7 +201,7 @@ class AreaVisitsIndex(GlobalSecondaryIndex["ImageRecord"]):
     visit_key = UnicodeAttribute(range_key=True)
 
 
-class ImageRecord(_Record):
+class ImageRecord(Model):
     """One image of one job, written when its result is filed (submit writes none for an
     image it enqueues: a job's images as submitted are its manifest, ManifestRecord); `state`
     is then succeeded | failed | cancelled, exactly once. A retry puts a failed one back to
@@ -239,7 +239,7 @@ class ImageRecord(_Record):
     area_visits = AreaVisitsIndex()
 
 
-class ManifestRecord(_Record):
+class ManifestRecord(Model):
     """A slice of a job's images as submitted (MANIFEST_SLICE of them, compressed JSON), in
     the Images table at a negative image_index (-1 for the first slice): one write per slice
     at submit instead of one per image, read back only to requeue, cancel, expire or export
@@ -291,7 +291,7 @@ class StoresByAreaIndex(GlobalSecondaryIndex["StoreRecord"]):
 AREA_REGISTRY_ID = "#areas"
 
 
-class StoreRecord(_Record):
+class StoreRecord(Model):
     """One store of the store master (or, at AREA_REGISTRY_ID, the set of known areas)."""
 
     class Meta(_Meta):
@@ -306,7 +306,7 @@ class StoreRecord(_Record):
     stores_by_area = StoresByAreaIndex()
 
 
-class WebhookSecretRecord(_Record):
+class WebhookSecretRecord(Model):
     """One client's webhook signing secrets (data/webhook_secrets.py). The table is
     encrypted at rest with a KMS key (template.yaml's SSESpecification)."""
 
@@ -334,8 +334,11 @@ TABLE_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, StoreRecord, We
 
 def connection() -> Connection:
     """The low-level connection the models share (one botocore client per container),
-    for multi-item transactions."""
-    return JobRecord._get_connection().connection
+    for multi-item transactions and the raw client calls of data/; its client is counted
+    (data/usage.py) even when used directly, where PynamoDB sends no signal."""
+    shared = JobRecord._get_connection().connection
+    instrument(shared.client)
+    return shared
 
 
 def connect() -> None:
