@@ -116,6 +116,15 @@ class JobStateChoice(StrEnum):
     cancelled = "cancelled"
 
 
+class ImageStateChoice(StrEnum):
+    """The statuses GET /api/results filters by (client.ImageState)."""
+
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
 ApiUrl = Annotated[
     str,
     typer.Option(
@@ -261,6 +270,12 @@ def _report(status: JobStatus, output_format: TextOrJson) -> int:
         else:
             for failure in status.errors:
                 print(f"{failure.store_id}: {failure.error}")
+    if status.error_truncated and status.error_count is not None:
+        unlisted = status.error_count - len(status.errors)
+        _say(
+            f"{_count(unlisted, 'more failed store')} not listed; every failure: "
+            f"retail-pulse results {status.job_id} --status failed"
+        )
     return code
 
 
@@ -488,9 +503,21 @@ def _print_jobs(listed: Sequence[JobSummary], state: str | None) -> None:
     _say(_count(len(listed), f"{state} job" if state else "job"))
 
 
-@app.command(epilog="Example: retail-pulse results 0b6a6f3e-... --format csv --output results.csv")
+@app.command(
+    epilog="Example: retail-pulse results 0b6a6f3e-... --format csv --output results.csv; "
+    "retail-pulse results 0b6a6f3e-... --status failed (every failure, when the status lists "
+    "100 stores)"
+)
 def results(
     job_id: JobId,
+    status_filter: Annotated[
+        ImageStateChoice | None,
+        typer.Option(
+            "--status",
+            help="Only the images of this status (the API filters; other rows are not sent).",
+            show_default=False,
+        ),
+    ] = None,
     output_format: Annotated[
         CsvOrJson,
         typer.Option(
@@ -521,9 +548,9 @@ def results(
     api: ApiUrl = DEFAULT_API_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Export every image's result of a job, across all result pages, in submit order:
-    store_id, image_url, visit_time, status (pending, succeeded, failed, cancelled),
-    perimeter, width, height, error.
+    """Export every image's result of a job (or only those of --status), across all result
+    pages, in submit order: store_id, image_url, visit_time, status (pending, succeeded,
+    failed, cancelled), perimeter, width, height, error.
 
     A summary of the statuses goes to stderr. Exit 0 exported; 2 for an unknown job id or
     an --output that cannot be written; 3 the API could not be reached.
@@ -533,17 +560,23 @@ def results(
         RetailPulseClient(api, api_key) as client,
         _output_stream(output) as stream,
     ):
+        state = None if status_filter is None else status_filter.value
         if output_format is CsvOrJson.csv:
-            states = _write_results_csv(stream, client.results_csv(job_id, limit=page_size))
+            pages = client.results_csv(job_id, limit=page_size, status=state)
+            states = _write_results_csv(stream, pages)
         else:
-            rows = [row.model_dump(mode="json") for row in client.results(job_id, page_size)]
+            rows = [
+                row.model_dump(mode="json")
+                for row in client.results(job_id, page_size, status=state)
+            ]
             json.dump({"job_id": job_id, "results": rows}, stream, indent=2)
             stream.write("\n")
             states = Counter(str(row["status"]) for row in rows)
     total = sum(states.values())
     where = f" to {output}" if output is not None else ""
     summary = ", ".join(f"{number} {state}" for state, number in sorted(states.items()))
-    _say(f"Wrote {_count(total, 'result')} of job {job_id}{where}: {summary or 'no images'}")
+    nothing = f"no {state} images" if state else "no images"
+    _say(f"Wrote {_count(total, 'result')} of job {job_id}{where}: {summary or nothing}")
 
 
 def _write_results_csv(stream: IO[str], rows: Iterable[Sequence[str]]) -> Counter[str]:

@@ -137,6 +137,9 @@ class JobStatus(_Model):
     job_id: str
     progress: Progress | None = None  # optional in the SPEC; this service always sends it
     errors: tuple[StoreError, ...] = Field(default=(), alias="error")
+    # Only a failed job's: how many stores failed; `error` lists at most 100 of them.
+    error_count: int | None = None
+    error_truncated: bool | None = None
 
     @field_validator("errors", mode="before")
     @classmethod
@@ -374,19 +377,27 @@ class RetailPulseClient:
         for page in self._pages("jobs", params, JobsPage):
             yield from page.jobs
 
-    def results(self, job_id: str, limit: int | None = None) -> Iterator[ResultRow]:
-        """Every image of a job in submit order, whatever its state, following `next` to the
-        last page; `limit` is the page size (1 to 1,000). UnknownJob when there is none."""
-        params = _present(("jobid", job_id), ("limit", limit))
+    def results(
+        self, job_id: str, limit: int | None = None, status: str | None = None
+    ) -> Iterator[ResultRow]:
+        """Every image of a job in submit order (only those of `status` when given: pending,
+        succeeded, failed or cancelled), following `next` to the last page; `limit` is the
+        page size (1 to 1,000). UnknownJob when there is none."""
+        params = _present(("jobid", job_id), ("status", status), ("limit", limit))
         with _unknown_job(job_id):
             for page in self._pages("results", params, ResultsPage):
                 yield from page.results
 
-    def results_csv(self, job_id: str, limit: int | None = None) -> Iterator[tuple[str, ...]]:
+    def results_csv(
+        self, job_id: str, limit: int | None = None, status: str | None = None
+    ) -> Iterator[tuple[str, ...]]:
         """A job's results as the service writes them in CSV: its header row once, then one
-        row per image across every page (each page starts with the header; it is checked
-        and dropped), following the Retail-Pulse-Next header to the last page."""
-        params = _present(("jobid", job_id), ("limit", limit), ("format", "csv"))
+        row per image (of `status` when given) across every page (each page starts with the
+        header; it is checked and dropped), following the Retail-Pulse-Next header to the
+        last page."""
+        params = _present(
+            ("jobid", job_id), ("status", status), ("limit", limit), ("format", "csv")
+        )
         header: tuple[str, ...] | None = None
         seen_tokens: set[str] = set()
         with _unknown_job(job_id):

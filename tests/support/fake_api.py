@@ -209,7 +209,10 @@ class FakeJob:
             "progress": self.progress(),
         }
         if self.status == "failed" and self.store_errors:
-            body["error"] = self.store_errors
+            # As the service bounds it: 100 stores at most, and how many failed.
+            body["error"] = self.store_errors[:100]
+            body["error_count"] = len(self.store_errors)
+            body["error_truncated"] = len(self.store_errors) > 100
         return body
 
     def summary(self) -> dict[str, Any]:
@@ -340,9 +343,13 @@ class FakeJobs:
         form = request.query.get("format", "json")
         if form not in ("json", "csv"):
             return 400, {"error": "query parameter 'format': Input should be 'json' or 'csv'"}
+        state = request.query.get("status")
+        if state not in (None, "pending", "succeeded", "failed", "cancelled"):
+            return 400, {"error": "query parameter 'status': Input should be 'pending', ..."}
+        chosen = [row for row in job.rows if state is None or row["status"] == state]
         try:
             rows, token = self._page(
-                request, "results", (job.job_id,), job.rows, default=1000, most=1000
+                request, "results", (job.job_id, state), chosen, default=1000, most=1000
             )
         except _Refused as refused:
             return refused.answer
