@@ -142,8 +142,8 @@ def _in_status(
     if not _may_have(job, status):
         return [], -1, False
     if status == FAILED:
-        rows, covered, more = failed_image_reports(job.job_id, limit, after)
-        return rows, (covered if covered is not None else -1), more
+        failures, covered, more = failed_image_reports(job.job_id, limit, after)
+        return failures, (covered if covered is not None else -1), more
     first = 0 if after is None else after + 1
     end = min(job.total, first + SCAN_BUDGET)  # one past the last image this request reads
     rows: list[ImageReport] = []

@@ -1,0 +1,175 @@
+"""`python -m bench.failed_status`: what one status poll of a failed job reads, before and
+after the failure summary kept with the job (issue 23), on DynamoDB Local.
+
+Before, GET /api/status of a failed job read the job, then Queried every failure through
+the FailedImages index to list one error per store. Now the job keeps a bounded summary of
+its failures (at most 100 stores, how many failed), written when it fails: a poll is one
+GetItem of the job. Both are measured here as the service's own data code issues them
+(`get_job` + `failed_images` then, `status_of(get_job(...))` now), with read units as
+DynamoDB Local reports them (ReturnConsumedCapacity, data/usage.py), for two jobs:
+
+- 3,000 images of 3,000 unknown stores (each failure's error is a short sentence);
+- 10,000 images of 10,000 stores whose ~2 KB presigned URLs answered 403 (each error names
+  its URL).
+
+Scratch tables in an in-memory DynamoDB Local of its own; prints one JSON line per job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sys
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "JOBS_TABLE": "FailedStatusBenchJobs",
+    "IMAGES_TABLE": "FailedStatusBenchImages",
+    "STORES_TABLE": "FailedStatusBenchStores",
+    "POWERTOOLS_SERVICE_NAME": "retail-pulse",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _presigned(n: int) -> str:
+    """A URL of about 2 KB shaped like an S3 presigned one: its credential, token and
+    signature are random hex (as incompressible as the real ones; a repeated pattern would
+    make the kept summary look smaller than it is)."""
+    noise = random.Random(n).randbytes(960).hex()
+    return (
+        f"https://bucket.s3.amazonaws.com/visits/{n:07d}.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        f"&X-Amz-Credential={noise[:20]}&X-Amz-Security-Token={noise[20:1856]}"
+        f"&X-Amz-Signature={noise[1856:1920]}"
+    )
+
+
+def _failed_job(images: int, error_of: Any) -> str:
+    """A job whose every image failed, each of its own store, finished as the service
+    finishes it (mark_finished: the summary kept with the failed stamp)."""
+    from retail_pulse.data.jobs import create_job, mark_finished
+    from retail_pulse.domain import FAILED, Image, Job
+
+    job_id = str(uuid.uuid4())
+    job = Job(
+        job_id=job_id,
+        total=images,
+        succeeded=0,
+        failed=images,
+        visit_count=images,
+        created_at=datetime.now(UTC),
+    )
+    rows = [
+        Image(
+            job_id=job_id,
+            image_index=n,
+            store_id=f"STORE-{n:07d}",
+            area=None,
+            url=f"https://images.example/{n}.jpg",
+            visit_time="2026-11-28T10:15:00Z",
+            state=FAILED,
+            error=error_of(n),
+        )
+        for n in range(images)
+    ]
+    create_job(job, rows)
+    assert mark_finished(job_id) is not None
+    return job_id
+
+
+def _reads(call: Any) -> tuple[Any, float, dict[str, int]]:
+    """What `call` returns, the read units it consumed, and its DynamoDB requests."""
+    from retail_pulse.data.usage import usage
+
+    usage.reset()
+    result = call()
+    summary = usage.summary()
+    requests = {k: v for k, v in summary["requests"].items() if k.startswith("dynamodb.")}
+    return result, round(sum(usage.read_units.values()), 1), requests
+
+
+def measure(name: str, images: int, error_of: Any) -> dict[str, Any]:
+    from retail_pulse.data.jobs import failed_images, get_job
+    from retail_pulse.jobs.status import status_document, status_of
+
+    job_id = _failed_job(images, error_of)
+
+    def before() -> list[dict[str, str]]:
+        get_job(job_id)
+        first: dict[str, dict[str, str]] = {}
+        for failure in failed_images(job_id):
+            first.setdefault(failure.store_id, vars(failure))
+        return list(first.values())
+
+    def after() -> dict[str, Any]:
+        job = get_job(job_id)
+        assert job is not None
+        return status_document(status_of(job))
+
+    old, old_units, old_requests = _reads(before)
+    new, new_units, new_requests = _reads(after)
+    return {
+        "job": name,
+        "failed_images": images,
+        "before": {
+            "read_units": old_units,
+            "requests": old_requests,
+            "error_bytes": len(json.dumps(old)),
+        },
+        "after": {
+            "read_units": new_units,
+            "requests": new_requests,
+            "body_bytes": len(json.dumps(new)),
+            "listed": len(new["error"]),
+            "error_count": new["error_count"],
+        },
+    }
+
+
+def main() -> int:
+    os.environ.update(_ENV)
+    from local_stack.dynamodb_local import START_TIMEOUT_S, ensure_jar, start, wait_ready
+
+    port = _free_port()
+    log_path = Path(tempfile.mkdtemp(prefix="dynamodb-local-")) / "dynamodb-local.log"
+    process = start(ensure_jar(), port, log_path)
+    try:
+        wait_ready(port, process, START_TIMEOUT_S)
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{port}"
+        from retail_pulse.data.models import ImageRecord, JobRecord
+
+        for model in (JobRecord, ImageRecord):
+            model.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
+        results = [
+            measure("3,000 unknown stores", 3000, lambda n: "store_id not found in store master"),
+            measure(
+                "10,000 stores, 2 KB presigned URLs answering 403",
+                10_000,
+                lambda n: f"image download failed: HTTP 403 for {_presigned(n)}",
+            ),
+        ]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    for result in results:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
