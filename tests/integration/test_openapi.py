@@ -116,6 +116,11 @@ def jobs_400(call_api: Call, path: str, **_: Any) -> ApiResult:
 
 def results_200(call_api: Call, path: str, **_: Any) -> ApiResult:
     job_id = submit_201(call_api, "/api/submit/").body["job_id"]
+    # The status filter: the one image is pending, none failed.
+    failed = call_api("GET", path, query={"jobid": job_id, "status": "failed"})
+    assert (failed.status_code, failed.body) == (200, {"results": []})
+    pending = call_api("GET", path, query={"jobid": job_id, "status": "pending"})
+    assert [row["status"] for row in pending.body["results"]] == ["pending"]
     return call_api("GET", path, query={"jobid": job_id})
 
 
@@ -123,6 +128,8 @@ def results_400(call_api: Call, path: str, **_: Any) -> ApiResult:
     # Both documented bodies: {"error"} for a missing jobid, {} for an unknown job.
     missing = call_api("GET", path)
     assert missing.status_code == 400 and "jobid" in missing.body["error"]
+    bad_status = call_api("GET", path, query={"jobid": "no-such-job", "status": "done"})
+    assert bad_status.status_code == 400 and "status" in bad_status.body["error"]
     return call_api("GET", path, query={"jobid": "no-such-job"})
 
 
