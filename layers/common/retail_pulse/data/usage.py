@@ -1,8 +1,10 @@
 """What this execution environment's AWS clients sent, counted on the client side.
 
 The bill of a serverless service is mostly per request and per capacity unit, so it is
-measured where the requests leave: botocore event hooks on each client the service builds
-(every PynamoDB model's client and the SQS client). For DynamoDB the hooks ask for
+measured where the requests leave: botocore event hooks (its public extension point) on
+each client the service builds: every PynamoDB model's client, reached through PynamoDB's
+documented `pre_dynamodb_send` signal before its first request (data/models.py), and the
+SQS client. No library is patched for it. For DynamoDB the hooks ask for
 `ReturnConsumedCapacity=INDEXES` wherever an operation offers it and add up the
 `ConsumedCapacity` each answer carries, index writes included; for SQS, which bills every
 request, each request is counted. Attempts are counted one by one (a retried request is
