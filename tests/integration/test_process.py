@@ -11,6 +11,7 @@ from retail_pulse.data.models import FAILED, SUCCEEDED, ImageRecord, JobRecord
 from tests.integration.conftest import job, visit
 from tests.support.events import sqs_event
 from tests.support.handlers import FakeContext, load_handler
+from tests.support.pipeline import images_sent_again
 
 pytestmark = pytest.mark.usefixtures("no_gpu_pause")
 
@@ -120,23 +121,32 @@ def test_transient_failure_is_retried_later_then_fails_with_the_attempt_count(
 ):
     url = image_server.url("/always/503")
     job_id = submit(call_api, [url])
-    first = event_from_queue(aws, receive_count=1)
+    first = event_from_queue(aws)
 
-    response = process(first)
+    with images_sent_again() as sent:
+        response = process(first)
 
-    assert response == {"batchItemFailures": [{"itemIdentifier": first["Records"][0]["messageId"]}]}
+    # The record is done with: its retry is a message of its own, the image's second attempt,
+    # held back for a backoff rather than retried at once.
+    assert response == {"batchItemFailures": []}
+    (retry,) = sent
+    assert retry.body == {**json.loads(first["Records"][0]["body"]), "attempt": 2}
+    assert retry.delay_s >= 1
+    assert aws.receive() == []
     # Still pending: no result is filed for it (no record), and the export says so.
     assert images_of(job_id) == []
     (row,) = call_api("GET", "/api/results", query={"jobid": job_id}).body["results"]
     assert (row["image_url"], row["status"]) == (url, "pending")
-    # The message was hidden for a backoff rather than retried at once.
-    assert aws.receive() == []
 
-    last = sqs_event([first["Records"][0]["body"]], [4])
-    assert process(last) == {"batchItemFailures": []}
+    # Its receive count says nothing: the attempt it carries is the last one.
+    last = sqs_event([json.dumps({**retry.body, "attempt": 4})], [1])
+    with images_sent_again() as sent:
+        assert process(last) == {"batchItemFailures": []}
+    assert sent == []
     (image,) = images_of(job_id)
     assert image.state == FAILED
     assert "HTTP 503" in image.error and "4 attempts" in image.error
+    assert image.attempts == 4
     status = call_api("GET", "/api/status", query={"jobid": job_id}).body
     assert status["status"] == "failed"
     assert json.dumps(status["error"]).count("S00339218") == 1

@@ -49,7 +49,14 @@ def test_accepts_the_spec_example_and_enqueues_one_message_per_image(aws, stores
     bodies = sorted(
         (json.loads(m["Body"]) for m in aws.queued_messages()), key=lambda b: b["image_index"]
     )
-    common = {"job_id": job_id, "area": "710006", "tenant": "default", "express": False}
+    # Each is the image's first attempt: its attempts are counted by the service, not SQS.
+    common = {
+        "job_id": job_id,
+        "area": "710006",
+        "tenant": "default",
+        "express": False,
+        "attempt": 1,
+    }
     first, second = "2026-11-28T10:15:00Z", "2026-11-28T06:10:00Z"
     # Each message carries its image whole, visit time too: the process function writes
     # the image's record from it.

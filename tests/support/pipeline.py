@@ -4,13 +4,17 @@
 process handler in batches of 10, deletes what succeeded, and redelivers what failed with
 its receive count raised (at once: waiting out visibility timeouts teaches nothing here).
 A message that fails `max_receives` times goes to the dead-letter handler, as the queue's
-redrive policy sends it to the dead-letter queue.
+redrive policy sends it to the dead-letter queue. Images the function sends again (retries
+and give-backs, each a new message carrying its attempt number) are sent with no delay
+while it drains, and received and processed in turn.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,17 +87,79 @@ class Pipeline:
         deliveries: list[Delivery] | None = None,
         invoke: Callable[[list[Delivery]], list[Delivery]] = invoke_process,
     ) -> None:
-        """Process until nothing is left to deliver (failures come back, then dead-letter)."""
+        """Process until nothing is left to deliver (failures come back, then dead-letter;
+        images sent again come as new messages)."""
         queue = self.receive() if deliveries is None else list(deliveries)
-        while queue:
-            batch, queue = queue[:10], queue[10:]
-            for delivery in invoke(batch):
-                if delivery.receive_count >= MAX_RECEIVES:
-                    self.dead_lettered.append(delivery.body)
-                    invoke_dead_letter([delivery.body])
-                else:
-                    delivery.receive_count += 1
-                    queue.append(delivery)
+        with sent_again_at_once() as sent_again:
+            while queue:
+                batch, queue = queue[:10], queue[10:]
+                for delivery in invoke(batch):
+                    if delivery.receive_count >= MAX_RECEIVES:
+                        self.dead_lettered.append(delivery.body)
+                        invoke_dead_letter([delivery.body])
+                    else:
+                        delivery.receive_count += 1
+                        queue.append(delivery)
+                if not queue and sent_again:
+                    sent_again.clear()
+                    queue = self.receive()
+
+
+@dataclass(frozen=True)
+class SentAgain:
+    """An image message the process function sent again, as SQS was asked to deliver it."""
+
+    body: dict[str, Any]
+    delay_s: int
+    group: str
+
+
+@contextmanager
+def images_sent_again() -> Iterator[list[SentAgain]]:
+    """Every image message sent again (data/queue.py send_image_again) while the block runs,
+    with its delay and message group; sent as usual."""
+    from retail_pulse.data.queue import _sqs
+
+    sent: list[SentAgain] = []
+
+    def note(params: dict[str, Any], **_: Any) -> None:
+        if "DelaySeconds" in params:
+            sent.append(
+                SentAgain(
+                    json.loads(params["MessageBody"]),
+                    params["DelaySeconds"],
+                    params["MessageGroupId"],
+                )
+            )
+
+    events = _sqs().meta.events
+    events.register("before-parameter-build.sqs.SendMessage", note, unique_id="note-sent")
+    try:
+        yield sent
+    finally:
+        events.unregister("before-parameter-build.sqs.SendMessage", unique_id="note-sent")
+
+
+@contextmanager
+def sent_again_at_once() -> Iterator[list[str]]:
+    """While the block runs, images the process function sends again (data/queue.py
+    send_image_again) go without their delay, and their bodies are listed: a test drains
+    retries at once, as it redelivers failures at once."""
+    from retail_pulse.data.queue import _sqs
+
+    sent: list[str] = []
+
+    def at_once(params: dict[str, Any], **_: Any) -> None:
+        if "DelaySeconds" in params:
+            params["DelaySeconds"] = 0
+            sent.append(params["MessageBody"])
+
+    events = _sqs().meta.events
+    events.register("before-parameter-build.sqs.SendMessage", at_once, unique_id="at-once")
+    try:
+        yield sent
+    finally:
+        events.unregister("before-parameter-build.sqs.SendMessage", unique_id="at-once")
 
 
 def assert_accounted(job_id: str, terminal: bool = True) -> JobRecord:

@@ -82,6 +82,22 @@ def enqueue_images(bodies: Sequence[dict[str, Any]], express: bool = False) -> N
         list(pool.map(lambda batch: _send_batch(batch, express), batches))
 
 
+# SQS's most for DelaySeconds: 15 minutes.
+_MAX_DELAY_S = 900
+
+
+def send_image_again(body: dict[str, Any], delay_s: int, express: bool = False) -> None:
+    """Send an image's message again (a retry, or a record given back unstarted), to be
+    delivered after `delay_s` (at most SQS's 15 minutes): its own message, in its client's
+    group, so neither SQS's receive count nor a changed visibility carries its attempts."""
+    _sqs().send_message(
+        QueueUrl=_queue_url(express),
+        MessageBody=json.dumps(body),
+        DelaySeconds=max(0, min(int(delay_s), _MAX_DELAY_S)),
+        MessageGroupId=str(body.get("tenant") or DEFAULT_TENANT),
+    )
+
+
 def delay_message(receipt_handle: str, seconds: int, express: bool = False) -> None:
     """Hide a message for `seconds` so its retry waits without holding a Lambda."""
     _sqs().change_message_visibility(

@@ -21,8 +21,10 @@ runs on a lookup thread of its own, waited for until the deadline and no longer.
 
 The body is streamed with a byte cap, and must not be content-encoded (no decompression,
 so no decompression bombs); malformed framing headers fail the download instead of being
-guessed at. Whatever the host or the URL does, `fetch` raises only PermanentImageError or
-TransientImageError.
+guessed at. A caller holding memory for bodies is told what each body needs as it becomes
+known (`hold`): its Content-Length once the headers arrive, or, without one, what has been
+read so far, growing; nothing before the host has answered. Whatever the host or the URL
+does, `fetch` raises only PermanentImageError or TransientImageError.
 
 `post` sends one POST (a webhook delivery) through the same vetting, pinning and deadline,
 with no redirects followed; the receiver's answer is its status, and Retry-After.
@@ -89,8 +91,47 @@ _MAX_CAUSE_CHARS = 200
 # URLs with control characters are refused before requests or http.client see them.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
-_UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+# IANA's special-purpose address registries (iana.org/assignments/iana-ipv4-special-registry
+# and iana-ipv6-special-registry), decided from the address bits: Python's own tables differ
+# by version (3.11 calls 192.0.0.8 global; 3.12.4 and later call all of 192.0.0.0/24 private
+# but two addresses). The first match names the refusal. A block whose few globally
+# reachable addresses are anycast services (192.0.0.9 and .10, 2001:1::1 to ::3, AMT,
+# AS112) is refused whole: no image host lives there. Python's tables are still asked after,
+# and can only add a refusal.
+_SPECIAL_PURPOSE: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = tuple(
+    (ipaddress.ip_network(network), why)
+    for network, why in (
+        ("0.0.0.0/32", "an unspecified address"),
+        ("0.0.0.0/8", 'a "this network" address (0.0.0.0/8)'),
+        ("10.0.0.0/8", "a private address"),
+        ("100.64.0.0/10", "in the shared address space 100.64.0.0/10"),
+        ("127.0.0.0/8", "a loopback address"),
+        ("169.254.0.0/16", "a link-local address"),
+        ("172.16.0.0/12", "a private address"),
+        ("192.0.0.0/24", "an IETF protocol assignment (192.0.0.0/24)"),
+        ("192.0.2.0/24", "a documentation address (192.0.2.0/24)"),
+        ("192.88.99.0/24", "a 6to4 relay anycast address (192.88.99.0/24)"),
+        ("192.168.0.0/16", "a private address"),
+        ("198.18.0.0/15", "a benchmarking address (198.18.0.0/15)"),
+        ("198.51.100.0/24", "a documentation address (198.51.100.0/24)"),
+        ("203.0.113.0/24", "a documentation address (203.0.113.0/24)"),
+        ("224.0.0.0/4", "a multicast address"),
+        ("255.255.255.255/32", "the broadcast address"),
+        ("240.0.0.0/4", "a reserved address"),
+        ("::/128", "an unspecified address"),
+        ("::1/128", "a loopback address"),
+        ("100::/64", "a discard-only address (100::/64)"),
+        ("100:0:0:1::/64", "a dummy address (100:0:0:1::/64)"),
+        ("2001::/23", "an IETF protocol assignment (2001::/23)"),
+        ("2001:db8::/32", "a documentation address (2001:db8::/32)"),
+        ("3fff::/20", "a documentation address (3fff::/20)"),
+        ("5f00::/16", "a segment routing address (5f00::/16)"),
+        ("fc00::/7", "a unique local address (fc00::/7)"),
+        ("fe80::/10", "a link-local address"),
+        ("fec0::/10", "a site-local address (fec0::/10)"),
+        ("ff00::/8", "a multicast address"),
+    )
+)
 
 # IPv6 forms with an IPv4 address inside. IPv4-mapped is that IPv4 address (a dual-stack
 # socket connects to it over IPv4), so the inner address alone decides. The others are
@@ -144,19 +185,27 @@ def fetch_image(url: str, settings: Settings | None = None) -> bytes | bytearray
     return fetch(url, settings).data
 
 
-def fetch(
-    url: str, settings: Settings | None = None, *, size_known: Callable[[int], None] | None = None
-) -> FetchedImage:
+# hold(total, timeout_s): the caller now holds `total` bytes for this body, having waited at
+# most `timeout_s` for them; it raises an ImageError if they cannot be had.
+Hold = Callable[[int, float], None]
+# A body without a Content-Length is held in steps of this much as it grows: one wait on
+# the caller's budget per megabyte, not per read.
+HOLD_STEP_BYTES = 1024 * 1024
+
+
+def fetch(url: str, settings: Settings | None = None, *, hold: Hold | None = None) -> FetchedImage:
     """Download `url` following at most MAX_REDIRECTS redirects, each hop vetted.
 
-    `size_known` is told the body's Content-Length, once it is known to be within the byte
-    cap and before the body is read (a caller holding memory for the body can shrink it).
-    Raises PermanentImageError or TransientImageError, and nothing else.
+    `hold` is told the bytes the body needs before they are read: its Content-Length once
+    that is known to be within the byte cap, or (without one) what has been read so far,
+    in steps of HOLD_STEP_BYTES as the body grows, never more than the cap. It is given
+    the attempt's time left to wait in. Raises PermanentImageError or TransientImageError
+    (whatever ImageError `hold` raised among them), and nothing else.
     """
     settings = settings or get_settings()
     with _deadline_attempt(url, settings.image_deadline_s) as attempt:
         try:
-            fetched = _follow(url, settings, attempt, size_known)
+            fetched = _follow(url, settings, attempt, hold)
         except MemoryError:
             raise  # not the host's doing, and not safe to carry on from
         except Exception as err:
@@ -183,9 +232,7 @@ def _attempt_error(err: Exception, url: str, attempt: _Attempt) -> ImageError:
     return _classify(err, url, reading=False)
 
 
-def _follow(
-    url: str, settings: Settings, attempt: _Attempt, size_known: Callable[[int], None] | None
-) -> FetchedImage:
+def _follow(url: str, settings: Settings, attempt: _Attempt, hold: Hold | None) -> FetchedImage:
     """The redirect loop of one attempt."""
     current = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -196,7 +243,7 @@ def _follow(
                 continue
             _raise_for_status(response, current)
             _refuse_content_encoding(response, current)
-            data = _read_body(response, current, settings, attempt, size_known)
+            data = _read_body(response, current, settings, attempt, hold)
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             return FetchedImage(url=current, data=data, content_type=content_type or None)
     raise PermanentImageError(f"more than {MAX_REDIRECTS} redirects from {url}", reason="download")
@@ -407,18 +454,10 @@ def _blocked_because(address: IpAddress) -> str | None:
                     return f"{why} wrapped in {form}"
             return f"an IPv4 address wrapped in {form}; transition addresses are not fetched"
     ip = address
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip in _SHARED_ADDRESS_SPACE:
-        return "in the shared address space 100.64.0.0/10"
-    if ip in _UNIQUE_LOCAL:
-        return "a unique local address (fc00::/7)"
+    for network, why in _SPECIAL_PURPOSE:
+        if ip.version == network.version and ip in network:
+            return why
+    # Nothing above matched; a version's tables may still know better.
     if ip.is_reserved:
         return "a reserved address"
     if ip.is_private:
@@ -634,12 +673,13 @@ def _read_body(
     url: str,
     settings: Settings,
     attempt: _Attempt,
-    size_known: Callable[[int], None] | None = None,
+    hold: Hold | None = None,
 ) -> bytearray:
     """The body, failing on the byte cap or the deadline, whichever comes first."""
     cap = settings.max_image_bytes
     too_large = f"image larger than {_format_bytes(cap)}: {url}"
     declared = response.headers.get("Content-Length")
+    held = 0  # what `hold` was last told
     if declared is not None:
         # http.client reads the length with int(), which also takes "1_0", "+5" and
         # Arabic-Indic digits: a length it reads one way and we another is a framing
@@ -651,13 +691,14 @@ def _read_body(
             )
         if len(declared) > _MAX_DIGITS or int(declared) > cap:
             raise PermanentImageError(too_large, reason="too_large")
-        if size_known is not None:
-            size_known(int(declared))
+        if hold is not None:
+            held = int(declared)
+            hold(held, attempt.remaining())
 
     # The body is read into one buffer of the declared size, in place: growing a buffer
     # chunk by chunk and copying it into bytes at the end mapped, faulted in and copied
     # each body two or three times over (see _CHUNK_BYTES). Without a declared size, or
-    # past it, the buffer grows.
+    # past it, the buffer grows, and so does what is held for it.
     body = bytearray(int(declared) if declared is not None else 0)
     filled = 0
     try:
@@ -667,6 +708,9 @@ def _read_body(
             end = filled + len(chunk)
             if end > cap:
                 raise PermanentImageError(too_large, reason="too_large")
+            if hold is not None and end > held:
+                held = min(cap, max(end, held + HOLD_STEP_BYTES))
+                hold(held, attempt.remaining())
             if end <= len(body):
                 body[filled:end] = chunk
             else:

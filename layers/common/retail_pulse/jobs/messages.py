@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from retail_pulse.domain import DEFAULT_TENANT, Image
 from retail_pulse.settings import get_settings
@@ -27,6 +27,11 @@ class ImageMessage(BaseModel):
     # RFC 3339, UTC. Absent from messages sent while submit wrote a `pending` record per
     # image: that record has it.
     visit_time: str = ""
+    # The image's attempt number should this delivery's download start: the downloads of it
+    # that started before, plus one. A retry sends the message again with the next number,
+    # a record given back unstarted with the same one (jobs/process.py). None in messages
+    # sent before they carried it: their SQS receive count stood for it then, and still does.
+    attempt: int | None = Field(None, ge=1)
 
     @classmethod
     def body(cls, image: Image, tenant: str, express: bool) -> dict[str, Any]:
@@ -40,7 +45,12 @@ class ImageMessage(BaseModel):
             tenant=tenant,
             express=express,
             visit_time=image.visit_time,
+            attempt=1,
         ).model_dump()
+
+    def again(self, attempt: int) -> dict[str, Any]:
+        """This message as it is sent again, as attempt number `attempt`."""
+        return self.model_copy(update={"attempt": attempt}).model_dump()
 
     def image(self) -> Image:
         """The image this message carries, as its record is written."""
