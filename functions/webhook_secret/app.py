@@ -1,5 +1,5 @@
 """GET /api/webhook-secret and POST /api/webhook-secret/rotate: the caller's own webhook
-signing secret (retail_pulse.webhook_secrets), to verify its deliveries with."""
+signing secret (retail_pulse.jobs.webhook_secrets), to verify its deliveries with."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from retail_pulse.api.models import INTERNAL_ERROR, ErrorBody, WebhookSecretResponse
 from retail_pulse.api.resolver import caller_tenant, json_response, make_resolver
 from retail_pulse.entry import lambda_entry
-from retail_pulse.webhook_secrets import rotate_webhook_secret, webhook_secret
+from retail_pulse.jobs.webhook_secrets import rotate_webhook_secret, webhook_secret
 
 router = APIGatewayRouter()
 

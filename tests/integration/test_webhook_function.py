@@ -18,9 +18,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from local_stack.event_sources import sqs_record
 from retail_pulse.data.queue import enqueue_webhook
 from retail_pulse.jobs.messages import WebhookDelivery
+from retail_pulse.jobs.webhook_secrets import rotate_webhook_secret, webhook_secret
 from retail_pulse.jobs.webhooks import ID_HEADER, SIGNATURE_HEADER
 from retail_pulse.settings import get_settings
-from retail_pulse.webhook_secrets import rotate_webhook_secret, webhook_secret
 from tests.support.handlers import FakeContext, load_handler
 from tests.support.webhook_receiver import HangingReceiver, Receiver, TricklingReceiver
 

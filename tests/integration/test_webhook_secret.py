@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from retail_pulse import webhook_secrets
 from retail_pulse.data import webhook_secrets as store
-from retail_pulse.webhook_secrets import (
+from retail_pulse.jobs import webhook_secrets
+from retail_pulse.jobs.webhook_secrets import (
     ROTATION_OVERLAP,
     rotate_webhook_secret,
     signing_key,

@@ -20,6 +20,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from retail_pulse.jobs import webhooks
 from retail_pulse.jobs.messages import WebhookDelivery
+from retail_pulse.jobs.webhook_secrets import new_secret, signing_key
 from retail_pulse.jobs.webhooks import (
     ID_HEADER,
     MAX_RETRY_DELAY_S,
@@ -35,7 +36,6 @@ from retail_pulse.jobs.webhooks import (
     signed_headers,
 )
 from retail_pulse.settings import get_settings
-from retail_pulse.webhook_secrets import new_secret, signing_key
 from tests.support.webhook_receiver import Receiver, TricklingReceiver, closed_port
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()

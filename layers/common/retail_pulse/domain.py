@@ -487,7 +487,7 @@ class NewClient:
 class WebhookSecrets:
     """A client's webhook signing secrets: `current` signs every delivery; `previous`, the
     one the last rotation replaced, signs them too until a day after `rotated_at`
-    (retail_pulse.webhook_secrets). `rotation_key` is the Idempotency-Key of that rotation,
+    (retail_pulse.jobs.webhook_secrets). `rotation_key` is the Idempotency-Key of that rotation,
     so the same request sent again does not rotate twice. repr leaves the secrets out."""
 
     tenant: str

@@ -3,7 +3,7 @@
 Each receive of a WebhookDelivery from the webhook queue is one attempt: a POST of its
 payload (the same bytes every time, with the same event_id, so receivers deduplicate on
 it) signed at that moment as Standard Webhooks signs (`webhook-id`, `webhook-timestamp`,
-`webhook-signature`; one signature per secret of the client, webhook_secrets.py), sent
+`webhook-signature`; one signature per secret of the client, jobs/webhook_secrets.py), sent
 through the image fetcher's guard (imaging/download.post: the URL vetted and pinned against
 SSRF, a wall-clock deadline, no redirects followed).
 
@@ -43,6 +43,7 @@ from retail_pulse.imaging.errors import (
     TransientImageError,
 )
 from retail_pulse.jobs.messages import WebhookDelivery
+from retail_pulse.jobs.webhook_secrets import signing_key, signing_secrets
 from retail_pulse.observability import (
     WEBHOOK_RETRIES,
     WEBHOOKS_ABANDONED,
@@ -53,7 +54,6 @@ from retail_pulse.observability import (
     redact_url,
 )
 from retail_pulse.settings import get_settings
-from retail_pulse.webhook_secrets import signing_key, signing_secrets
 
 # Standard Webhooks' headers: the event's id (the body's event_id, the same on every
 # attempt: receivers deduplicate on it), the attempt's Unix time, and the signatures.
