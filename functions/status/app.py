@@ -1,4 +1,5 @@
-"""GET /api/status?jobid=: ongoing, completed, or failed with one error per failed store."""
+"""GET /api/status?jobid=: ongoing, completed, or failed with the first error of each failed
+store (at most 100 of them) and how many stores failed; one read of the job whatever it is."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ router = APIGatewayRouter()
     summary="A job's status",
     responses={
         200: {
-            "description": "ongoing, completed, or failed with one error per failed store",
+            "description": "ongoing, completed, or failed with the first error of each failed "
+            "store, at most 100 stores in store id order, `error_count` (how many failed) and "
+            "`error_truncated` (whether `error` leaves some out: every failure is in "
+            "GET /api/results?status=failed)",
             "headers": RETRY_AFTER_HEADER,
             "content": {"application/json": {"model": StatusResponse}},
         },
