@@ -49,6 +49,9 @@ class TrickleHost:
         return self
 
     def stop(self) -> None:
+        """Hang up on every connection and stop listening; a second call does nothing."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         self._thread.join(timeout=10)
         for sock in [*self._heads, *self._trickling]:
