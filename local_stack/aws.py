@@ -229,6 +229,13 @@ def table_request(name: str, properties: dict[str, Any]) -> dict[str, Any]:
             request[key] = [
                 {k: v for k, v in index.items() if k in _INDEX_KEYS} for index in properties[key]
             ]
+    sse = properties.get("SSESpecification")
+    if sse and sse.get("SSEEnabled"):
+        # Encrypted at rest as the template says: moto keeps it (a KMS key of its own, in
+        # the table's description); DynamoDB Local accepts it and keeps tables in memory.
+        request["SSESpecification"] = {"Enabled": True, "SSEType": sse.get("SSEType", "KMS")}
+        if sse.get("KMSMasterKeyId"):
+            request["SSESpecification"]["KMSMasterKeyId"] = sse["KMSMasterKeyId"]
     stream = properties.get("StreamSpecification")
     if stream:
         request["StreamSpecification"] = {

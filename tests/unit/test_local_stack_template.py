@@ -98,6 +98,10 @@ def test_every_table_exists_with_its_keys_and_indexes(
         if ttl:
             status = dynamodb.describe_time_to_live(TableName=table.name)
             assert status["TimeToLiveDescription"]["AttributeName"] == ttl["AttributeName"]
+        sse = declared.get("SSESpecification")
+        if sse and sse["SSEEnabled"]:  # WebhookSecretsTable: KMS at rest, as the template says
+            assert described["SSEDescription"]["SSEType"] == sse["SSEType"]
+            assert described["SSEDescription"]["Status"] == "ENABLED"
 
 
 def test_every_queue_exists_with_visibility_retention_and_redrive(
