@@ -72,6 +72,21 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         # What its presigned POSTs may do: put objects under uploads/, nothing else.
         ("s3:PutObject", "UploadsBucket/uploads/*"),
     },
+    "IngestFunction": {
+        ("dynamodb:UpdateItem", "JobsTable"),
+        ("dynamodb:GetItem", "JobsTable"),
+        ("dynamodb:GetItem", "UploadsTable"),
+        # The upload, the version submit found: under uploads/ only, never written.
+        ("s3:GetObject", "UploadsBucket/uploads/*"),
+        ("s3:GetObjectVersion", "UploadsBucket/uploads/*"),
+        ("dynamodb:BatchWriteItem", "ImagesTable"),
+        ("dynamodb:BatchGetItem", "StoresTable"),
+        ("sqs:SendMessage", "ImageQueue"),
+        ("sqs:SendMessage", "ExpressImageQueue"),
+        ("sqs:SendMessage", "IngestQueue"),
+        *((action, "IngestQueue") for action in POLLER),
+        *ANNOUNCE,
+    },
     "ProcessFunction": {
         ("dynamodb:UpdateItem", "ImagesTable"),
         # A refused image write told from a duplicate (data/jobs.py _file_image).

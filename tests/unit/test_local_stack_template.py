@@ -153,6 +153,8 @@ def _expected_env_value(raw: dict[str, Any], value: Any, model: StackModel, moto
         return f"{moto_url}/123456789012/{model.stack_name}-{name}"
     if kind == "AWS::SecretsManager::Secret":
         return f"{model.stack_name}-{name}"  # the name the local stack creates it under
+    if kind == "AWS::S3::Bucket":
+        return f"{model.stack_name}-{name}".lower()  # S3 names are lower case
     raise AssertionError(f"unexpected Ref {name} in an environment")
 
 

@@ -38,3 +38,9 @@ class StorageInterrupted(ServiceError):
 class WrongJobState(ServiceError):
     """The job's status does not allow this action (cancel a finished job, retry one that
     did not fail); the message says what the status is and what can be done."""
+
+
+class UploadInvalid(Exception):
+    """An uploaded job's body breaks a rule of the submit body (not JSON, a bad URL, count
+    that does not match, over a limit): the message says what and where. Not a request's
+    error: the ingest fails the job with it (its status shows it, store_id null)."""

@@ -33,13 +33,18 @@ def _pack(images: Sequence[Image]) -> bytes:
 
 
 def write_manifest(job_id: str, images: Sequence[Image]) -> None:
-    """Write the job's images (indexes 0..n-1, in order) as its manifest."""
+    """Write the job's images (consecutive indexes, in order) as its manifest: all of them
+    at submit, or a part of them that starts at a slice's first image (an upload's ingest
+    writes its job's manifest part by part)."""
+    first = images[0].image_index if images else 0
+    if first % MANIFEST_SLICE:
+        raise ValueError(f"a manifest part starts at a slice boundary, not at image {first}")
     with ManifestRecord.batch_write() as batch:
         for start in range(0, len(images), MANIFEST_SLICE):
             batch.save(
                 ManifestRecord(
                     job_id=job_id,
-                    image_index=_slice_key(start // MANIFEST_SLICE),
+                    image_index=_slice_key((first + start) // MANIFEST_SLICE),
                     images=_pack(images[start : start + MANIFEST_SLICE]),
                     expires_at=expiry(),  # kept as long as the job
                 )

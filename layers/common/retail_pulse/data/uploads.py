@@ -18,11 +18,12 @@ from typing import Any, BinaryIO, cast
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import PutError, UpdateError
 
+from retail_pulse.data.jobs import create_job, get_job
 from retail_pulse.data.models import UploadRecord
 from retail_pulse.data.usage import instrument
-from retail_pulse.domain import Upload, UploadedObject, UploadTicket
+from retail_pulse.domain import Job, Upload, UploadedObject, UploadTicket
 from retail_pulse.settings import SettingsError, get_settings
 
 UPLOADS_PREFIX = "uploads"
@@ -148,6 +149,21 @@ def claim_upload(upload_id: str, job_id: str, found: UploadedObject) -> str:
     if winner is None or winner.job_id is None:  # pragma: no cover - records are never undone
         raise RuntimeError(f"upload {upload_id} has no job after a refused claim")
     return winner.job_id
+
+
+def record_upload_job(job: Job) -> bool:
+    """Record the job of a claimed upload (no images yet: the ingest writes them), once:
+    False when it is recorded already (a submit of the same upload, sent again or at the
+    same moment, did it)."""
+    if get_job(job.job_id) is not None:
+        return False
+    try:
+        create_job(job, [])
+    except PutError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 class UploadChanged(Exception):

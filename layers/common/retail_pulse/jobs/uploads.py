@@ -15,11 +15,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from pynamodb.exceptions import PutError
-
 from retail_pulse.data.ingest import enqueue_ingest
-from retail_pulse.data.jobs import create_job, get_job
-from retail_pulse.data.uploads import claim_upload, get_upload, new_upload, uploaded_object
+from retail_pulse.data.uploads import (
+    claim_upload,
+    get_upload,
+    new_upload,
+    record_upload_job,
+    uploaded_object,
+)
 from retail_pulse.domain import Job, UploadTicket
 from retail_pulse.errors import InvalidRequest
 from retail_pulse.jobs.ingest import IngestMessage
@@ -94,17 +97,11 @@ def submit_upload(tenant: str, upload_id: str) -> str:
 
 def _start(job: Job) -> None:
     """Record the job and send its ingest message. A submit that died between claiming the
-    upload and this finds the job missing when sent again, and starts it then; one that
-    died after recording it leaves the message to the reconciler (jobs/reconcile.py sends
-    it again for an ingest that does not move)."""
-    if get_job(job.job_id) is not None:
-        return
-    try:
-        create_job(job, [])
-    except PutError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            return  # a submit of the same upload, at the same moment, recorded it
-        raise
+    upload and this finds the job missing when sent again, and starts it then. One that
+    died between recording the job and sending its message leaves a job that is never
+    read (issue 24: the reconciler does not send an ingest message again yet)."""
+    if not record_upload_job(job):
+        return  # a submit of the same upload, sent again or at the same moment, did
     enqueue_ingest(IngestMessage(job_id=job.job_id, tenant=job.tenant).model_dump())
     logger.info("upload job accepted", extra={"job_id": job.job_id, "upload_id": job.upload_id})
     count(JOBS_SUBMITTED)
