@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from local_stack.model import StackModel
+from local_stack.model import BUCKET_PROPERTIES_IGNORED_LOCALLY, StackModel
 from local_stack.template import REGION
 
 log = logging.getLogger("local_stack")
@@ -201,6 +201,15 @@ def create_resources(
         name = model.resolver.refs[logical_id]
         secrets_manager.create_secret(Name=name, SecretString=value)
         log.info("secret %s -> %s", logical_id, name)
+    s3 = client("s3", endpoint_url)
+    for bucket in model.buckets:
+        s3.create_bucket(Bucket=bucket.name)
+        if bucket.versioned:
+            s3.put_bucket_versioning(
+                Bucket=bucket.name, VersioningConfiguration={"Status": "Enabled"}
+            )
+        ignored = sorted(set(bucket.properties) & set(BUCKET_PROPERTIES_IGNORED_LOCALLY))
+        log.info("bucket %s -> %s (ignored locally: %s)", bucket.logical_id, bucket.name, ignored)
     sqs = client("sqs", endpoint_url)
     for queue in model.queues:  # dead-letter targets come first
         attributes = queue_attributes(queue.properties)

@@ -37,6 +37,31 @@ DEFAULT_MEMORY_MB = 128
 DEFAULT_SQS_BATCH_SIZE = 10
 
 
+BUCKET = "AWS::S3::Bucket"
+# What the local stack makes of an AWS::S3::Bucket: the bucket on moto's S3, versioned when
+# the template says so (the ingest reads the version its submit found). The properties
+# below are AWS's business and ignored here, each for its reason; an AWS::S3::BucketPolicy
+# is ignored as a whole (its one rule, TLS only, cannot hold on loopback's plain http).
+BUCKET_PROPERTIES_IGNORED_LOCALLY = {
+    "BucketEncryption": "moto keeps objects in memory: nothing is at rest to encrypt",
+    "PublicAccessBlockConfiguration": "nothing on loopback is public",
+    "OwnershipControls": "nothing uses ACLs",
+    "LifecycleConfiguration": "moto expires no object; a local stack lives hours, not a day",
+}
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    logical_id: str
+    name: str
+    properties: dict[str, Any]
+
+    @property
+    def versioned(self) -> bool:
+        status = (self.properties.get("VersioningConfiguration") or {}).get("Status")
+        return str(status) == "Enabled"
+
+
 @dataclass(frozen=True)
 class TableSpec:
     logical_id: str
@@ -140,6 +165,13 @@ class StackModel:
             if r["Type"] == TABLE
         ]
         self.queues = self._queues_in_creation_order()
+        self.buckets = [
+            BucketSpec(
+                lid, self.resolver.refs[lid], self.resolver.resolve(r.get("Properties") or {})
+            )
+            for lid, r in self.resources.items()
+            if r["Type"] == BUCKET
+        ]
 
     def _physical_name(self, logical_id: str, explicit: Any) -> str:
         return (
@@ -156,6 +188,12 @@ class StackModel:
                 refs[logical_id] = name
                 attrs[(logical_id, "Arn")] = table_arn(name)
                 attrs[(logical_id, "StreamArn")] = f"{table_arn(name)}/stream/local"
+            elif kind == BUCKET:
+                # S3 names are lower case, 3 to 63 characters.
+                name = self._physical_name(logical_id, props.get("BucketName")).lower()[:63]
+                refs[logical_id] = name
+                attrs[(logical_id, "Arn")] = f"arn:{PARTITION}:s3:::{name}"
+                attrs[(logical_id, "DomainName")] = f"{name}.s3.amazonaws.com"
             elif kind == QUEUE:
                 name = self._physical_name(logical_id, props.get("QueueName"))
                 attrs[(logical_id, "Arn")] = queue_arn(name)
