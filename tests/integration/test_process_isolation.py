@@ -18,12 +18,16 @@ import pytest
 
 from retail_pulse.data.models import SUCCEEDED, ImageRecord
 from retail_pulse.jobs import process as process_module
+from retail_pulse.jobs.bytes_budget import ByteBudget
+from retail_pulse.jobs.cancellation import CancelledJobs
+from retail_pulse.jobs.process import BatchRecord, process_batch
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
 from tests.support.events import sqs_event
 from tests.support.handlers import FakeContext, load_handler
+from tests.support.image_server import make_image
 from tests.support.pipeline import images_sent_again
-from tests.support.trickle_host import TrickleHost
+from tests.support.trickle_host import GatedImageHost, TrickleHost
 
 pytestmark = pytest.mark.usefixtures("no_gpu_pause")
 
@@ -149,3 +153,42 @@ def test_a_record_given_back_unstarted_keeps_its_attempt(
     assert handler.lambda_handler(event_of([message]), FakeContext()) == {"batchItemFailures": []}
     (image,) = images_of(job_id)
     assert (image.state, image.attempts) == (SUCCEEDED, 1)
+
+
+@pytest.fixture
+def gated(image_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedImageHost]:
+    host = GatedImageHost(make_image(30, 20, "png"))
+    monkeypatch.setenv("ALLOWED_PRIVATE_HOSTS", f"{image_server.host_port},{host.host_port}")
+    get_settings.cache_clear()
+    yield host
+    host.stop()
+    get_settings.cache_clear()
+
+
+def test_a_cancel_mid_batch_stops_every_download_not_yet_started(
+    aws: Any, stores: Any, call_api: Any, gated: GatedImageHost
+) -> None:
+    """One worker runs the job's five images in turn; the job is cancelled (through the API)
+    while the first one downloads, and a second passes on the cancel checks' clock (the
+    cached answer's age): the other four are filed cancelled, never downloaded."""
+    job_id = submit(call_api, "S00339218", [gated.url(f"/{i}.png") for i in range(5)], "default")
+    messages = sorted(aws.receive(), key=lambda m: json.loads(m["Body"])["image_index"])
+    records = [BatchRecord(m["MessageId"], m["Body"], 1, m["ReceiptHandle"]) for m in messages]
+    now = [0.0]
+    cancelled = CancelledJobs(clock=lambda: now[0])  # strongly consistent reads of the job
+
+    with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(1) as runner:
+        batch = runner.submit(
+            process_batch, records, pool, ByteBudget(10_000_000), lambda: 60.0, cancelled
+        )
+        assert gated.asked.wait(WAIT_S)  # the first image is downloading
+        answer = call_api("POST", "/api/cancel", query={"jobid": job_id})
+        assert answer.status_code == 200, answer.body
+        now[0] += 1.01  # the answer read before the cancel is now too old to be used
+        gated.release.set()
+        assert batch.result(WAIT_S) == []
+
+    assert gated.arrived == ["/0.png"]
+    status = call_api("GET", "/api/status", query={"jobid": job_id}).body
+    assert status["status"] == "cancelled"
+    assert status["progress"] == {"total": 5, "succeeded": 1, "failed": 0, "cancelled": 4}

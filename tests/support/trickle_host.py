@@ -137,3 +137,55 @@ class TrickleHost:
             self._selector.unregister(sock)
         with contextlib.suppress(OSError):
             sock.close()
+
+
+class GatedImageHost:
+    """A raw-socket image host on 127.0.0.1 that holds each request until the test lets it
+    go: `arrived` lists the paths asked for, in order; a request waits for `release` (set by
+    the test) before its image is sent, and `asked` is set as the first one arrives. One
+    thread per connection: for a handful of requests."""
+
+    def __init__(self, image: bytes) -> None:
+        self.image = image
+        self.arrived: list[str] = []
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host_port = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._stopping = threading.Event()
+        threading.Thread(target=self._accept, name="gated-host", daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host_port}{path}"
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.release.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        with sock:
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < MAX_HEAD_BYTES:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                head += data
+            path = head.split(b" ", 2)[1].decode(errors="replace")
+            self.arrived.append(path)
+            self.asked.set()
+            self.release.wait()
+            with contextlib.suppress(OSError):
+                sock.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n"
+                    + f"Content-Length: {len(self.image)}\r\n\r\n".encode()
+                    + self.image
+                )
