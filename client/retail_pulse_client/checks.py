@@ -44,6 +44,10 @@ class Limits:
     images_per_job: int = 50_000
     urls_per_visit: int = 1_000
     url_length: int = 2_048
+    # A job over either of these goes through an upload (POST /api/uploads), up to
+    # images_per_upload_job images.
+    body_bytes: int = 6_000_000
+    images_per_upload_job: int = 1_000_000
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -59,6 +63,8 @@ class Limits:
             images_per_job=read("MAX_IMAGES_PER_JOB", defaults.images_per_job),
             urls_per_visit=read("MAX_URLS_PER_VISIT", defaults.urls_per_visit),
             url_length=read("MAX_URL_LENGTH", defaults.url_length),
+            body_bytes=read("MAX_BODY_BYTES", defaults.body_bytes),
+            images_per_upload_job=read("MAX_IMAGES_PER_UPLOAD_JOB", defaults.images_per_upload_job),
         )
 
 

@@ -23,6 +23,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -48,7 +49,7 @@ from retail_pulse_client.client import (
     ServiceUnavailable,
     VisitResult,
 )
-from retail_pulse_client.display import JobProgress, is_terminal
+from retail_pulse_client.display import JobProgress, UploadProgress, is_terminal
 from retail_pulse_client.jobfile import JobFileError, load_job
 
 if TYPE_CHECKING:  # the service package is optional at run time (`stores`, `clients`)
@@ -334,9 +335,18 @@ def submit(
             _say(f"error: --callback {problem}")
             raise typer.Exit(EXIT_USAGE)
     with _reporting_errors(), RetailPulseClient(api, api_key) as client:
-        job = load_job(file)
+        limits = Limits.from_env()
+        # A file too large for a request body is uploaded (POST /api/uploads), up to the
+        # upload path's own image limit.
+        job = load_job(file, replace(limits, images_per_job=limits.images_per_upload_job))
         payload = job.payload if callback is None else {**job.payload, "callback_url": callback}
-        job_id = client.submit(payload, idempotency_key)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        if len(body) > limits.body_bytes or job.images > limits.images_per_job:
+            _say(f"The job is {len(body):,} bytes: too large for a request body, uploading it")
+            with UploadProgress() as shown:
+                job_id = client.submit_upload(body, shown.update)
+        else:
+            job_id = client.submit(payload, idempotency_key)
         _say(
             f"Submitted {_count(job.images, 'image')} in {_count(job.visits, 'visit')} "
             f"as job {job_id}"

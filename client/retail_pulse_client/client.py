@@ -120,7 +120,8 @@ class Progress(_Model):
 
 
 class StoreError(_Model):
-    store_id: str
+    # null for an uploaded job whose body could not become its images (the error says why)
+    store_id: str | None
     error: str
 
 
@@ -140,6 +141,8 @@ class JobStatus(_Model):
     # Only a failed job's: how many stores failed; `error` lists at most 100 of them.
     error_count: int | None = None
     error_truncated: bool | None = None
+    # Only while an uploaded job's body is still being read (progress.total grows).
+    ingesting: bool | None = None
 
     @field_validator("errors", mode="before")
     @classmethod
@@ -288,6 +291,23 @@ class RetailPulseClient:
             "POST", "/api/submit/", json=dict(payload), headers={"Idempotency-Key": key}
         )
         return self._parse(SubmitAccepted, body, "submit").job_id
+
+    def submit_upload(self, body: bytes, progress: Callable[[int, int], None] | None = None) -> str:
+        """Submit a job too large for a request body: POST /api/uploads, the JSON `body`
+        uploaded to S3 with it (`progress(sent, size)` as it goes), then POST /api/submit/
+        {upload_id}; returns the job id. A retried submit of the same upload answers the
+        same job, so no Idempotency-Key is needed."""
+        from retail_pulse_client.upload import UploadRefused, UploadTicket, send_upload
+
+        ticket = self._parse(UploadTicket, self._request("POST", "/api/uploads"), "uploads")
+        try:
+            send_upload(ticket, body, self.timeout * 10, progress)
+        except UploadRefused as error:
+            raise ApiError(413, str(error)) from None
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise ServiceUnavailable(f"the upload did not get through: {_reason(error)}") from error
+        answer = self._request("POST", "/api/submit/", json={"upload_id": ticket.upload_id})
+        return self._parse(SubmitAccepted, answer, "submit").job_id
 
     def status(self, job_id: str) -> JobStatus:
         """GET /api/status; raises UnknownJob when the service has no such job."""

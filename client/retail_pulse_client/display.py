@@ -15,11 +15,15 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.text import Text
 
@@ -160,3 +164,48 @@ def _duration(seconds: float) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+class UploadProgress:
+    """Show an upload's bytes as they go: a Rich bar (size, speed, time left) on a terminal,
+    a plain line at each quarter anywhere else. A context manager; `update` is the upload's
+    progress callback (bytes sent, size)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._quarter = -1
+        if is_terminal(self.stream):
+            self._bar = Progress(
+                TextColumn("[bold]uploading"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+            )
+            self._task = self._bar.add_task("upload", total=None)
+
+    def __enter__(self) -> UploadProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, sent: int, size: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, total=size, completed=sent)
+            return
+        quarter = 4 * sent // size if size else 4
+        if quarter > self._quarter:
+            self._quarter = quarter
+            print(f"uploading: {sent:,} of {size:,} bytes ({25 * quarter}%)", file=self.stream)

@@ -273,7 +273,10 @@ def test_a_changed_schema_is_caught() -> None:
 
 def test_the_submit_body_the_client_checks_is_the_one_the_api_takes() -> None:
     request = OPENAPI["paths"]["/api/submit/"]["post"]["requestBody"]["content"]
-    assert ref_name(request["application/json"]["schema"]) == "SubmitRequest"
+    # A job's body, or the upload_id of one uploaded (the client's submit_upload sends that).
+    bodies = [ref_name(one) for one in request["application/json"]["schema"]["oneOf"]]
+    assert bodies == ["SubmitRequest", "UploadSubmitRequest"]
+    assert SCHEMAS["UploadSubmitRequest"]["required"] == ["upload_id"]
 
     submit, visit = SCHEMAS["SubmitRequest"], SCHEMAS["Visit"]
     assert set(submit["required"]) == set(checks.SUBMIT_FIELDS)
