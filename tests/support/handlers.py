@@ -12,7 +12,7 @@ FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 
 
 # Routes whose function folder is not named after the route's first segment.
-_FOLDER_OF = {"cancel": "job_actions", "retry": "job_actions"}
+_FOLDER_OF = {"cancel": "job_actions", "retry": "job_actions", "webhook-secret": "webhook_secret"}
 
 
 def function_for(path: str) -> str:
