@@ -227,9 +227,9 @@ class SqsEventSource:
 
     def next_batch(self) -> list[Waiting]:
         """A batch as Lambda gathers one (BatchSize, MaximumBatchingWindowInSeconds), in
-        fair order; every message in it visible again one visibility timeout from now, as
-        if just received (a message received moments ago already is). A message the queue
-        no longer has is left out, as SQS would not deliver it."""
+        fair order; every message in it visible again about one visibility timeout from
+        now, as if just received (at least half of it, at most what the queue gives). A
+        message the queue no longer has is left out, as SQS would not deliver it."""
         taken = self.pool.take(
             self.source.batch_size, self.source.batching_window_s, float(self.wait_s)
         )
@@ -240,7 +240,14 @@ class SqsEventSource:
         gone: list[Waiting] = []
         with self._visibility:  # after any hold of these the feeder has under way
             now = self.clock()
-            held = [w for w in taken if abs(w.visible_at - now - visibility_s) > slack_s]
+            # Held (hidden for longer than the queue's timeout), or with less than half of
+            # it left: set. Each change costs moto a scan of the queue, so a message with
+            # most of its timeout left keeps it (a failure comes back a little early).
+            held = [
+                w
+                for w in taken
+                if not visibility_s / 2 <= w.visible_at - now <= visibility_s + slack_s
+            ]
             for start in range(0, len(held), SQS_MAX_MESSAGES_PER_RECEIVE):
                 chunk = held[start : start + SQS_MAX_MESSAGES_PER_RECEIVE]
                 gone += self._change_visibility(chunk, visibility_s)[1]

@@ -367,6 +367,21 @@ def test_a_message_received_and_handed_over_at_once_costs_no_visibility_request(
     assert changes == []
 
 
+def test_a_message_handed_over_with_under_half_its_timeout_left_gets_the_queues_timeout(
+    queue: tuple[Any, str],
+) -> None:
+    sqs, url = queue
+    send(sqs, url, "A", 20)
+    clock = Clock()
+    source = event_source(url, clock, batch_size=10)
+    changes = visibility_changes(source)
+    fill_all(source)
+    clock.now += 14  # 16 s of 30 left: kept
+    assert len(source.next_batch()) == 10 and changes == []
+    clock.now += 2  # 14 s left: an invocation would risk a second delivery
+    assert len(source.next_batch()) == 10 and changes == [30] * 10
+
+
 def test_a_held_message_is_hidden_while_it_waits_and_handed_over_with_the_queues_timeout(
     queue: tuple[Any, str],
 ) -> None:
@@ -433,7 +448,7 @@ def test_a_batch_leaves_out_what_the_queue_no_longer_has(queue: tuple[Any, str])
     source.finish(first, Invocation("r", True, None))
     send(sqs, url, "B", 1)
     fill_all(source)
-    clock.now += 10  # handed over late: each has its visibility set, and one is gone
+    clock.now += 20  # handed over late: each has its visibility set, and one is gone
     assert [w.message["Body"] for w in source.next_batch()] == ["B-0"]
     assert source.pool.in_flight() == {"B": 1} and source.pool.waiting() == 0
 
