@@ -116,7 +116,8 @@ def test_a_terminal_or_foreign_job_cannot_be_cancelled(aws, stores, call_api, im
     refused = act(call_api, "cancel", job_id, A)
     assert refused.status_code == 409
     assert refused.body == {
-        "error": "the job is already completed; only an ongoing job can be cancelled"
+        "error": "the job has already finished (it is completed); "
+        "only an ongoing job can be cancelled"
     }
     # Another client's job answers exactly as one that does not exist.
     assert act(call_api, "cancel", job_id, B).body == {}

@@ -95,7 +95,7 @@ def test_alarms_notify_the_topic_only_when_one_is_given(template):
         assert alarm["Properties"]["OKActions"] == notify, name
 
 
-def test_the_alarms_watch_backlog_dead_letters_errors_5xx_and_stuck_jobs(template):
+def test_the_alarms_watch_backlog_dead_letters_errors_5xx_stuck_and_unannounced_jobs(template):
     watched = {
         (namespace, name, json.dumps(dims, sort_keys=True))
         for alarm in resources(template, "AWS::CloudWatch::Alarm").values()
@@ -113,6 +113,7 @@ def test_the_alarms_watch_backlog_dead_letters_errors_5xx_and_stuck_jobs(templat
         ("AWS/ApiGateway", "5XXError", api),
         ("AWS/ApiGateway", "Count", api),
         (NAMESPACE, observability.STUCK_JOBS, {"service": service_name(template)}),
+        (NAMESPACE, observability.UNANNOUNCED_JOBS, {"service": service_name(template)}),
     ]
     for namespace, name, dims in expected:
         assert (namespace, name, json.dumps(dims, sort_keys=True)) in watched, (name, dims)

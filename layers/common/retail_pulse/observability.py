@@ -80,6 +80,11 @@ JOBS_FAILED = "JobsFailed"
 STUCK_JOBS = "StuckJobs"
 IMAGES_REQUEUED = "ImagesRequeued"
 JOBS_EXPIRED = "JobsExpired"
+# Terminal jobs whose event the reconciler failed to publish RECONCILE_ALARM_AFTER times or
+# more (EventBridge refusing it, or down): each pass reports how many it saw.
+UNANNOUNCED_JOBS = "UnannouncedJobs"
+# Jobs whose counters the reconciler set from their records (a filing's count was lost).
+JOBS_RECOUNTED = "JobsRecounted"
 DEAD_LETTERS_UNREADABLE = "DeadLettersUnreadable"
 # Webhook deliveries (jobs/webhooks.py): a 2xx; an attempt that will be retried; a delivery
 # ended by the receiver's answer (3xx, 4xx) or refused before sending; one given up on

@@ -103,6 +103,10 @@ def reopen_failed(job: Job, images: Sequence[Image]) -> int:
             job_actions += [
                 JobRecord.finished_at.remove(),
                 JobRecord.event_id.remove(),
+                # An event still owed for the failure is replaced by the retry's own.
+                JobRecord.event_pending.remove(),
+                JobRecord.event_attempts.remove(),
+                JobRecord.event_retry_at.remove(),
                 # Summed up again when the job ends again (mark_finished).
                 JobRecord.failures.remove(),
                 JobRecord.ongoing_shard.set(ongoing_shard(job.job_id)),
@@ -110,10 +114,15 @@ def reopen_failed(job: Job, images: Sequence[Image]) -> int:
                 JobRecord.retried_at.set(now),
                 *listed_as(job.tenant, "ongoing"),
             ]
-            # The failed job read, unchanged: finished, its event out, not cancelled.
+            # The failed job read, unchanged: the same transition, not cancelled.
+            same_event = (
+                JobRecord.event_id.does_not_exist()
+                if job.event_id is None
+                else JobRecord.event_id == job.event_id
+            )
             condition = (
                 (JobRecord.finished_at == job.finished_at)
-                & JobRecord.event_pending.does_not_exist()
+                & same_event
                 & JobRecord.cancelled_at.does_not_exist()
             )
 

@@ -11,18 +11,19 @@ import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data import STORAGE_ERRORS
 from retail_pulse.data.listing_keys import expiry, listed_as, status_partition
-from retail_pulse.data.manifest import write_manifest
+from retail_pulse.data.manifest import submitted_images, write_manifest
 from retail_pulse.data.models import (
     CANCELLED,
     FAILED,
@@ -48,6 +49,7 @@ from retail_pulse.domain import (
     ImageSuccess,
     Job,
 )
+from retail_pulse.observability import logger
 from retail_pulse.settings import get_settings
 
 # BatchWriteItem takes 25 items; a thread per slice keeps a 10,000-image submit to a few
@@ -162,6 +164,29 @@ def create_job(job: Job, images: Sequence[Image]) -> None:
         return
     with ThreadPoolExecutor(max_workers=min(_WRITE_THREADS, len(slices))) as pool:
         list(pool.map(_write_images, slices))
+
+
+def resume_job(job_id: str, images: Sequence[Image]) -> set[int]:
+    """Finish the writes of a job whose submit failed part-way, from `images` as the first
+    attempt classified them (the caller merges what its manifest holds): the manifest
+    whole, if a slice of it is missing, and a record for each image failed at submit that
+    has none yet (its count is in the job already). Returns the indexes of the images that
+    have a record now: the others still need their messages."""
+    if len(submitted_images(job_id)) < len(images):
+        write_manifest(job_id, images)
+    recorded = {
+        int(record.image_index)
+        for record in ImageRecord.query(
+            job_id,
+            range_key_condition=ImageRecord.image_index >= 0,
+            consistent_read=True,
+            attributes_to_get=["job_id", "image_index"],
+        )
+    }
+    missing = [i for i in images if i.state == FAILED and i.image_index not in recorded]
+    for start in range(0, len(missing), _WRITE_SLICE):
+        _write_images(missing[start : start + _WRITE_SLICE])
+    return recorded | {image.image_index for image in missing}
 
 
 def get_job(job_id: str, consistent: bool = True) -> Job | None:
@@ -374,10 +399,13 @@ def file_outcomes(job_id: str, filings: Sequence[Filing], writers: Executor | No
     residual = [indexes[i] for i in unsettled]
     closed = True
     try:
-        _close_filing(job_id, attribute, tally, now, residual)
+        found = _close_filing(job_id, attribute, tally, now, residual)
     except STORAGE_ERRORS:
         # Still open: the reconciler counts its records once its invocation is surely over.
         closed = False
+    else:
+        if not found and (tally != Tally() or residual):
+            _filing_gone(job_id, filing_id, tally, residual)
     return Filed(
         filed=filed,
         duplicates=[i for i, outcome in enumerate(outcomes) if outcome == "duplicate"],
@@ -434,7 +462,8 @@ def _close_filing(
     job_id: str, attribute: str, tally: Tally, now: datetime, residual: Sequence[int] = ()
 ) -> bool:
     """Count a filing on its job and remove it (or keep only its `residual` images open),
-    once: False when it was closed already (a retried request, or the reconciler)."""
+    once: False when the filing is gone (its close applied already, by a request that was
+    sent again; or it was closed by another, which its caller must not take lightly)."""
     names = {"#filing": attribute}
     values: dict[str, Any] = {}
     sets, adds = [], []
@@ -477,18 +506,60 @@ def _close_filing(
     return True
 
 
-def close_stale_filings(job_id: str, opened_before: datetime) -> tuple[Job | None, int]:
+def _filing_gone(job_id: str, filing_id: str, tally: Tally, residual: Sequence[int]) -> None:
+    """A filing that wrote records found itself gone when it closed: its count may be lost
+    (or its close was applied once already, by a request sent again). Never ignored: said,
+    and the job marked for the reconciler to recount from its records."""
+    logger.error(
+        "results filing was gone when it was closed; the reconciler recounts the job",
+        extra={
+            "job_id": job_id,
+            "filing": filing_id,
+            "images": tally.succeeded + tally.failed + tally.cancelled,
+            "unsettled": len(residual),
+        },
+    )
+    try:
+        connection().client.update_item(
+            TableName=get_settings().jobs_table,
+            Key={"job_id": {"S": job_id}},
+            UpdateExpression="SET #due = :now",
+            ConditionExpression="attribute_exists(job_id)",
+            ExpressionAttributeNames={"#due": _RECOUNT_DUE},
+            ExpressionAttributeValues={":now": {"S": datetime.now(UTC).isoformat()}},
+        )
+    except STORAGE_ERRORS:
+        # Then the job looks stuck with nothing pending, which the reconciler recounts too.
+        logger.exception("job not marked for a recount", extra={"job_id": job_id})
+
+
+# Set on a job whose counters may have missed a filing (_filing_gone): recount_job clears it.
+_RECOUNT_DUE = "recount_due"
+
+
+@dataclass(frozen=True)
+class Upkeep:
+    """What close_stale_filings found and did on one job."""
+
+    job: Job | None  # as it stands after (None: no such job)
+    counted: int = 0  # images of dead invocations' filings, counted now
+    open_filings: int = 0  # filings left open on it (their invocations may still run)
+    recount_due: bool = False  # a filing was gone when it closed: recount_job it
+
+
+def close_stale_filings(job_id: str, opened_before: datetime) -> Upkeep:
     """Close the job's filings opened before `opened_before` whose invocations died before
     closing them: count the records each wrote (they carry its id) and remove it. Returns
-    the job as it stands then (from the same read when nothing was closed; None if it is
-    gone) and how many images that counted."""
+    the job as it stands then (from the same read when nothing was closed), how many images
+    that counted, how many filings stay open, and whether the job awaits a recount."""
     item = _raw_job(job_id)
-    counted = closed = 0
+    counted = closed = still_open = 0
     for attribute, value in item.items():
         if not attribute.startswith(_FILING_PREFIX):
             continue
         opened = datetime.fromisoformat(value["M"]["at"]["S"])
         if opened >= opened_before:
+            still_open += 1
             continue
         filing_id = attribute[len(_FILING_PREFIX) :]
         indexes = parse_index_ranges(value["M"]["images"]["S"])
@@ -505,9 +576,100 @@ def close_stale_filings(job_id: str, opened_before: datetime) -> tuple[Job | Non
         if _close_filing(job_id, attribute, tally, datetime.now(UTC)):
             counted += len(states)
             closed += 1
+        else:
+            # Its invocation closed it after all, past STALE_FILING_S: its own count stands.
+            logger.warning(
+                "stale filing closed by its own invocation meanwhile",
+                extra={"job_id": job_id, "filing": filing_id},
+            )
+    due = _RECOUNT_DUE in item
     if closed:
-        return get_job(job_id), counted
-    return (_job(JobRecord.from_raw_data(item)) if item else None), counted
+        return Upkeep(get_job(job_id), counted, still_open, due)
+    return Upkeep(_job(JobRecord.from_raw_data(item)) if item else None, counted, still_open, due)
+
+
+def _books(item: dict[str, Any]) -> tuple[Tally, dict[str, str]]:
+    """A job item's counters and its open filings (each filing's images)."""
+    tally = Tally(
+        int(item.get("succeeded", {}).get("N", 0)),
+        int(item.get("failed", {}).get("N", 0)),
+        int(item.get("cancelled", {}).get("N", 0)),
+    )
+    filings = {
+        name: value["M"]["images"]["S"]
+        for name, value in item.items()
+        if name.startswith(_FILING_PREFIX)
+    }
+    return tally, filings
+
+
+def recount_job(job_id: str) -> int | None:
+    """Set the job's counters to what its image records say: every final record counts,
+    but those an open filing wrote and has not counted yet (its close will). The repair of
+    a count a filing lost (_filing_gone). Returns how many images that added (negative if
+    it took some away), or None when the job changed during the recount (try again later).
+
+    Consistent without a lock: the job is read before and after its records, and must not
+    have changed between (no count moved, no filing opened or closed); the new counters are
+    written only if the counters and open filings are still those read. A record written
+    after the records were read belongs to a filing opened after the first read (then the
+    two reads differ), or to one still open (not counted here either).
+    """
+    before = _raw_job(job_id)
+    if not before:
+        return 0
+    records = list(
+        ImageRecord.query(
+            job_id,
+            range_key_condition=ImageRecord.image_index >= 0,
+            consistent_read=True,
+            attributes_to_get=["job_id", "image_index", "state", "filed_by"],
+        )
+    )
+    after = _raw_job(job_id)
+    counted, filings = _books(after)
+    if not after or _books(before) != (counted, filings):
+        return None
+    waiting = {
+        (name[len(_FILING_PREFIX) :], index)
+        for name, images in filings.items()
+        for index in parse_index_ranges(images)
+    }
+    found = Tally.of(
+        cast(ImageState, record.state)
+        for record in records
+        if record.state != PENDING and (record.filed_by, int(record.image_index)) not in waiting
+    )
+    if found == counted and _RECOUNT_DUE not in after:
+        return 0
+    names = {"#due": _RECOUNT_DUE}
+    values: dict[str, Any] = {}
+    conditions = []
+    for field_name in ("succeeded", "failed", "cancelled"):
+        now_n, was_n = getattr(found, field_name), getattr(counted, field_name)
+        values[f":{field_name}"] = {"N": str(now_n)}
+        values[f":{field_name}_was"] = {"N": str(was_n)}
+        was = f"{field_name} = :{field_name}_was"
+        conditions.append(f"({was} OR attribute_not_exists({field_name}))" if not was_n else was)
+    for i, (name, images) in enumerate(filings.items()):
+        names[f"#f{i}"] = name
+        values[f":f{i}"] = {"S": images}
+        conditions.append(f"#f{i}.images = :f{i}")
+    try:
+        connection().client.update_item(
+            TableName=get_settings().jobs_table,
+            Key={"job_id": {"S": job_id}},
+            UpdateExpression="SET succeeded = :succeeded, failed = :failed, "
+            "cancelled = :cancelled REMOVE #due",
+            ConditionExpression="attribute_exists(job_id) AND " + " AND ".join(conditions),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return None
+        raise
+    return sum(astuple(found)) - sum(astuple(counted))
 
 
 def index_ranges(indexes: Iterable[int]) -> str:
@@ -590,54 +752,143 @@ def mark_finished(job_id: str) -> Job | None:
     return _job(record) if stamped else None
 
 
+# A cancel that keeps finding the job moved on (images counted between its read and its
+# write) reads it again this many times before it gives up (JobBusy).
+_CANCEL_TRIES = 10
+
+
+class JobBusy(Exception):
+    """The job kept changing under a write that needs it to stand still for a moment."""
+
+
+def _still_short(job: Job) -> Condition:
+    """True while the job, as read, is still short of its total: its counters have not
+    grown by the images it lacked. DynamoDB cannot add counters up in a condition, so each
+    may grow by its share of the images lacking, less one: filings that leave the job
+    unfinished do not fail the write, and no growth that completes it passes."""
+    lacking = job.total - job.succeeded - job.failed - job.cancelled
+    room = max(lacking - 1, 0)
+    cancelled = JobRecord.cancelled <= job.cancelled
+    if not job.cancelled:
+        cancelled = JobRecord.cancelled.does_not_exist() | cancelled
+    return (
+        (JobRecord.succeeded <= job.succeeded + room // 2)
+        & (JobRecord.failed <= job.failed + room - room // 2)
+        & cancelled
+    )
+
+
 def cancel(job: Job) -> Job | None:
     """Make an unfinished job `cancelled` now, with its event to be emitted; None when it
-    has reached a terminal status meanwhile (or no longer exists). Its unprocessed images
-    are filed `cancelled` as their messages arrive (the process function reads the job
-    first)."""
-    now = datetime.now(UTC)
-    record = JobRecord(job_id=job.job_id)
-    actions = [
-        JobRecord.cancelled_at.set(now),
-        *_terminal_actions(replace(job, cancelled_at=now), now),
-    ]
-    condition = JobRecord.job_id.exists() & JobRecord.finished_at.does_not_exist()
-    return _job(record) if update_if(record, actions, condition) else None
+    has finished meanwhile (or no longer exists): stamped, or its counters complete (its
+    last image counted; the stamp is on its way), which a condition on the counters checks
+    in the very write. Its unprocessed images are filed `cancelled` as their messages
+    arrive (the process function reads the job first).
+
+    Raises JobBusy when the job kept moving for _CANCEL_TRIES reads and writes.
+    """
+    for _ in range(_CANCEL_TRIES):
+        if job.finished_at is not None or job.done:
+            return None
+        now = datetime.now(UTC)
+        record = JobRecord(job_id=job.job_id)
+        actions = [
+            JobRecord.cancelled_at.set(now),
+            *_terminal_actions(replace(job, cancelled_at=now), now),
+        ]
+        condition = (
+            JobRecord.job_id.exists() & JobRecord.finished_at.does_not_exist() & _still_short(job)
+        )
+        if update_if(record, actions, condition):
+            return _job(record)
+        current = get_job(job.job_id)
+        if current is None:
+            return None
+        job = current
+    raise JobBusy(job.job_id)
 
 
 def event_emitted(job: Job) -> None:
-    """The job's event is out: forget it, unless a later transition replaced it; and, when
-    every image has its final record, take the job out of OngoingJobs in the same update."""
-    actions: list[Action] = [JobRecord.event_pending.remove()]
+    """The job's event is out: forget it and the failed tries at it, unless a later
+    transition replaced it (a retry; the condition is on the transition's event id). When
+    every image had its final record, the job leaves OngoingJobs in the same update, with
+    the filings left open on it from before that transition (_leftovers)."""
+    removals = ["event_pending", "event_attempts", "event_retry_at"]
     if job.done:
-        forget_filings(job.job_id)
-        actions.append(JobRecord.ongoing_shard.remove())
-    update_if(JobRecord(job_id=job.job_id), actions, JobRecord.event_id == job.event_id)
+        leftovers = _leftovers(job)
+        if leftovers is not None:
+            removals += ["ongoing_shard", *leftovers]
+    _remove_if_transition(job, removals, pending=None)
 
 
-def forget_filings(job_id: str) -> None:
-    """Remove the filings still open on a job whose every image is counted, before it leaves
-    OngoingJobs (where the reconciler would have closed them). Such a filing holds no
-    uncounted record: only its own closing counts the records it wrote, and one of them
-    uncounted would keep the job short of its total. It was left open by an image write
-    whose answer was lost, or by an open whose answer was."""
-    item = _raw_job(job_id)
-    names = {
-        f"#f{i}": name for i, name in enumerate(n for n in item if n.startswith(_FILING_PREFIX))
-    }
-    if not names:
-        return
+def _leftovers(job: Job) -> list[str] | None:
+    """The filings still open on a job that was done when its transition was stamped,
+    which that job may take out of OngoingJobs with it; None while one opened since is open.
+
+    A filing opened before the stamp holds no uncounted record: the counters were complete
+    at the stamp and only a filing's own close counts its records, so one of them uncounted
+    would have kept the job short. It was left open by an image write or an open whose
+    answer was lost. It is removed only in an update conditional on the transition (its
+    event id): a retry since (which reopens images, and may be filing them under new
+    filings) fails that condition, and nothing is removed. A filing opened after the stamp
+    is left to its owner, or to the reconciler once it is stale (close_stale_filings, which
+    counts its records); the job stays in OngoingJobs until then.
+    """
+    assert job.finished_at is not None
+    leftovers = []
+    for name, value in _raw_job(job.job_id).items():
+        if not name.startswith(_FILING_PREFIX):
+            continue
+        if datetime.fromisoformat(value["M"]["at"]["S"]) >= job.finished_at:
+            return None
+        leftovers.append(name)
+    return leftovers
+
+
+def _remove_if_transition(job: Job, attributes: Sequence[str], pending: bool | None) -> bool:
+    """REMOVE `attributes` from the job's item if it is still in the transition `job` was
+    read in (same stamp and event id; with `pending` False, its event out); False if not."""
+    names = {f"#r{i}": name for i, name in enumerate(attributes)}
+    values: dict[str, Any] = {}
+    conditions = []
+    if job.event_id is None:
+        conditions.append("attribute_not_exists(event_id)")
+    else:
+        conditions.append("event_id = :event")
+        values[":event"] = {"S": job.event_id}
+    if job.finished_at is not None:
+        conditions.append("finished_at = :finished")
+        values[":finished"] = {"S": JobRecord.finished_at.serialize(job.finished_at)}
+    if pending is False:
+        conditions.append("attribute_not_exists(event_pending)")
+    optional: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
     try:
         connection().client.update_item(
             TableName=get_settings().jobs_table,
-            Key={"job_id": {"S": job_id}},
+            Key={"job_id": {"S": job.job_id}},
             UpdateExpression="REMOVE " + ", ".join(names),
-            ConditionExpression="attribute_exists(job_id)",
+            ConditionExpression="attribute_exists(job_id) AND " + " AND ".join(conditions),
             ExpressionAttributeNames=names,
+            **optional,
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def event_failed(job: Job, retry_at: datetime) -> int | None:
+    """Note one more failed try at the job's pending event, and when to try next: the
+    number of tries so far, or None if the event is no longer pending (emitted by another,
+    or replaced by a retry's transition)."""
+    record = JobRecord(job_id=job.job_id)
+    tried = update_if(
+        record,
+        [JobRecord.event_attempts.add(1), JobRecord.event_retry_at.set(retry_at)],
+        (JobRecord.event_id == job.event_id) & JobRecord.event_pending.exists(),
+    )
+    return int(record.event_attempts) if tried else None
 
 
 def _raw_job(job_id: str) -> dict[str, Any]:
@@ -658,12 +909,10 @@ def settle(job_id: str) -> bool:
 def _settle(job: Job) -> bool:
     if job.finished_at is None or job.event_pending or not job.done:
         return False
-    forget_filings(job.job_id)
-    return update_if(
-        JobRecord(job_id=job.job_id),
-        [JobRecord.ongoing_shard.remove()],
-        (JobRecord.finished_at == job.finished_at) & JobRecord.event_pending.does_not_exist(),
-    )
+    leftovers = _leftovers(job)
+    if leftovers is None:
+        return False
+    return _remove_if_transition(job, ["ongoing_shard", *leftovers], pending=False)
 
 
 def failed_images(job_id: str) -> Iterator[FailedImage]:
@@ -717,14 +966,23 @@ def keep_failure_summary(job: Job, summary: FailureSummary) -> bool:
     )
 
 
-def unfinished_jobs(created_before: datetime) -> Iterator[str]:
-    """Ids of jobs submitted before `created_before` that have not finished, oldest first
-    within each shard: a Query per shard of the sparse OngoingJobs index, never a scan."""
-    for shard in range(ONGOING_SHARDS):
-        for record in JobRecord.ongoing_jobs.query(
-            str(shard), OngoingJobsIndex.created_at < created_before
-        ):
-            yield record.job_id
+def unfinished_jobs(created_before: datetime, rotation: int = 0) -> Iterator[str]:
+    """Ids of jobs submitted before `created_before` that have not finished: a Query per
+    shard of the sparse OngoingJobs index, never a scan, the shards taken in turn (one job
+    of each, starting with shard `rotation` modulo their number), oldest first within each.
+    A pass cut short by its time budget has then reached every shard, whatever one holds."""
+    order = [(rotation + i) % ONGOING_SHARDS for i in range(ONGOING_SHARDS)]
+    queries = [
+        iter(JobRecord.ongoing_jobs.query(str(shard), OngoingJobsIndex.created_at < created_before))
+        for shard in order
+    ]
+    while queries:
+        for query in list(queries):
+            record = next(query, None)
+            if record is None:
+                queries.remove(query)
+            else:
+                yield record.job_id
 
 
 def note_requeued(job_id: str) -> None:

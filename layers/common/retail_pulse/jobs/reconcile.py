@@ -7,11 +7,20 @@ JOB_HARD_DEADLINE_S since submit has every still-pending image recorded failed, 
 A job whose images are all done but that was never stamped finished is finished.
 
 First, for every job it visits: a batch's filing whose invocation died before counting it
-(data/jobs.py file_outcomes) is counted, once it is STALE_FILING_S old.
+(data/jobs.py file_outcomes) is counted, once it is STALE_FILING_S old; and a job whose
+counters may have missed a filing (one was gone when it closed, or the job is stuck with
+nothing pending) is recounted from its records.
 
 A terminal job stays in OngoingJobs until nothing is left to do for it: an event its
 emitter never marked emitted is emitted (the same event_id), and a cancelled job's
 unprocessed images are filed `cancelled` here if their messages have not done it.
+
+Fair and bounded, whatever some jobs hold: the shards are taken in turn (a pass cut short
+by its time budget has reached every shard), and owed events are published last, after
+every repair the pass has time for, fewest failed tries first. An event that fails is tried
+again with backoff (5, 10, 20 ... minutes, at most an hour apart; its tries and next time
+kept on the job), and from its ALARM_AFTER_TRIES-th failed try on the job is counted in the
+UnannouncedJobs metric, which an alarm watches; why it fails is logged once, then.
 """
 
 from __future__ import annotations
@@ -26,10 +35,12 @@ from retail_pulse.data.images import pending_images, record_unwritten_image, rec
 from retail_pulse.data.jobs import (
     STALE_FILING_S,
     close_stale_filings,
+    event_failed,
     get_job,
     mark_finished,
     note_requeued,
     record_outcome,
+    recount_job,
     settle,
     unfinished_jobs,
 )
@@ -40,7 +51,9 @@ from retail_pulse.jobs.messages import ImageMessage, is_express
 from retail_pulse.observability import (
     IMAGES_REQUEUED,
     JOBS_EXPIRED,
+    JOBS_RECOUNTED,
     STUCK_JOBS,
+    UNANNOUNCED_JOBS,
     count,
     count_failures,
     logger,
@@ -53,6 +66,14 @@ _FAIL_THREADS = 8
 _RESERVE_S = 30.0
 # A terminal job's event this long after the transition was not emitted by its emitter.
 _EMIT_GRACE_S = 60
+# After a failed try at an owed event: wait a pass (the schedule's 5 minutes), then twice
+# as long after each further failure, up to an hour.
+_EMIT_BACKOFF_S = 300
+_EMIT_BACKOFF_MAX_S = 3600
+# From this many failed tries on, a job's event is reported as unannounceable.
+ALARM_AFTER_TRIES = 3
+# A pass's first shard moves on with the schedule, so no shard is always first.
+_PASS_S = 300
 
 UNWRITTEN = "job submission did not complete; this image was never recorded"
 
@@ -70,68 +91,179 @@ class ReconcileReport:
     cancelled_images: int = 0
     # Images of filings whose invocations died before counting them, counted now.
     recounted_images: int = 0
+    # Jobs whose counters were set from their records, and what that added to them.
+    recounted_jobs: int = 0
+    recount_correction: int = 0
+    # Owed events tried and refused this pass; jobs with ALARM_AFTER_TRIES failures or more.
+    events_failed: int = 0
+    unannounced_jobs: int = 0
     out_of_time: bool = False
 
 
 def reconcile(
     now: datetime | None = None, time_left_s: Callable[[], float] | None = None
 ) -> ReconcileReport:
-    """One pass over the unfinished jobs older than the soft deadline."""
+    """One pass over the unfinished jobs older than the soft deadline: the repairs first,
+    every shard in turn, then the owed events."""
     settings = get_settings()
     now = now or datetime.now(UTC)
     soft_cutoff = now - timedelta(seconds=settings.reconcile_after_s)
     hard_cutoff = now - timedelta(seconds=settings.job_hard_deadline_s)
     report = ReconcileReport()
-    for job_id in unfinished_jobs(created_before=soft_cutoff):
+    owed: list[Job] = []
+
+    def out_of_time() -> bool:
         if time_left_s is not None and time_left_s() < _RESERVE_S:
             report.out_of_time = True
+        return report.out_of_time
+
+    rotation = int(now.timestamp() // _PASS_S)
+    for job_id in unfinished_jobs(created_before=soft_cutoff, rotation=rotation):
+        if out_of_time():
             break
         try:
-            job, recounted = close_stale_filings(job_id, now - timedelta(seconds=STALE_FILING_S))
+            job = _visit(job_id, now, soft_cutoff, hard_cutoff, report)
         except STORAGE_ERRORS:
-            # Still open: the next pass closes it. The other jobs of this pass go on.
-            logger.exception("stale filing not closed", extra={"job_id": job_id})
+            # Left as it is: the next pass tries again. The other jobs of this pass go on.
+            logger.exception("job not reconciled", extra={"job_id": job_id})
             continue
-        report.recounted_images += recounted
-        if recounted:
-            logger.warning("stale filing counted", extra={"job_id": job_id, "images": recounted})
-        if job is None:
-            continue
-        if job.finished_at is not None:
-            _tidy_terminal(job, now, report)
-            continue
-        if job.done:
-            # The last image's invocation died between its transaction and the stamp.
-            finish_job(job_id)
-            report.finished_jobs += 1
-        elif _started(job) <= hard_cutoff:
-            report.stuck_jobs += 1
-            report.expired_jobs += 1
-            report.expired_images += _expire(job, settings.job_hard_deadline_s)
-            report.finished_jobs += 1
-        elif _last_activity(job) <= soft_cutoff:
-            report.stuck_jobs += 1
-            report.requeued_images += _requeue(job)
+        if job is not None:
+            owed.append(job)
+    _emit_owed(owed, now, out_of_time, report)
     _publish(report)
     return report
 
 
-def _tidy_terminal(job: Job, now: datetime, report: ReconcileReport) -> None:
-    """What a terminal job still in OngoingJobs needs: its event, its cancelled images."""
-    assert job.finished_at is not None
-    if job.event_pending:
-        if (now - job.finished_at).total_seconds() < _EMIT_GRACE_S:
+def _visit(
+    job_id: str,
+    now: datetime,
+    soft_cutoff: datetime,
+    hard_cutoff: datetime,
+    report: ReconcileReport,
+) -> Job | None:
+    """Repair one job; the job back if it owes an event (published after the repairs)."""
+    upkeep = close_stale_filings(job_id, now - timedelta(seconds=STALE_FILING_S))
+    report.recounted_images += upkeep.counted
+    if upkeep.counted:
+        logger.warning("stale filing counted", extra={"job_id": job_id, "images": upkeep.counted})
+    job = upkeep.job
+    if upkeep.recount_due:
+        job = _recount(job_id, "a filing was gone when it closed", report) or job
+    if job is None:
+        return None
+    if job.finished_at is not None:
+        if job.event_pending:
+            return job if (now - job.finished_at).total_seconds() >= _EMIT_GRACE_S else None
+        _tidy_terminal(job, report)
+        return None
+    if job.done:
+        # The last image's invocation died between its transaction and the stamp.
+        finish_job(job_id)
+        report.finished_jobs += 1
+    elif _started(job) <= hard_cutoff:
+        report.stuck_jobs += 1
+        report.expired_jobs += 1
+        report.expired_images += _expire(job, get_settings().job_hard_deadline_s)
+        report.finished_jobs += 1
+    elif _last_activity(job) <= soft_cutoff:
+        report.stuck_jobs += 1
+        requeued = _requeue(job)
+        report.requeued_images += requeued
+        if not requeued and not upkeep.open_filings:
+            # Short of its total with nothing pending and nothing open: a count was lost.
+            _recount(job_id, "stuck with no image pending", report)
+    return None
+
+
+def _recount(job_id: str, why: str, report: ReconcileReport) -> Job | None:
+    """Set the job's counters from its records; the job as it stands then, or None if it
+    changed meanwhile (the next pass tries again)."""
+    correction = recount_job(job_id)
+    if correction is None:
+        logger.info("job recount deferred: the job is moving", extra={"job_id": job_id})
+        return None
+    if correction:
+        report.recounted_jobs += 1
+        report.recount_correction += correction
+        logger.error(
+            "job recounted from its records",
+            extra={"job_id": job_id, "why": why, "images": correction},
+        )
+    job = get_job(job_id)
+    if job is not None and job.done and job.finished_at is None:
+        finish_job(job_id)
+        report.finished_jobs += 1
+        job = get_job(job_id)
+    return job
+
+
+def _due(job: Job, now: datetime) -> bool:
+    return job.event_retry_at is None or job.event_retry_at <= now
+
+
+def _emit_owed(
+    owed: list[Job], now: datetime, out_of_time: Callable[[], bool], report: ReconcileReport
+) -> None:
+    """Publish the events owed, after the pass's repairs: fewest failed tries first, each
+    only when its backoff is over, while time is left."""
+    report.unannounced_jobs += sum(
+        1 for job in owed if not _due(job, now) and job.event_attempts >= ALARM_AFTER_TRIES
+    )
+    due = sorted(
+        (job for job in owed if _due(job, now)),
+        key=lambda job: (job.event_attempts, job.finished_at),
+    )
+    for job in due:
+        if out_of_time():
+            report.unannounced_jobs += sum(
+                1 for rest in due[due.index(job) :] if rest.event_attempts >= ALARM_AFTER_TRIES
+            )
             return
         try:
             emit_job_finished(job)
-        except Exception:
-            # Still owed, and still in OngoingJobs: the next pass tries again. The other
-            # jobs of this pass must not wait for EventBridge or the webhook queue.
-            logger.exception("job event still not emitted", extra={"job_id": job.job_id})
-            return
+        except Exception as error:
+            report.events_failed += 1
+            _event_not_emitted(job, now, error, report)
+            continue
         report.events_emitted += 1
-        logger.warning("job event emitted late", extra={"job_id": job.job_id})
-        return
+        logger.warning(
+            "job event emitted late",
+            extra={"job_id": job.job_id, "tries_before": job.event_attempts},
+        )
+
+
+def _event_not_emitted(job: Job, now: datetime, error: Exception, report: ReconcileReport) -> None:
+    """Back off from an event that failed (EventBridge or the webhook queue refused it or
+    is down), and say why once, when the job starts to be reported."""
+    wait_s = min(_EMIT_BACKOFF_S * 2**job.event_attempts, _EMIT_BACKOFF_MAX_S)
+    retry_at = now + timedelta(seconds=wait_s)
+    try:
+        tries = event_failed(job, retry_at)
+    except STORAGE_ERRORS:
+        logger.exception("failed try at a job event not noted", extra={"job_id": job.job_id})
+        tries = job.event_attempts + 1
+    if tries is None:
+        return  # emitted by another meanwhile, or replaced by a retry
+    if tries >= ALARM_AFTER_TRIES:
+        report.unannounced_jobs += 1
+    details = {
+        "job_id": job.job_id,
+        "event_id": job.event_id,
+        "tries": tries,
+        "next_try_at": retry_at.isoformat(),
+    }
+    if tries == ALARM_AFTER_TRIES:
+        logger.error(
+            "job event cannot be published",
+            extra={**details, "reason": f"{type(error).__name__}: {error}"},
+        )
+    else:
+        logger.info("job event not emitted yet; tried again later", extra=details)
+
+
+def _tidy_terminal(job: Job, report: ReconcileReport) -> None:
+    """What a terminal job with its event out, still in OngoingJobs, needs: its cancelled
+    images filed, then to leave."""
     if job.cancelled_at is not None and not job.done:
         report.cancelled_images += _file_pending(job.job_id, ImageCancelled())
         mark_finished(job.job_id)  # takes the cancelled job out of OngoingJobs when done
@@ -186,8 +318,10 @@ def _expire(job: Job, deadline_s: int) -> int:
 
 
 def _publish(report: ReconcileReport) -> None:
-    # Zeros too: the StuckJobs alarm then sees data on every run, not a gap.
+    # Zeros too: the StuckJobs and UnannouncedJobs alarms see data on every run, not a gap.
     count(STUCK_JOBS, report.stuck_jobs)
     count(IMAGES_REQUEUED, report.requeued_images)
     count(JOBS_EXPIRED, report.expired_jobs)
+    count(UNANNOUNCED_JOBS, report.unannounced_jobs)
+    count(JOBS_RECOUNTED, report.recounted_jobs)
     logger.info("reconcile pass done", extra=dict(report.__dict__))
