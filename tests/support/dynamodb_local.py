@@ -106,6 +106,7 @@ def backend(request: pytest.FixtureRequest, aws: Any, monkeypatch: pytest.Monkey
         model.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
     create_idempotency_table(client)
     monkeypatch.setattr(submit.persistence, "client", _client(url))
+    monkeypatch.setattr(submit.recordings, "client", _client(url))
     request.addfinalizer(lambda: [setattr(m, "_connection", None) for m in ALL_MODELS])
     return "dynamodb-local"
 

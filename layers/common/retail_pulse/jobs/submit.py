@@ -2,14 +2,22 @@
 per Idempotency-Key when the client sends one.
 
 A client that lost the answer (timeout, dropped connection, 5xx) sends the same request
-again with the same key and gets the same job, not a second one. Declared with Powertools
-idempotency (data/idempotency.py). The key is the header alone; the request's hash is stored
-with it and checked, so one key reused for a different job is refused (KeyReused) rather
-than answered with the first job's id. A repeat that arrives while the first request is
-still running is refused at once (KeyInProgress) instead of waiting: API Gateway gives a
-request 29 s, and a large submit can take most of it. A submit that raises deletes its
-record (Powertools does), so a retry with the same key runs again; whatever the failed
-attempt had written is finished by the reconciler.
+again with the same key and gets the same job, never a second one: the key's first outcome
+stands. Declared with Powertools idempotency (data/idempotency.py), in two steps:
+
+1. The key gets its job id, remembered before anything of the job is written. The key is
+   the header alone; the request's hash is stored with it and checked, so one key reused
+   for a different job is refused (KeyReused) rather than answered with the first job's id.
+2. The job is recorded under that id, once. A submit that fails here (a 503) forgets only
+   this step (Powertools deletes its record), so the same request sent again records the
+   same job: it finishes what the failed attempt wrote (data/jobs.py resume_job) and
+   enqueues the images still without a result. A submit whose invocation died keeps its
+   step in progress until its Lambda deadline, then likewise.
+
+A repeat that arrives while the first request is still running is refused at once
+(KeyInProgress) instead of waiting: API Gateway gives a request 29 s, and a large submit can
+take most of it. Without a key, a submit that fails part-way leaves its job to the
+reconciler (requeued, or expired), as the client cannot name it again.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 
 from retail_pulse.data import STORAGE_ERRORS
 from retail_pulse.data.idempotency import persistence_layer
-from retail_pulse.data.jobs import create_job
+from retail_pulse.data.jobs import create_job, get_job, resume_job
+from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.queue import enqueue_images
 from retail_pulse.data.stores import find_stores
 from retail_pulse.domain import FAILED, Image, Job, JobRequest
@@ -69,6 +78,8 @@ class Submission:
 
 _STORAGE_TROUBLE: tuple[type[Exception], ...] = (*STORAGE_ERRORS, IdempotencyPersistenceLayerError)
 
+# Step 1: the key's job id. (Each step has its own persistence layer: Powertools configures
+# one layer with the first config it serves.)
 persistence = persistence_layer()
 config = IdempotencyConfig(
     event_key_jmespath="idempotency_key",
@@ -76,12 +87,18 @@ config = IdempotencyConfig(
     expires_after_seconds=REMEMBER_S,
     raise_on_no_idempotency_key=True,
 )
+# Step 2: recording that job, keyed by its id (the request was checked in step 1).
+recordings = persistence_layer()
+recording_config = IdempotencyConfig(
+    event_key_jmespath="job_id", expires_after_seconds=REMEMBER_S, raise_on_no_idempotency_key=True
+)
 
 
 def remember_invocation(context: Any) -> None:
     """Let an in-progress record expire with the invocation that wrote it, so a submit
     killed by its timeout does not block its key for 24 hours."""
     config.register_lambda_context(context)
+    recording_config.register_lambda_context(context)
 
 
 def submit_job(request: JobRequest, idempotency_key: str | None = None) -> str:
@@ -92,7 +109,8 @@ def submit_job(request: JobRequest, idempotency_key: str | None = None) -> str:
         # Scoped to the client: the same key from two clients is two jobs. A tenant (an API
         # key id, or "default") has no "#", so the pair cannot be read two ways.
         key = f"{request.tenant}#{_checked(idempotency_key)}"
-        return _submit_once(submission=Submission(idempotency_key=key, request=request))
+        job_id = _submit_once(submission=Submission(idempotency_key=key, request=request))
+        return _record_once(recording={"job_id": job_id}, request=request)
     except IdempotencyAlreadyInProgressError as error:
         raise KeyInProgress(
             f"a request with this {HEADER} is still being processed; "
@@ -114,7 +132,17 @@ def submit_job(request: JobRequest, idempotency_key: str | None = None) -> str:
     data_keyword_argument="submission", persistence_store=persistence, config=config
 )
 def _submit_once(submission: Submission) -> str:
-    return record_job(submission.request)
+    """Step 1: a new job id for the key (records kept before two-step submits hold the job
+    id too: a key remembered across the change keeps its job)."""
+    return new_job_id()
+
+
+@idempotent_function(
+    data_keyword_argument="recording", persistence_store=recordings, config=recording_config
+)
+def _record_once(recording: dict[str, str], request: JobRequest) -> str:
+    """Step 2: record the key's job, or finish recording it."""
+    return record_job(request, job_id=recording["job_id"])
 
 
 def _checked(key: str) -> str:
@@ -126,13 +154,15 @@ def _checked(key: str) -> str:
     return key
 
 
-def record_job(request: JobRequest) -> str:
+def record_job(request: JobRequest, job_id: str | None = None) -> str:
     """Record the job and enqueue its images; returns the job id once every message is queued.
 
     Images of stores missing from the store master are recorded failed at once and never
-    enqueued, so the job can still end (as `failed`) without them.
+    enqueued, so the job can still end (as `failed`) without them. Given the `job_id` of a
+    job a failed attempt of the same request began, finishes that job instead.
     """
-    job_id = new_job_id()
+    resuming = job_id is not None
+    job_id = job_id or new_job_id()
     # Every later line of this request names the job (the handler clears keys per request).
     logger.append_keys(job_id=job_id)
     tracer.put_annotation(key="job_id", value=job_id)
@@ -170,6 +200,8 @@ def record_job(request: JobRequest) -> str:
         created_at=datetime.now(UTC),
         callback_url=request.callback_url,
     )
+    if resuming and get_job(job_id) is not None:
+        return _resume(job, images, express)
     create_job(job, images)
     enqueue_images(messages, express)
     logger.info(
@@ -189,3 +221,37 @@ def record_job(request: JobRequest) -> str:
         # Every image failed at once (no store known): the job ends now, and says so.
         finish_job(job_id)
     return job_id
+
+
+def _resume(job: Job, images: list[Image], express: bool) -> str:
+    """Finish a job that a failed attempt of the same request began: what that attempt put
+    in the manifest stands (a store it did not know has no area there, and its image stays
+    failed: the job's counters say so); images it never wrote are as found now. Then every
+    image of a known store without a result yet is enqueued (again: a duplicate is filed
+    once)."""
+    written = {image.image_index: image for image in submitted_images(job.job_id)}
+    merged = [
+        _as_written(written[i.image_index]) if i.image_index in written else i for i in images
+    ]
+    recorded = resume_job(job.job_id, merged)
+    tenant = job.tenant
+    messages = [
+        ImageMessage.body(image, tenant, express)
+        for image in merged
+        if image.state != FAILED and image.image_index not in recorded
+    ]
+    enqueue_images(messages, express)
+    logger.info(
+        "job accepted on a resend",
+        extra={"job_id": job.job_id, "images": len(merged), "enqueued": len(messages)},
+    )
+    if not any(image.state != FAILED for image in merged):
+        finish_job(job.job_id)
+    return job.job_id
+
+
+def _as_written(image: Image) -> Image:
+    """A manifest image as its submit classified it: with no area, its store was unknown."""
+    if image.area is None:
+        return replace(image, state=FAILED, error=UNKNOWN_STORE)
+    return image
