@@ -84,9 +84,11 @@ def test_a_body_without_a_length_is_held_as_it_grows_and_nothing_before_the_host
     head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n\r\n"
     host = HeldHost(head, pieces)
     totals: list[int] = []  # what the body asked to hold, in turn
+    grows_to: set[int | None] = set()
 
-    def hold(total: int, timeout_s: float) -> None:
+    def hold(total: int, timeout_s: float, *, up_to: int | None = None) -> None:
         totals.append(total)
+        grows_to.add(up_to)
 
     try:
         fetched = pool.submit(
@@ -108,6 +110,7 @@ def test_a_body_without_a_length_is_held_as_it_grows_and_nothing_before_the_host
     assert len(body) <= totals[-1] < len(body) + HOLD_STEP_BYTES
     assert totals[0] <= HOLD_STEP_BYTES < get_settings().max_image_bytes
     assert len(totals) >= 3
+    assert grows_to == {get_settings().max_image_bytes}  # what it may grow to: the cap
 
 
 def test_a_declared_length_is_held_once_before_the_body_is_read(pool: ThreadPoolExecutor) -> None:
@@ -117,10 +120,10 @@ def test_a_declared_length_is_held_once_before_the_body_is_read(pool: ThreadPool
         + f"Content-Length: {len(image)}\r\nConnection: close\r\n\r\n".encode()
     )
     host = HeldHost(head, [image])
-    holds: list[int] = []
+    holds: list[tuple[int, int | None]] = []
 
-    def hold(total: int, timeout_s: float) -> None:
-        holds.append(total)
+    def hold(total: int, timeout_s: float, *, up_to: int | None = None) -> None:
+        holds.append((total, up_to))
 
     try:
         fetched = pool.submit(
@@ -131,7 +134,7 @@ def test_a_declared_length_is_held_once_before_the_body_is_read(pool: ThreadPool
         assert bytes(fetched.result(WAIT_S).data) == image
     finally:
         host.close()
-    assert holds == [len(image)]
+    assert holds == [(len(image), None)]  # its size, and it will not grow
 
 
 def test_a_name_that_is_never_answered_fails_on_the_download_deadline(

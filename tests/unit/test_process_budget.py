@@ -99,6 +99,22 @@ def test_growing_bodies_that_wait_on_each_other_do_not_wait_for_good() -> None:
     assert budget.held == 0 and budget.peak <= 100
 
 
+def test_a_body_without_a_length_is_admitted_against_what_it_may_grow_to() -> None:
+    """It holds what it has read; the rest of the cap is promised, so its growth never waits
+    and bodies admitted together can always finish (no body is set aside part read)."""
+    budget = ByteBudget(100)
+    with budget.reservation() as growing:
+        growing.hold(10, WAIT_S, up_to=60)
+        assert (budget.held, budget.promised) == (10, 50)
+        with budget.reservation() as other, pytest.raises(NoRoom, match="deadline"):
+            other.hold(10, 0, up_to=60)  # 10 + 50 + 60 would not fit: not admitted
+        with budget.reservation() as declared:
+            declared.hold(40, 0)  # a declared body fits beside the promise
+            growing.hold(60, 0)  # grows into its promise at once
+            assert (budget.held, budget.promised) == (100, 0)
+    assert (budget.held, budget.promised) == (0, 0)
+
+
 # --- Batches, with stand-in downloads --------------------------------------------------------
 
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -185,9 +185,14 @@ def fetch_image(url: str, settings: Settings | None = None) -> bytes | bytearray
     return fetch(url, settings).data
 
 
-# hold(total, timeout_s): the caller now holds `total` bytes for this body, having waited at
-# most `timeout_s` for them; it raises an ImageError if they cannot be had.
-Hold = Callable[[int, float], None]
+class Hold(Protocol):
+    """hold(total, timeout_s, up_to=...): the caller now holds `total` bytes for this body,
+    having waited at most `timeout_s` for them; `up_to` (for a body without a declared
+    length) is what it may grow to. Raises an ImageError if they cannot be had."""
+
+    def __call__(self, total: int, timeout_s: float, *, up_to: int | None = None) -> None: ...
+
+
 # A body without a Content-Length is held in steps of this much as it grows: one wait on
 # the caller's budget per megabyte, not per read.
 HOLD_STEP_BYTES = 1024 * 1024
@@ -710,7 +715,7 @@ def _read_body(
                 raise PermanentImageError(too_large, reason="too_large")
             if hold is not None and end > held:
                 held = min(cap, max(end, held + HOLD_STEP_BYTES))
-                hold(held, attempt.remaining())
+                hold(held, attempt.remaining(), up_to=None if declared is not None else cap)
             if end <= len(body):
                 body[filled:end] = chunk
             else:
