@@ -1,4 +1,9 @@
-"""Image dead-letter queue -> each image recorded failed, so its job ends (jobs/dead_letter.py)."""
+"""Image dead-letter queue -> each image recorded failed, so its job ends (jobs/dead_letter.py).
+
+Only records that crashed the process function (or whose result could not be filed) again
+and again get here: retries and records given back unstarted are new messages carrying
+their attempt, never counted by the redrive. The failure recorded says it was the service's.
+"""
 
 from __future__ import annotations
 
