@@ -387,7 +387,11 @@ def file_outcomes(job_id: str, filings: Sequence[Filing], writers: Executor | No
     filing_id = uuid.uuid4().hex
     now = datetime.now(UTC)
     attribute = _FILING_PREFIX + filing_id
-    _open_filing(job_id, attribute, indexes, now)
+    if not _open_filing(job_id, attribute, indexes, now):
+        # Out of OngoingJobs: every image has its final record, counted (a retry puts the
+        # job back in the very write that reopens images). A late or repeated delivery:
+        # nothing to write, and no filing left on the ended job that nobody would close.
+        return Filed(filed=[], duplicates=list(range(len(filings))), unsettled=[], closed=True)
 
     def write(filing: Filing) -> str:
         return _file_image(filing, filing_id, now)
@@ -440,22 +444,32 @@ def _file_image(filing: Filing, filing_id: str, now: datetime) -> str:
     return "filed" if current.filed_by == filing_id else "duplicate"
 
 
-def _open_filing(job_id: str, attribute: str, indexes: Sequence[int], now: datetime) -> None:
-    connection().client.update_item(
-        TableName=get_settings().jobs_table,
-        Key={"job_id": {"S": job_id}},
-        UpdateExpression="SET #filing = :filing",
-        ConditionExpression="attribute_exists(job_id)",
-        ExpressionAttributeNames={"#filing": attribute},
-        ExpressionAttributeValues={
-            ":filing": {
-                "M": {
-                    "at": {"S": now.isoformat()},
-                    "images": {"S": index_ranges(indexes)},
+def _open_filing(job_id: str, attribute: str, indexes: Sequence[int], now: datetime) -> bool:
+    """Open the filing on a job still in OngoingJobs (where the reconciler finds a filing
+    its invocation never closed); False for a job that has left it. Raises for no job."""
+    try:
+        connection().client.update_item(
+            TableName=get_settings().jobs_table,
+            Key={"job_id": {"S": job_id}},
+            UpdateExpression="SET #filing = :filing",
+            ConditionExpression="attribute_exists(job_id) AND attribute_exists(ongoing_shard)",
+            ExpressionAttributeNames={"#filing": attribute},
+            ExpressionAttributeValues={
+                ":filing": {
+                    "M": {
+                        "at": {"S": now.isoformat()},
+                        "images": {"S": index_ranges(indexes)},
+                    }
                 }
-            }
-        },
-    )
+            },
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+        if not _raw_job(job_id):
+            raise
+        return False
+    return True
 
 
 def _close_filing(
