@@ -239,3 +239,26 @@ def test_a_second_delivery_while_the_first_holds_the_lease_does_nothing(aws, sto
 
     assert image_indexes(aws) == Counter()
     assert JobRecord.get(job_id, consistent_read=True).ingesting is True
+
+
+def test_a_job_cancelled_while_it_is_read_stops_with_the_images_sent_so_far(
+    aws, stores, call_api, monkeypatch
+):
+    job_id = submitted_upload(call_api, body_of(2_500))
+    cancelled = {"now": False}
+    real_enqueue = use_case.enqueue_images
+
+    def enqueue_then_cancel(messages: Any, express: bool) -> None:
+        real_enqueue(messages, express)
+        if not cancelled["now"]:  # the client cancels after the first chunk is out
+            cancelled["now"] = True
+            assert call_api("POST", "/api/cancel", query={"jobid": job_id}).status_code == 200
+
+    monkeypatch.setattr(use_case, "enqueue_images", enqueue_then_cancel)
+
+    run_ingest(aws)
+
+    record = JobRecord.get(job_id, consistent_read=True)
+    assert (record.ingesting, record.total) == (None, 1_000)
+    assert image_indexes(aws) == Counter(range(1_000))  # nothing read after the cancel
+    assert status(call_api, job_id)["status"] == "cancelled"

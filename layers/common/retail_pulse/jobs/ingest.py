@@ -88,6 +88,7 @@ class Ingest:
         self.time_left_s = time_left_s
         self.reserve_s = get_settings().ingest_reserve_s
         self.enqueued = 0  # images written and enqueued, as the checkpoint has it
+        self.sent = 0  # images whose messages are out (ahead of the checkpoint by a chunk)
 
     def lease_s(self) -> float:
         return self.time_left_s() + 60.0
@@ -101,7 +102,10 @@ class Ingest:
         if state is None:
             return  # another invocation holds it, or the job is no longer being ingested
         logger.append_keys(job_id=self.job_id)
-        self.enqueued = state.enqueued
+        self.enqueued = self.sent = state.enqueued
+        if state.job.cancelled_at is not None:
+            self._stop_cancelled()
+            return
         if state.attempts > MAX_ATTEMPTS:
             self._fail(f"the upload could not be read: {MAX_ATTEMPTS} attempts died on it")
             return
@@ -124,7 +128,11 @@ class Ingest:
         except UploadChanged:
             self._fail("the uploaded object changed or vanished while it was read")
         except checkpoint.LeaseLost:
-            logger.warning("ingest lease lost; another invocation goes on")
+            job = checkpoint.ingest_job(self.job_id)
+            if job is not None and job.cancelled_at is not None and job.ingesting:
+                self._stop_cancelled()
+            else:
+                logger.warning("ingest lease lost; another invocation goes on")
 
     def _validate(self, stream: BinaryIO) -> int | None:
         """The first pass: the job's image count, or None when the body failed it."""
@@ -199,6 +207,7 @@ class Ingest:
         checkpoint.write_chunk(self.job_id, images)
         enqueue_images(messages, express)
         end = start + len(images)
+        self.sent = end
         checkpoint.chunk_done(
             self.job_id,
             self.owner,
@@ -214,6 +223,14 @@ class Ingest:
         checkpoint.release(self.job_id, self.owner)
         checkpoint.enqueue_ingest(self.message.model_dump())
         logger.info("ingest handed over to a new invocation")
+
+    def _stop_cancelled(self) -> None:
+        """The client cancelled the job while it was read: it keeps the images enqueued so
+        far (filed `cancelled` as their messages come), and no more is read."""
+        with contextlib.suppress(checkpoint.LeaseLost):
+            checkpoint.stop_cancelled(self.job_id, self.owner, self.sent)
+            logger.info("ingest stopped: the job was cancelled", extra={"images": self.sent})
+        finish_job(self.job_id)
 
     def _fail(self, error: str) -> None:
         """The job ends with `error` and the images enqueued so far (none when the first
