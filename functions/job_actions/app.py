@@ -70,7 +70,8 @@ def _label(jobid: str) -> None:
     ),
     responses=_responses(
         "The job's status, now `cancelled`",
-        "The job had already reached a terminal status (completed, failed or cancelled)",
+        "The job has already finished (every image counted, even before its end is "
+        "stamped) or is cancelled, or kept changing too fast to cancel",
     ),
 )
 def cancel(jobid: JobId) -> Response[StatusResponse]:
@@ -91,8 +92,8 @@ def cancel(jobid: JobId) -> Response[StatusResponse]:
         "The job is not `failed`, or none of its failed images can be re-run",
         {
             503: {
-                "description": "The job's failure could not be announced yet (its event "
-                "comes first); send the same retry again",
+                "description": "Storage failed while the job was being reopened; send the "
+                "same retry again",
                 "content": {"application/json": {"model": ErrorBody}},
             }
         },

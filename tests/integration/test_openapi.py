@@ -164,15 +164,15 @@ def retry_409(call_api: Call, path: str, **_: Any) -> ApiResult:
 
 
 def retry_503(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
-    from retail_pulse.data.models import JobRecord
+    from botocore.exceptions import EndpointConnectionError
 
     job_id = failed_job(call_api)
-    JobRecord(job_id=job_id).update(actions=[JobRecord.event_pending.set(True)])
 
-    def bus_down(*_: Any, **__: Any) -> None:
-        raise RuntimeError("EventBridge is down")
+    def storage_down(*_: Any, **__: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
 
-    monkeypatch.setattr("retail_pulse.jobs.actions.emit_job_finished", bus_down)
+    # The job's reopening fails (DynamoDB unreachable): nothing changed, send it again.
+    monkeypatch.setattr("retail_pulse.jobs.actions.reopen_failed", storage_down)
     return call_api("POST", path, query={"jobid": job_id})
 
 
