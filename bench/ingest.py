@@ -4,9 +4,10 @@
 For each size: a fresh moto server (S3, SQS, DynamoDB) in this process; the body written to
 a file and uploaded with the presigned POST POST /api/uploads gives (jobs/uploads.py), then
 submitted by its upload_id; then the ingest function's handler runs in a subprocess of its
-own, as Lambda runs it, and reports its peak RSS (ru_maxrss: the function's memory, not the
-server's) and its wall time. Prints `ingest_peak_mb_10000=`, `ingest_peak_mb_100000=` and
-`ingest_images_per_s=` (at the largest size), and checks every image was enqueued once.
+own, as Lambda runs it, and reports its peak RSS (VmHWM: the function's memory, not the
+server's), the RSS of each pass (sampled) and its wall time. Prints `ingest_peak_mb_10000=`,
+`ingest_peak_mb_100000=` and `ingest_images_per_s=` (at the largest size), and checks that
+every image was enqueued once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -76,11 +78,13 @@ def prepare(endpoint: str, body: Path) -> dict[str, Any]:
     Returns the ingest message."""
     import boto3
     import requests
+    from pynamodb.models import Model
 
     from retail_pulse.data.models import TABLE_MODELS, StoreRecord, UploadRecord
     from retail_pulse.jobs.uploads import create_upload, submit_upload
 
-    for model in (*TABLE_MODELS, UploadRecord):
+    models: list[type[Model]] = [*TABLE_MODELS, UploadRecord]
+    for model in models:
         model._connection = None
         model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
     StoreRecord(store_id=STORE, area_code="710006", store_name="BHARAT STORE").save()
@@ -122,18 +126,46 @@ def child(message_body: str) -> None:
         def get_remaining_time_in_millis(self) -> int:
             return 900_000
 
+    from retail_pulse.data import ingest as checkpoint
+
+    # The RSS of each pass: sampled on a thread, the pass switching when validation ends.
+    phase = {"now": "validate"}
+    peaks = {"validate": 0.0, "enqueue": 0.0}
+    real_validated = checkpoint.validated
+
+    def validated(*args: Any, **kwargs: Any) -> None:
+        real_validated(*args, **kwargs)
+        phase["now"] = "enqueue"
+
+    checkpoint.validated = validated  # the bench's own probe of where the first pass ends
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            peaks[phase["now"]] = max(peaks[phase["now"]], _rss_now_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
     before_mb = _rss_now_mb()  # after the imports, before the handler
+    sampler.start()
     started = time.perf_counter()
     lambda_handler({"Records": [{"messageId": "bench", "body": message_body}]}, Context())
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "imported_mb": before_mb}))
+    stop.set()
+    sampler.join()
+    peak_mb = _rss_now_mb("VmHWM")
+    print(
+        json.dumps(
+            {"seconds": seconds, "peak_mb": peak_mb, "imported_mb": before_mb, "passes": peaks}
+        )
+    )
 
 
-def _rss_now_mb() -> float:
-    """This process's resident memory now (VmRSS), in MB."""
+def _rss_now_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now (VmRSS) or at its highest (VmHWM), in MB. Not
+    ru_maxrss: Linux carries that across exec, so a child started by a parent holding the
+    server and the body would report the parent's size."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -190,6 +222,8 @@ def run_size(images: int, workdir: Path) -> dict[str, Any]:
             "seconds": round(measured["seconds"], 2),
             "peak_mb": round(measured["peak_mb"], 1),
             "imported_mb": round(measured["imported_mb"], 1),
+            "validate_pass_mb": round(measured["passes"]["validate"], 1),
+            "enqueue_pass_mb": round(measured["passes"]["enqueue"], 1),
             "images_per_s": round(images / measured["seconds"]),
             "enqueued": queued,
         }
@@ -229,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"ingest of {run['images']:,} images ({run['body_mb']} MB body): "
             f"{run['seconds']} s, {run['images_per_s']:,} images/s, peak RSS "
-            f"{run['peak_mb']} MB ({run['imported_mb']} MB after imports), "
+            f"{run['peak_mb']} MB ({run['imported_mb']} MB after imports, validating "
+            f"{run['validate_pass_mb']} MB, enqueueing {run['enqueue_pass_mb']} MB), "
             f"{run['enqueued']:,} enqueued",
             flush=True,
         )
