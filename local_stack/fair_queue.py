@@ -16,7 +16,9 @@ the queue ahead of its pollers into a FairPool (up to `capacity` messages waitin
 invisible on the queue) and its pollers take their batches from the pool in the order
 above. "In flight" here is what AWS counts for an event source: handed to an invocation
 and not yet finished by it. Not emulated: the processing-time share (a tenant with few but
-slow messages), and the minutes a tenant stays noisy after its backlog is gone.
+slow messages), and how long a tenant stays noisy: AWS keeps it so until its backlog has
+drained or it has sent nothing for 5 minutes, here it is quiet again as soon as its count
+in flight falls under the thresholds.
 
 `FairPool(fair=False)` hands messages over in the order the queue delivered them, as the
 event source did before it emulated fair queues (LOCAL_FAIR_QUEUES=0): the comparison that
