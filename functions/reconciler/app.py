@@ -1,5 +1,5 @@
-"""Every few minutes: jobs that stopped moving are requeued, or failed past their deadline
-(jobs/reconcile.py)."""
+"""Every few minutes: jobs that stopped moving are requeued, or failed past their deadline;
+lost counts are recounted and owed events published, with backoff (jobs/reconcile.py)."""
 
 from __future__ import annotations
 

@@ -656,6 +656,14 @@ def recount_job(job_id: str) -> int | None:
     )
     if found == counted and _RECOUNT_DUE not in after:
         return 0
+    if not _set_counters(job_id, found, counted, filings):
+        return None
+    return sum(astuple(found)) - sum(astuple(counted))
+
+
+def _set_counters(job_id: str, found: Tally, counted: Tally, filings: dict[str, str]) -> bool:
+    """Set the job's counters to `found` (and clear its recount mark) if its counters are
+    still `counted` and its open filings still `filings`; False if they moved."""
     names = {"#due": _RECOUNT_DUE}
     values: dict[str, Any] = {}
     conditions = []
@@ -681,9 +689,9 @@ def recount_job(job_id: str) -> int | None:
         )
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return None
+            return False
         raise
-    return sum(astuple(found)) - sum(astuple(counted))
+    return True
 
 
 def index_ranges(indexes: Iterable[int]) -> str:
