@@ -201,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     sink.raw(f"  curl -s '{api}/api/status?jobid=<job_id>'")
     # Each client's own, made on first use: what its webhook receiver verifies with.
     sink.raw(f"  curl -s '{api}/api/webhook-secret'   # your webhook signing secret")
+    # A job too large for a body (README: "Jobs too large for a body: uploads").
+    sink.raw(
+        f"  curl -s -X POST {api}/api/uploads   # then POST the job file to its upload_url "
+        'with its upload_fields, and submit {"upload_id": ...}; '
+        "retail-pulse submit does it for a large file"
+    )
     if log_path is not None:
         sink.raw(f"{FULL_LOG_PREFIX}{log_path}  (VERBOSE=1 prints it here)")
     sink.raw("  Ctrl-C stops everything.")
