@@ -74,8 +74,7 @@ def test_status_of_a_failed_job_whose_list_was_cut_says_how_to_get_every_failure
 ) -> None:
     job = service.add("j2", ["failed"] * 3)
     job.store_errors = [
-        {"store_id": f"S{n:04d}", "error": "store_id not found in store master"}
-        for n in range(150)
+        {"store_id": f"S{n:04d}", "error": "store_id not found in store master"} for n in range(150)
     ]
 
     result = run(service, "status", "j2")
