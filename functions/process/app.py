@@ -16,17 +16,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.data import connect
 from retail_pulse.entry import lambda_entry
-from retail_pulse.jobs.process import BatchRecord, ByteBudget, CancelledJobs, process_batch
+from retail_pulse.jobs.process import BatchRecord, ByteBudget, process_batch
 from retail_pulse.settings import get_settings
 
 connect()
 # Built once per execution environment: a batch's images run on these threads, holding at
-# most IMAGE_BYTES_IN_FLIGHT bytes of image bodies at once between them, and asking whether
-# their job was cancelled of answers at most about a second old, kept between batches.
+# most IMAGE_BYTES_IN_FLIGHT bytes of image bodies at once between them. Whether a job was
+# cancelled is read afresh by each batch (process_batch), then at most once a second.
 _settings = get_settings()
 _workers = ThreadPoolExecutor(max_workers=_settings.image_concurrency, thread_name_prefix="image")
 _budget = ByteBudget(_settings.image_bytes_in_flight)
-_cancelled = CancelledJobs()
 
 
 def batch_record(record: dict[str, Any]) -> BatchRecord:
@@ -50,7 +49,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
         _workers,
         _budget,
         lambda: context.get_remaining_time_in_millis() / 1000,
-        _cancelled,
     )
     # A batch whose every record failed is still a partial response: a function error would
     # hide which records to retry, and Lambda would deliver them all again.

@@ -365,10 +365,11 @@ def test_a_process_fault_is_redelivered_and_counted_once(
 
 
 def test_a_fault_delaying_a_retry_still_retries(aws, stores, call_api, image_server, monkeypatch):
-    """ChangeMessageVisibility fails: the message comes back at the visibility timeout."""
+    """Sending the retry's message fails: the record is hidden for its backoff instead and
+    reported failed, so SQS delivers it again, and the image is retried all the same."""
     url = image_server.url("/flaky/delay-fault/1/30x10.jpg")
     job_id = submit(call_api, [url]).body["job_id"]
-    with injected(monkeypatch, Fault("ChangeMessageVisibility")):
+    with injected(monkeypatch, Fault("SendMessage")):
         Pipeline(aws).drain()
 
     job_record = assert_accounted(job_id)

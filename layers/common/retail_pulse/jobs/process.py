@@ -290,8 +290,8 @@ def process_batch(
     """Measure a batch's images at once on `pool` and file each job's results (FILING) as
     soon as that job's images in the batch are done, then check that job for its end.
     Returns the message ids to report as batch item failures: SQS delivers those again, and
-    deletes the rest. `cancelled` answers whether a job was cancelled (one per execution
-    environment; a fresh one per batch without).
+    deletes the rest. `cancelled` answers whether a job was cancelled: a fresh one per batch
+    by default, so a cancel answered before the batch started is seen by all its images.
 
     A record fails when its message is unreadable, it could not be handed on (its retry or
     give-back could not be sent), or its result could not be filed; never a record whose
