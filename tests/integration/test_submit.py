@@ -120,6 +120,8 @@ def test_job_of_only_unknown_stores_is_failed_at_once(aws, stores, call_api):
         "status": "failed",
         "job_id": result.body["job_id"],
         "error": [{"store_id": "S_NOPE", "error": "store_id not found in store master"}],
+        "error_count": 1,
+        "error_truncated": False,
         "progress": {"total": 1, "succeeded": 0, "failed": 1},
     }
     assert JobRecord.get(result.body["job_id"]).finished_at is not None
