@@ -86,12 +86,14 @@ class Settings(BaseModel):
     # images that behave differently depending on the warning filter.
     max_image_pixels: int = Field(89_478_485, alias="MAX_IMAGE_PIXELS", ge=1)
     allowed_private_hosts: frozenset[str] = Field(frozenset(), alias="ALLOWED_PRIVATE_HOSTS")
-    # Attempts per image for transient trouble (timeouts, 429, 5xx), counted by SQS receives.
+    # Attempts per image for transient trouble (timeouts, 429, 5xx): downloads of it that
+    # started, carried by its message (jobs/process.py), not SQS's receive count.
     max_attempts: int = Field(4, alias="MAX_ATTEMPTS", ge=1)
     retry_base_delay_s: int = Field(2, alias="RETRY_BASE_DELAY_S", ge=1)
     retry_max_delay_s: int = Field(120, alias="RETRY_MAX_DELAY_S", ge=1)
     # The image queue's maxReceiveCount (template.yaml sets both): a dead-lettered message
-    # was received this many times, whatever its receive count on the dead-letter queue says.
+    # was delivered this many times in a row without an answer (crashes, results not filed),
+    # whatever its receive count on the dead-letter queue says.
     image_max_receives: int = Field(6, alias="IMAGE_MAX_RECEIVES", ge=1)
 
     # The reconciler. A job with no progress for RECONCILE_AFTER_S gets its pending images

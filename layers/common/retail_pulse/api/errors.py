@@ -62,7 +62,8 @@ class PayloadTooLarge(BadRequest):
 
 
 def _path(loc: Sequence[Any]) -> str:
-    parts = list(loc)
+    # A tagged union's tag ("<body>", "<upload>": api/models.SubmitBody) is not a place.
+    parts = [part for part in loc if not (isinstance(part, str) and part.startswith("<"))]
     if parts and parts[0] in ("body", "query", "header", "path"):
         parts = parts[1:]
     text = ""
