@@ -45,31 +45,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bench.moto_env import MOTO_ENV, REGION
+
 ROOT = Path(__file__).resolve().parents[1]
-REGION = "us-east-1"
-ACCOUNT_URL = f"https://sqs.{REGION}.amazonaws.com/123456789012"
 ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "JOBS_TABLE": "Jobs",
-    "IMAGES_TABLE": "Images",
-    "STORES_TABLE": "Stores",
-    "IDEMPOTENCY_TABLE": "Idempotency",
-    "UPLOADS_TABLE": "Uploads",
-    "UPLOADS_BUCKET": "retail-pulse-uploads",
-    "IMAGE_QUEUE_URL": f"{ACCOUNT_URL}/Images",
-    "EXPRESS_QUEUE_URL": f"{ACCOUNT_URL}/ExpressImages",
+    **MOTO_ENV,
     "EXPRESS_MAX_IMAGES": "0",
-    "INGEST_QUEUE_URL": f"{ACCOUNT_URL}/Ingest",
-    "WEBHOOK_QUEUE_URL": f"{ACCOUNT_URL}/Webhooks",
-    "WEBHOOK_SECRETS_TABLE": "WebhookSecrets",
-    "PAGE_TOKEN_SECRET_ARN": "retail-pulse-PageTokenSecret",
-    "POWERTOOLS_SERVICE_NAME": "retail-pulse",
-    "POWERTOOLS_METRICS_NAMESPACE": "RetailPulse",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_LOG_LEVEL": "CRITICAL",
     "POWERTOOLS_METRICS_DISABLED": "true",
 }
 BATCH = 100  # ProcessBatchSize

@@ -37,32 +37,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench.moto_env import ACCOUNT_URL, MOTO_ENV, REGION
+
 ROOT = Path(__file__).resolve().parents[1]
-REGION = "us-east-1"
-ACCOUNT_URL = f"https://sqs.{REGION}.amazonaws.com/123456789012"
 ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "JOBS_TABLE": "Jobs",
-    "IMAGES_TABLE": "Images",
-    "STORES_TABLE": "Stores",
-    "IDEMPOTENCY_TABLE": "Idempotency",
-    "UPLOADS_TABLE": "Uploads",
-    "UPLOADS_BUCKET": "retail-pulse-uploads",
-    "IMAGE_QUEUE_URL": f"{ACCOUNT_URL}/Images",
-    "EXPRESS_QUEUE_URL": f"{ACCOUNT_URL}/ExpressImages",
-    "INGEST_QUEUE_URL": f"{ACCOUNT_URL}/Ingest",
-    "PAGE_TOKEN_SECRET_ARN": "retail-pulse-PageTokenSecret",
-    "WEBHOOK_QUEUE_URL": f"{ACCOUNT_URL}/Webhooks",
+    **MOTO_ENV,
     "WEBHOOK_DEAD_LETTER_QUEUE_URL": f"{ACCOUNT_URL}/WebhooksDeadLetter",
-    "WEBHOOK_SECRETS_TABLE": "WebhookSecrets",
+    # The deployment-wide secret of the code before issue 22, for --root measurements.
     "WEBHOOK_SIGNING_SECRET_ARN": "retail-pulse-WebhookSigningSecret",
-    "POWERTOOLS_SERVICE_NAME": "retail-pulse",
-    "POWERTOOLS_METRICS_NAMESPACE": "RetailPulse",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_LOG_LEVEL": "CRITICAL",
 }
 
 
