@@ -22,7 +22,8 @@ import requests
 
 from tests.e2e.conftest import ROOT, STATE_ENV
 
-pytestmark = pytest.mark.e2e
+LOCAL_ONLY = "the console of `make run`, not the deployed stack's"
+pytestmark = [pytest.mark.e2e, pytest.mark.local_stack(LOCAL_ONLY)]
 
 READY = re.compile(r"^Retail Pulse local stack ready at (http://127\.0\.0\.1:\d+)", re.M)
 FULL_LOG = re.compile(r"^  Full log \(.*\): (\S+)", re.M)
@@ -57,8 +58,8 @@ class Console:
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    if os.environ.get(STATE_ENV):
-        pytest.skip("local stack only: the console of `make run`, not the deployed stack's")
+    if os.environ.get(STATE_ENV):  # the marker skips first; this guards a direct use
+        pytest.skip(f"local stack only: {LOCAL_ONLY}")
     workdir = tmp_path_factory.mktemp("console")
     stdout, full_log = workdir / "console.txt", workdir / "full.log"
     env = {
