@@ -10,7 +10,7 @@ meets a 409 (the first try had already done it), the job's status is read to tel
 other 4xx is the caller's mistake and raises ApiError (Conflict for a 409, UnknownJob for
 the SPEC's `400 {}`) at once with the server's own `error` text.
 
-The response models below are written by hand, and tests/unit/test_client_contract.py
+The response models below are written by hand, and client/tests/test_client_contract.py
 holds each against its schema in openapi.json (fields, types, what is required), so a
 change to the API breaks a test here rather than a user's script.
 """

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from fake_api import CSV_TYPE, FakeApi, FakeJobs, fake_api
 
 from retail_pulse_client import (
     ApiError,
@@ -16,7 +17,6 @@ from retail_pulse_client import (
     ServiceUnavailable,
     UnknownJob,
 )
-from tests.support.fake_api import CSV_TYPE, FakeApi, FakeJobs, fake_api
 
 JOB = {
     "count": 1,

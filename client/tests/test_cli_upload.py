@@ -11,11 +11,11 @@ from email.policy import HTTP
 from pathlib import Path
 
 import pytest
+from fake_api import FakeApi, fake_api
 from typer.testing import CliRunner
 
 from retail_pulse_client.cli import app
 from retail_pulse_client.upload import MultipartBody
-from tests.support.fake_api import FakeApi, fake_api
 
 FIELDS = {"key": "uploads/default/u1", "policy": "cG9saWN5", "x-amz-signature": "c2ln"}
 

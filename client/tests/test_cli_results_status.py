@@ -10,10 +10,10 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from fake_api import RESULT_COLUMNS, FakeJobs, fake_jobs
 from typer.testing import CliRunner, Result
 
 from retail_pulse_client.cli import app
-from tests.support.fake_api import RESULT_COLUMNS, FakeJobs, fake_jobs
 
 STATES = ["succeeded", "failed", "pending", "failed", "succeeded", "failed"]
 

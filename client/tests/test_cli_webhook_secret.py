@@ -8,12 +8,11 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from fake_api import FakeApi, closed_port, fake_api
 from typer.testing import CliRunner, Result
 
 from retail_pulse_client.cli import app
 from retail_pulse_client.client import RetailPulseClient
-from tests.support.fake_api import FakeApi, fake_api
-from tests.support.webhook_receiver import closed_port
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NEW_SECRET = "whsec_2pwqZx9bO3RZCIkP7Hwfr6nxqgXjv1U2"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -402,3 +403,10 @@ def fake_jobs() -> Iterator[FakeJobs]:
     """A fake API on 127.0.0.1 whose job routes are served by a FakeJobs."""
     with fake_api() as api:
         yield FakeJobs(api)
+
+
+def closed_port() -> str:
+    """A 127.0.0.1 host:port nothing listens on (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"

@@ -1,5 +1,5 @@
 """`retail-pulse cancel`, `retry`, `jobs`, `results` and `submit --callback` as a user runs
-them, against the job routes of tests/support/fake_api.py's FakeJobs (issue 15)."""
+them, against the job routes of client/tests/fake_api.py's FakeJobs (issue 15)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_api import RESULT_COLUMNS, FakeJobs, Recorded, fake_jobs
 from typer.testing import CliRunner, Result
 
 from retail_pulse.api.models import SubmitRequest
 from retail_pulse_client.checks import Limits, field_problems
 from retail_pulse_client.cli import app
-from tests.support.fake_api import RESULT_COLUMNS, FakeJobs, Recorded, fake_jobs
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 HEADER = ",".join(RESULT_COLUMNS)

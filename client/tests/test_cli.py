@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_api import FakeApi, fake_api
 from typer.testing import CliRunner, Result
 
 from retail_pulse_client.cli import _needs_service_package, app
-from tests.support.fake_api import FakeApi, fake_api
 
 HEADER = "store_id,image_url,visit_time\n"
 # Anything a terminal would interpret: ANSI escapes, carriage returns, backspaces, ...
@@ -358,29 +358,6 @@ def test_bad_usage_exits_2() -> None:
 
 
 # -- stores import -------------------------------------------------------------------------
-
-
-def test_stores_import_loads_good_rows_and_names_the_rejected(aws: object, tmp_path: Path) -> None:
-    master = write(
-        tmp_path,
-        "stores.csv",
-        "AreaCode,StoreName,StoreID\n710006,BHARAT STORE,S1\n710006,No Id,\n700029,Bakery,S2\n",
-    )
-
-    result = run(None, "stores", "import", str(master))
-
-    assert result.exit_code == 1, result.output
-    assert "Read 3 rows, loaded 2 stores, rejected 1 row" in result.stdout
-    assert "line 3:" in result.stdout
-    assert "writing stores: 2/2" in result.stderr
-    assert not CONTROL.search(result.output), repr(result.output)
-
-
-def test_stores_import_of_a_missing_file_exits_2(aws: object, tmp_path: Path) -> None:
-    result = run(None, "stores", "import", str(tmp_path / "nope.csv"))
-
-    assert result.exit_code == 2
-    assert "error:" in result.stderr
 
 
 def test_stores_import_without_the_service_package_says_what_to_install(
