@@ -42,7 +42,7 @@ def _offending(paths: list[Path], forbidden: tuple[str, ...]) -> dict[str, list[
     return found
 
 
-@pytest.mark.parametrize("folder", ["jobs", "visits", "imaging", "api"])
+@pytest.mark.parametrize("folder", ["jobs", "visits", "imaging", "api", "net", "webhooks"])
 def test_only_data_access_touches_the_tables(folder: str) -> None:
     """Records and connections are private to retail_pulse.data."""
     assert _offending(_modules(folder), ("retail_pulse.data.models", "pynamodb")) == {}
@@ -85,3 +85,20 @@ def test_the_operator_tools_reach_aws_only_through_their_gateway_module() -> Non
         if (names := sorted(n for n in _imports(path) if n.split(".")[0] in AWS_LIBRARIES))
     }
     assert offending == {}
+
+
+def test_the_net_package_imports_nothing_else_of_ours() -> None:
+    """net/ is the outbound-HTTP safety the image fetch and the webhook POST share: it knows
+    no data access, no use case, no settings, and neither of its callers."""
+    paths = _modules("net")
+    assert paths
+    found = {
+        str(path.relative_to(PACKAGE)): sorted(
+            name
+            for name in _imports(path)
+            if name.split(".")[0] == "retail_pulse" and not name.startswith("retail_pulse.net")
+        )
+        for path in paths
+    }
+    assert {path: names for path, names in found.items() if names} == {}
+    assert _offending(paths, ("retail_pulse.data", "retail_pulse.jobs", *AWS_LIBRARIES)) == {}

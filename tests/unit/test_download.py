@@ -21,15 +21,16 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from retail_pulse.imaging import (
     PermanentImageError,
     TransientImageError,
-    download,
     fetch,
     fetch_image,
     measure_image,
 )
+from retail_pulse.net import addresses, body, deadline, guard, transport
 from retail_pulse.settings import Settings, get_settings
 from tests.support.fake_dns import FakeDns
 from tests.support.image_server import ImageServer, make_image
@@ -251,11 +252,11 @@ def test_retry_after_http_date_is_parsed(scripted: ScriptedServer) -> None:
     [(None, None), ("", None), ("0", 0.0), (" 30 ", 30.0), ("soon", None), ("-5", None)],
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
-    assert download.parse_retry_after(header) == expected
+    assert body.parse_retry_after(header) == expected
 
 
 def test_retry_after_date_in_the_past_means_now() -> None:
-    assert download.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert body.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 # --- Connection trouble -----------------------------------------------------------------
@@ -428,9 +429,9 @@ def test_more_than_three_redirects_are_refused(scripted: ScriptedServer) -> None
 # --- Pinning the vetted address while TLS keeps the host name ---------------------------
 
 
-def _vet(url: str) -> download._Hop:
+def _vet(url: str) -> guard.Hop:
     """A hop vetted as an attempt vets it (its name lookup within the attempt's deadline)."""
-    return download._vet(url, NO_EXCEPTIONS, download._Attempt(url, 10))
+    return guard.vet(url, NO_EXCEPTIONS.allowed_private_hosts, deadline.Attempt(url, 10))
 
 
 def test_https_hop_connects_to_the_vetted_ip_with_the_hosts_tls_name(
@@ -441,12 +442,12 @@ def test_https_hop_connects_to_the_vetted_ip_with_the_hosts_tls_name(
     assert hop.connect_url == "https://93.184.216.34:443/a/b.jpg?size=l"
     assert hop.host_header == "images.example.com"
 
-    session = download._session()
+    session = transport.session()
     request = session.prepare_request(
-        download.requests.Request("GET", hop.connect_url, headers={"Host": hop.host_header})
+        requests.Request("GET", hop.connect_url, headers={"Host": hop.host_header})
     )
     adapter = session.get_adapter(hop.connect_url)
-    assert isinstance(adapter, download.PinnedAddressAdapter)
+    assert isinstance(adapter, transport.PinnedAddressAdapter)
     pool = adapter.get_connection_with_tls_context(request, verify=True)
     connection = pool._new_conn()  # built, not connected: no network is touched
     assert (connection.host, connection.port) == ("93.184.216.34", 443)
@@ -533,7 +534,7 @@ def trust(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
     """Trust a test CA in this thread's session only, for the length of one test."""
 
     def use(ca_path: Path) -> None:
-        monkeypatch.setattr(download._session(), "verify", str(ca_path))
+        monkeypatch.setattr(transport.session(), "verify", str(ca_path))
 
     return use
 
@@ -580,4 +581,4 @@ def test_address_classifier_examples() -> None:
         "2606:2800:220:1:248:1893:25c8:1946": None,
     }
     for address, why in examples.items():
-        assert download._blocked_because(ipaddress.ip_address(address)) == why, address
+        assert addresses.blocked_because(ipaddress.ip_address(address)) == why, address

@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from retail_pulse.imaging import PermanentImageError, TransientImageError, download, fetch
-from retail_pulse.imaging.download import HOLD_STEP_BYTES
+from retail_pulse.imaging import PermanentImageError, TransientImageError, fetch
+from retail_pulse.net import addresses
+from retail_pulse.net.body import HOLD_STEP_BYTES
 from retail_pulse.settings import Settings, get_settings
 from tests.support.fake_dns import FakeDns
 from tests.support.image_server import make_image
@@ -179,7 +180,7 @@ NOT_IMAGE_HOSTS = {
 
 @pytest.mark.parametrize("address", sorted(NOT_IMAGE_HOSTS))
 def test_special_purpose_addresses_are_refused_whatever_pythons_tables_say(address: str) -> None:
-    assert download._blocked_because(ipaddress.ip_address(address)) == NOT_IMAGE_HOSTS[address]
+    assert addresses.blocked_because(ipaddress.ip_address(address)) == NOT_IMAGE_HOSTS[address]
     literal = f"[{address}]" if ":" in address else address
     with pytest.raises(PermanentImageError) as caught:
         fetch(f"http://{literal}/a.jpg", settings_for())
@@ -189,4 +190,4 @@ def test_special_purpose_addresses_are_refused_whatever_pythons_tables_say(addre
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
 def test_public_addresses_pass_the_guard(address: str) -> None:
-    assert download._blocked_because(ipaddress.ip_address(address)) is None
+    assert addresses.blocked_because(ipaddress.ip_address(address)) is None

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from retail_pulse.imaging import PermanentImageError, TransientImageError, download, fetch
+from retail_pulse.imaging import PermanentImageError, TransientImageError, fetch
+from retail_pulse.net import addresses, body, deadline, transport
 from retail_pulse.settings import Settings, get_settings
 from tests.support.fake_dns import FakeDns
 from tests.support.image_server import make_image
@@ -350,7 +351,7 @@ def test_a_connection_the_watchdog_shut_is_not_reused(
     server = hostile(script)
     settings = settings_for(server)
     assert fetch(server.url("/a.jpg"), settings).data == JPEG
-    pools = download._session().get_adapter(server.url()).poolmanager.pools
+    pools = transport.session().get_adapter(server.url()).poolmanager.pools
     # urllib3's RecentlyUsedContainer refuses iteration; keys() is its way.
     ours = [pools[key] for key in pools.keys() if key.key_port == server.port]  # noqa: SIM118
     pooled = [conn for pool in ours for conn in pool.pool.queue if conn is not None]
@@ -412,7 +413,7 @@ def test_watchdog_shuts_an_attempts_socket_at_its_deadline() -> None:
     """The mechanism alone: a read blocked on a registered socket returns at the deadline."""
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        connection = download._WatchedHTTPConnection("127.0.0.1", 1)
+        connection = transport.WatchedHTTPConnection("127.0.0.1", 1)
         returned = threading.Event()
 
         def blocked_read() -> None:
@@ -420,7 +421,7 @@ def test_watchdog_shuts_an_attempts_socket_at_its_deadline() -> None:
                 ours.recv(1)
             returned.set()
 
-        with download._deadline_attempt("http://example.test/a.jpg", 0.3) as attempt:
+        with deadline.deadline("http://example.test/a.jpg", 0.3) as attempt:
             attempt.watch(connection, ours)
             reader = threading.Thread(target=blocked_read, daemon=True)
             reader.start()
@@ -435,8 +436,8 @@ def test_finished_attempt_is_never_shut() -> None:
     """A healthy fetch leaves nothing armed: its sockets are safe after it returns."""
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        connection = download._WatchedHTTPConnection("127.0.0.1", 1)
-        with download._deadline_attempt("http://example.test/a.jpg", 0.2) as attempt:
+        connection = transport.WatchedHTTPConnection("127.0.0.1", 1)
+        with deadline.deadline("http://example.test/a.jpg", 0.2) as attempt:
             attempt.watch(connection, ours)
         attempt.expire()  # what the watchdog would do, late
         assert not attempt.expired
@@ -507,12 +508,12 @@ def test_malformed_retry_after_is_ignored(
 
 @pytest.mark.parametrize("value", ["²", "1_0", "+5", "\u0665", "9" * 16, "9" * 5000, "1e3", "NaN"])
 def test_parse_retry_after_accepts_only_ascii_digits(value: str) -> None:
-    assert download.parse_retry_after(value) is None
+    assert body.parse_retry_after(value) is None
 
 
 def test_parse_retry_after_still_reads_plain_seconds() -> None:
-    assert download.parse_retry_after("120") == 120.0
-    assert download.parse_retry_after("9" * 15) == float("9" * 15)
+    assert body.parse_retry_after("120") == 120.0
+    assert body.parse_retry_after("9" * 15) == float("9" * 15)
 
 
 # --- Malformed responses are permanent, and never a raw exception -----------------------
@@ -719,7 +720,7 @@ INNER_WHY = {
 @pytest.mark.parametrize("inner", sorted(INNER_WHY))
 def test_embedded_non_public_ipv4_is_refused(fake_dns: FakeDns, form: str, inner: str) -> None:
     address = _wrap(form, inner)
-    why = download._blocked_because(ipaddress.ip_address(address))
+    why = addresses.blocked_because(ipaddress.ip_address(address))
     assert why is not None
     assert why.startswith(INNER_WHY[inner])  # the inner address's reason, not "reserved"
     url = f"http://[{address}]/a.jpg"
@@ -733,7 +734,7 @@ def test_python_311s_blind_spot_is_covered() -> None:
     """3.11's tables call 6to4 of 127.0.0.1 global; the guard does not ask them."""
     six_to_four = ipaddress.ip_address("2002:7f00:1::")
     assert (
-        download._blocked_because(six_to_four) == "a loopback address wrapped in 6to4 (2002::/16)"
+        addresses.blocked_because(six_to_four) == "a loopback address wrapped in 6to4 (2002::/16)"
     )
 
 
@@ -741,7 +742,7 @@ def test_python_311s_blind_spot_is_covered() -> None:
 def test_transition_forms_are_refused_even_around_a_public_ipv4(form: str) -> None:
     """Decided: the transition ranges are refused whatever they wrap. Their traffic goes
     through relays and gateways we do not control, and no image host needs them."""
-    why = download._blocked_because(ipaddress.ip_address(_wrap(form, "8.8.8.8")))
+    why = addresses.blocked_because(ipaddress.ip_address(_wrap(form, "8.8.8.8")))
     assert why is not None
     assert why.startswith("an IPv4 address wrapped in ")
     assert why.endswith("; transition addresses are not fetched")
@@ -749,13 +750,13 @@ def test_transition_forms_are_refused_even_around_a_public_ipv4(form: str) -> No
 
 def test_ipv4_mapped_public_address_is_that_address() -> None:
     """::ffff:8.8.8.8 is 8.8.8.8 (a dual-stack socket connects over IPv4): allowed."""
-    assert download._blocked_because(ipaddress.ip_address(_wrap("mapped", "8.8.8.8"))) is None
+    assert addresses.blocked_because(ipaddress.ip_address(_wrap("mapped", "8.8.8.8"))) is None
 
 
 @pytest.mark.parametrize("address", ["::", "::1", "2606:2800:220:1:248:1893:25c8:1946"])
 def test_plain_ipv6_is_not_mistaken_for_a_wrapper(address: str) -> None:
     expected = {"::": "an unspecified address", "::1": "a loopback address"}.get(address)
-    assert download._blocked_because(ipaddress.ip_address(address)) == expected
+    assert addresses.blocked_because(ipaddress.ip_address(address)) == expected
 
 
 @pytest.mark.parametrize(

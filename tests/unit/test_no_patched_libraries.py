@@ -63,12 +63,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # Issue 25 point 2 (EventBridge as it ships): moto's PutEvents wrapped for the 256 KB
     # entry limit.
     ("local_stack/events.py", "moto.events.models.EventsBackend.put_events"): "issue 25.2",
-    # Issue 25 point 1 (the download deadline through urllib3's public connection classes
-    # or a requests adapter) removes the override of urllib3's private _new_conn.
-    (
-        "layers/common/retail_pulse/imaging/download.py",
-        "urllib3.connection.HTTPConnection._new_conn",
-    ): "issue 25.1",
 }
 
 

@@ -21,11 +21,12 @@ import pytest
 
 from retail_pulse.data.jobs import Filed, Filing
 from retail_pulse.domain import ImageCancelled, ImageSuccess
-from retail_pulse.imaging.download import FetchedImage, Hold
+from retail_pulse.imaging.download import FetchedImage
 from retail_pulse.jobs import process
 from retail_pulse.jobs.bytes_budget import ByteBudget, NoRoom
 from retail_pulse.jobs.cancellation import CancelledJobs
 from retail_pulse.jobs.process import BatchRecord
+from retail_pulse.net.body import Hold
 from retail_pulse.settings import get_settings
 
 WAIT_S = 30  # only ever reached when something is broken

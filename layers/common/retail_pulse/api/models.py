@@ -61,7 +61,7 @@ def url_problem(url: str) -> str | None:
         return f"'{shown(url[:100])}' is not an http or https URL"
     reason = _authority_problem(match.group("authority"))
     if reason is None:
-        # What the fetcher will do with it (imaging/download.py): nothing here may raise.
+        # What the fetcher will do with it (net/guard.py): nothing here may raise.
         try:
             parts = urlsplit(url)
             _ = parts.hostname, parts.port

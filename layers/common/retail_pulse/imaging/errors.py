@@ -23,12 +23,6 @@ class PermanentImageError(ImageError):
     """Trying again cannot help: HTTP 4xx, not an image, over a limit, a refused address."""
 
 
-class HostMisconfigured(PermanentImageError):
-    """The host is not set up to answer: its name does not resolve, its certificate is not
-    valid for it, or it speaks no HTTP. Final for an image (retrying in minutes finds the
-    same host), but a webhook receiver's operator may fix it within the retry window."""
-
-
 class TransientImageError(ImageError):
     """Trying again later may help: connection trouble, timeouts, HTTP 429 and 5xx."""
 

@@ -2,9 +2,10 @@
 
 What a download holds is what its body actually needs, as it becomes known: nothing until
 its host has answered, then the declared Content-Length, or without one the bytes read so
-far, growing (imaging/download.py fetch's `hold`). A host that trickles or says nothing
-costs a thread, not another image's memory: the budget bounds the process function's peak
-memory without letting one client's slow hosts keep another client's images from starting.
+far, growing (the `hold` of imaging/download.py's fetch, net/body.py). A host that trickles
+or says nothing costs a thread, not another image's memory: the budget bounds the process
+function's peak memory without letting one client's slow hosts keep another client's images
+from starting.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from retail_pulse.imaging.download import Hold
 from retail_pulse.imaging.errors import TransientImageError
+from retail_pulse.net.body import Hold
 
 
 class NoRoom(TransientImageError):

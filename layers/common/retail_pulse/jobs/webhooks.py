@@ -4,8 +4,8 @@ Each receive of a WebhookDelivery from the webhook queue is one attempt: a POST 
 payload (the same bytes every time, with the same event_id, so receivers deduplicate on
 it) signed at that moment as Standard Webhooks signs (`webhook-id`, `webhook-timestamp`,
 `webhook-signature`; one signature per secret of the client, jobs/webhook_secrets.py), sent
-through the image fetcher's guard (imaging/download.post: the URL vetted and pinned against
-SSRF, a wall-clock deadline, no redirects followed).
+through net's guard (webhooks/post.py: the URL vetted and pinned against SSRF, a wall-clock
+deadline, no redirects followed).
 
 - A 2xx ends it.
 - A timeout, connection trouble, 429 or 5xx is retried through the queue: the message is
@@ -36,14 +36,9 @@ from pydantic import ValidationError
 
 from retail_pulse.data.queue import dead_letter_webhook, delay_webhook
 from retail_pulse.errors import StorageInterrupted
-from retail_pulse.imaging.download import post
-from retail_pulse.imaging.errors import (
-    HostMisconfigured,
-    PermanentImageError,
-    TransientImageError,
-)
 from retail_pulse.jobs.messages import WebhookDelivery
 from retail_pulse.jobs.webhook_secrets import signing_key, signing_secrets
+from retail_pulse.net.errors import HostMisconfigured, PermanentRequestError, TransientRequestError
 from retail_pulse.observability import (
     WEBHOOK_RETRIES,
     WEBHOOKS_ABANDONED,
@@ -54,6 +49,7 @@ from retail_pulse.observability import (
     redact_url,
 )
 from retail_pulse.settings import get_settings
+from retail_pulse.webhooks.post import post
 
 # Standard Webhooks' headers: the event's id (the body's event_id, the same on every
 # attempt: receivers deduplicate on it), the attempt's Unix time, and the signatures.
@@ -152,12 +148,12 @@ def deliver_webhook(
     }
     try:
         response = post(url, body, headers, settings, deadline_s=settings.webhook_deadline_s)
-    except (TransientImageError, HostMisconfigured) as error:
+    except (TransientRequestError, HostMisconfigured) as error:
         # A receiver down, or one whose name, certificate or server its operator may fix
         # before the window ends: tried again. A refused address or a malformed URL is not.
         detail = _without_secrets(str(error), url)
         return _retry_or_abandon(detail, None, None, receive_count, first_sent_at, now)
-    except PermanentImageError as error:
+    except PermanentRequestError as error:
         return DeliveryOutcome("rejected", _without_secrets(str(error), url))
     status = response.status
     if 200 <= status < 300:
