@@ -82,6 +82,8 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("s3:GetObject", "UploadsBucket/uploads/*"),
         ("s3:GetObjectVersion", "UploadsBucket/uploads/*"),
         ("dynamodb:BatchWriteItem", "ImagesTable"),
+        # A large retry's pages (jobs/retry.py): failed records back to pending.
+        ("dynamodb:UpdateItem", "ImagesTable"),
         ("dynamodb:BatchGetItem", "StoresTable"),
         ("sqs:SendMessage", "ImageQueue"),
         ("sqs:SendMessage", "ExpressImageQueue"),
@@ -137,6 +139,8 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:BatchGetItem", "ImagesTable"),
         ("sqs:SendMessage", "ImageQueue"),
         ("sqs:SendMessage", "ExpressImageQueue"),
+        # A lost ingest's or large retry's message, sent again.
+        ("sqs:SendMessage", "IngestQueue"),
         *ANNOUNCE,
     },
     "JobActionsFunction": {
@@ -147,6 +151,8 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:BatchGetItem", "StoresTable"),
         ("sqs:SendMessage", "ImageQueue"),
         ("sqs:SendMessage", "ExpressImageQueue"),
+        # A retry of more than one page hands the rest on to the ingest function.
+        ("sqs:SendMessage", "IngestQueue"),
         *ANNOUNCE,
     },
     "StatusFunction": {

@@ -76,12 +76,16 @@ class Job:
     upload_id: str | None = None
     ingesting: bool = False
     ingest_error: str | None = None
+    # A retry's pages are still being reopened (jobs/retry.py): the image index the next
+    # page starts at, and when the last one was (the job is not done meanwhile).
+    retry_next: int | None = None
+    retry_moved_at: datetime | None = None
 
     @property
     def done(self) -> bool:
         """Every image has its final record (succeeded, failed or cancelled), and the job
-        has all its images (its upload is read)."""
-        if self.ingesting:
+        has all its images (its upload is read, its retry's pages reopened)."""
+        if self.ingesting or self.retry_next is not None:
             return False
         return self.succeeded + self.failed + self.cancelled >= self.total
 

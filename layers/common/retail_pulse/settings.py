@@ -102,6 +102,12 @@ class Settings(BaseModel):
     reconcile_after_s: int = Field(900, alias="RECONCILE_AFTER_S", ge=1)
     job_hard_deadline_s: int = Field(7200, alias="JOB_HARD_DEADLINE_S", ge=1)
 
+    # A job's images are read JOB_PAGE_IMAGES at a time wherever a whole job is gone through
+    # (a retry's failures, the reconciler's requeue, expiry, cancel and recount): one
+    # invocation does as many pages as its time allows and keeps its place on the job, so
+    # the next goes on from there (a 1,000,000-image job is 100 pages).
+    job_page_images: int = Field(10_000, alias="JOB_PAGE_IMAGES", ge=1)
+
     # Retention: a job and its images carry a DynamoDB TTL of this many days after submit,
     # after which DynamoDB deletes them (README: "Retention").
     retention_days: int = Field(90, alias="RETENTION_DAYS", ge=1)

@@ -108,6 +108,8 @@ def _job(record: JobRecord) -> Job:
         upload_id=record.upload_id,
         ingesting=bool(record.ingesting),
         ingest_error=record.ingest_error,
+        retry_next=None if record.retry_next is None else int(record.retry_next),
+        retry_moved_at=record.retry_moved_at,
         event_attempts=int(record.event_attempts or 0),
         event_retry_at=record.event_retry_at,
         failures=unpack_failures(record.failures) if record.failures else None,

@@ -162,6 +162,11 @@ class JobRecord(Model):
     upload_id = UnicodeAttribute(null=True)
     ingesting = BooleanAttribute(null=True)
     ingest_error = UnicodeAttribute(null=True)
+    # A retry too large for one invocation (jobs/retry.py): the next image index its pages
+    # go on from, and when they last moved (absent: no retry under way). The job is not
+    # done while it is set, however its counters stand.
+    retry_next = NumberAttribute(null=True)
+    retry_moved_at = UTCDateTimeAttribute(null=True)
 
     ongoing_jobs = OngoingJobsIndex()
     tenant_jobs = TenantJobsIndex()

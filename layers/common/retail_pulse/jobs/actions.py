@@ -3,20 +3,17 @@ re-run the images of a failed job. Another client's job is an unknown job (Unkno
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from retail_pulse.data import STORAGE_ERRORS
-from retail_pulse.data.images import JobChanged, failed_images, reopen_failed
+from retail_pulse.data.images import JobChanged, failed_page, reopen_failed
 from retail_pulse.data.jobs import JobBusy, cancel
-from retail_pulse.data.queue import enqueue_images
-from retail_pulse.data.stores import find_stores
-from retail_pulse.domain import Image, Job, JobStatus
+from retail_pulse.domain import Job, JobStatus
 from retail_pulse.errors import StorageInterrupted, WrongJobState
 from retail_pulse.jobs.finish import announce, emit_job_finished, finish_job
-from retail_pulse.jobs.messages import ImageMessage, is_express
+from retail_pulse.jobs.messages import is_express
+from retail_pulse.jobs.retry import enqueue_retried, hand_on, runnable
 from retail_pulse.jobs.status import caller_job, status_of
-from retail_pulse.jobs.submit import UNKNOWN_STORE
 from retail_pulse.observability import logger
+from retail_pulse.settings import get_settings
 
 
 def cancel_job(tenant: str, job_id: str) -> JobStatus:
@@ -50,25 +47,23 @@ def cancel_job(tenant: str, job_id: str) -> JobStatus:
 def retry_job(tenant: str, job_id: str) -> JobStatus:
     """Re-run a failed job's failed images: back to `pending` and enqueued again, the job
     `ongoing` until they end. Images of stores still missing from the store master stay
-    failed (they would fail the same way); a job with nothing to re-run is refused."""
+    failed (they would fail the same way); a job with nothing to re-run is refused.
+
+    Here, the first page of the job's records (JOB_PAGE_IMAGES); a larger job's other
+    pages are handed on to the ingest function (jobs/retry.py)."""
     job = caller_job(tenant, job_id)
     if job.state != "failed":
         raise WrongJobState(f"the job is {job.state}; only a failed job can be retried")
     job = _announced(job)
-    failed = list(failed_images(job.job_id))
-    stores = find_stores({image.store_id for image in failed})
-    retried = [
-        replace(image, area=stores[image.store_id].area_code)
-        for image in failed
-        if image.store_id in stores
-    ]
-    if not retried:
+    page = failed_page(job.job_id, 0, get_settings().job_page_images)
+    retried = runnable(page.images)
+    if not retried and page.next is None:
         raise WrongJobState(
             "none of the job's failed images can be re-run: their stores are still not in "
             "the store master; import them first (retail-pulse stores import)"
         )
     try:
-        reopen_failed(job, retried)
+        reopen_failed(job, retried, after=page.next)
     except JobChanged:
         current = caller_job(tenant, job_id)
         raise WrongJobState(
@@ -80,21 +75,17 @@ def retry_job(tenant: str, job_id: str) -> JobStatus:
             "the job could not be reopened for its retry (storage failed); "
             "send the same retry again"
         ) from error
-    try:
-        _enqueue(job.tenant, retried)
-    except STORAGE_ERRORS:
-        # Reopened: its images are pending, and the reconciler enqueues a job's pending
-        # images once it stops moving. The retry stands.
-        logger.exception(
-            "retried images not enqueued; the reconciler will", extra={"job_id": job_id}
-        )
+    paged = page.next is not None
+    enqueue_retried(job.tenant, retried, is_express(job.total if paged else len(retried)))
+    if paged:
+        hand_on(job)
     logger.info(
         "job retried",
         extra={
             "job_id": job_id,
             "images": len(retried),
-            "still_unknown_store": sum(image.error == UNKNOWN_STORE for image in failed)
-            - sum(image.error == UNKNOWN_STORE for image in retried),
+            "still_unknown_store": len(page.images) - len(retried),
+            "more_pages": paged,
         },
     )
     return status_of(caller_job(tenant, job_id))
@@ -122,8 +113,3 @@ def _announced(job: Job) -> Job:
             return job
         job = caller_job(job.tenant, job.job_id)
     return job
-
-
-def _enqueue(tenant: str, images: list[Image]) -> None:
-    express = is_express(len(images))
-    enqueue_images([ImageMessage.body(image, tenant, express) for image in images], express)

@@ -24,7 +24,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -50,12 +50,14 @@ MAX_ATTEMPTS = 3
 
 
 class IngestMessage(BaseModel):
-    """One message of IngestQueue: read (or go on reading) this job's upload."""
+    """One message of IngestQueue: read (or go on reading) this job's upload; or, of kind
+    "retry", go on reopening its retry's pages (jobs/retry.py)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     job_id: str
     tenant: str
+    kind: Literal["ingest", "retry"] = "ingest"
 
 
 class JobBody(Protocol):
