@@ -3,7 +3,7 @@
 - Lambda: the functions' own REPORT lines (Billed Duration x Memory Size, and one request
   per invocation), exactly as Lambda bills them.
 - DynamoDB and the functions' SQS requests: each invocation's "aws_usage" (the EMF blob its
-  clients' botocore hooks fill, retail_pulse/data/usage.py): every request sent, and the
+  clients' botocore hooks fill, retail_pulse/metering.py): every request sent, and the
   ConsumedCapacity DynamoDB answered with (ReturnConsumedCapacity=INDEXES), index writes
   included. Those are DynamoDB's own figures only when the stack runs DynamoDB Local
   (LOCAL_DYNAMODB=dynamodb-local): moto reports none for transactions and indexes.

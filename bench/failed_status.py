@@ -6,7 +6,7 @@ the FailedImages index to list one error per store. Now the job keeps a bounded 
 its failures (at most 100 stores, how many failed), written when it fails: a poll is one
 GetItem of the job. Both are measured here as the service's own data code issues them
 (`get_job` + `failed_images` then, `status_of(get_job(...))` now), with read units as
-DynamoDB Local reports them (ReturnConsumedCapacity, data/usage.py), for two jobs:
+DynamoDB Local reports them (ReturnConsumedCapacity, metering.py), for two jobs:
 
 - 3,000 images of 3,000 unknown stores (each failure's error is a short sentence);
 - 10,000 images of 10,000 stores whose ~2 KB presigned URLs answered 403 (each error names
@@ -94,7 +94,7 @@ def _failed_job(images: int, error_of: Any) -> str:
 
 def _reads(call: Any) -> tuple[Any, float, dict[str, int]]:
     """What `call` returns, the read units it consumed, and its DynamoDB requests."""
-    from retail_pulse.data.usage import usage
+    from retail_pulse.metering import usage
 
     usage.reset()
     result = call()

@@ -26,8 +26,8 @@ from werkzeug.serving import make_server
 from local_stack.dynamodb_local import DynamoDbRouter
 from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import ALL_MODELS, FAILED, SUCCEEDED, ImageRecord, JobRecord
-from retail_pulse.data.usage import usage
 from retail_pulse.domain import ImageSuccess
+from retail_pulse.metering import usage
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401

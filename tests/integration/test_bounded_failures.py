@@ -14,10 +14,10 @@ import pytest
 
 from retail_pulse.data import events as event_bus
 from retail_pulse.data.models import ImageRecord, JobRecord, StoreRecord, connection
-from retail_pulse.data.usage import usage
 from retail_pulse.domain import ELLIPSIS, MAX_ERROR_CHARS, ImageFailure, ImageSuccess
 from retail_pulse.jobs.finish import finish_job
 from retail_pulse.jobs.submit import UNKNOWN_STORE
+from retail_pulse.metering import usage
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend  # noqa: F401

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from retail_pulse.data.models import JobRecord
-from retail_pulse.data.usage import usage
 from retail_pulse.domain import ImageFailure, ImageSuccess
 from retail_pulse.jobs.process import finish_job
+from retail_pulse.metering import usage
 from retail_pulse.timestamps import parse_timestamp
 from retail_pulse_admin.backfill import backfill
 from tests.integration.conftest import job, visit

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from retail_pulse.data.usage import usage
 from retail_pulse.domain import ImageFailure, ImageSuccess
+from retail_pulse.metering import usage
 from tests.integration.conftest import job, visit
 from tests.support.filing import file_result
 

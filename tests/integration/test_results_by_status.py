@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from retail_pulse.data.usage import usage
 from retail_pulse.domain import ImageCancelled, ImageFailure, ImageSuccess
 from retail_pulse.jobs import results as results_module
+from retail_pulse.metering import usage
 from tests.integration.conftest import job, visit
 from tests.support.filing import file_result
 

@@ -1,5 +1,6 @@
-"""The bill's meter (data/usage.py) counts every DynamoDB request a model sends from its
-first one, through PynamoDB's documented signal, with PynamoDB itself unchanged."""
+"""The bill's meter (retail_pulse.metering), once enabled as lambda_entry does, counts every
+DynamoDB request a model sends from its first one, through PynamoDB's documented signal,
+with PynamoDB itself unchanged."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 import pytest
 from pynamodb.connection import table as pynamodb_table
 
+from retail_pulse import metering
 from retail_pulse.data.models import JobRecord, StoreRecord, connection
-from retail_pulse.data.usage import usage
+from retail_pulse.metering import usage
 
 
 @pytest.fixture
@@ -17,6 +19,7 @@ def fresh_usage(aws: Any) -> Any:
     """Models with no connection (nor client) yet, as in a new container, and an empty
     tally. The aws fixture made the tables through them."""
     JobRecord._connection = StoreRecord._connection = None
+    metering.enable()
     usage.reset()
     yield usage
     usage.reset()

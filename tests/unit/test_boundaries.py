@@ -54,6 +54,17 @@ def test_business_logic_knows_no_http_and_no_aws_library(folder: str) -> None:
     assert _offending(_modules(folder), ("retail_pulse.api", *AWS_LIBRARIES)) == {}
 
 
+def test_the_data_layer_does_not_know_it_is_metered() -> None:
+    """Metering is observability's opt-in part (lambda_entry enables it): it watches the
+    clients data/aws.py builds; the data layer does not import it (it logs, nothing more),
+    and observability reaches no data access."""
+    assert _offending(_modules("data"), ("retail_pulse.metering",)) == {}
+    assert _offending([PACKAGE / "observability.py"], ("retail_pulse.data",)) == {}
+    assert _offending([PACKAGE / "metering.py"], ("retail_pulse.data",)) == {
+        "metering.py": ["retail_pulse.data.aws"]
+    }
+
+
 def test_the_domain_types_depend_on_nothing_of_ours() -> None:
     imports = _imports(PACKAGE / "domain.py") | _imports(PACKAGE / "errors.py")
     assert not {name for name in imports if name.startswith("retail_pulse")}

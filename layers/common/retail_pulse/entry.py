@@ -8,8 +8,9 @@ in the three Powertools decorators every function needs:
   the API Gateway request id is the correlation id of every line;
 - the tracer's handler segment;
 - the metrics flush, with the cold-start metric;
-- the tally of what the invocation sent to AWS (retail_pulse.data.usage), reset when it
-  starts and published with its metrics when it ends: one EMF blob per invocation.
+- metering (retail_pulse.metering), enabled here: the tally of what the invocation sent to
+  AWS, reset when it starts and published with its metrics when it ends: one EMF blob per
+  invocation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from retail_pulse.data.usage import usage
+from retail_pulse import metering
+from retail_pulse.metering import usage
 from retail_pulse.observability import logger, metrics, publish_usage, tracer
 from retail_pulse.settings import FunctionSettings, Settings, load_settings
 
@@ -32,6 +34,7 @@ def lambda_entry(
 ) -> Callable[[Handler], Handler]:
     """Decorate a module's `lambda_handler`; `api=True` for API Gateway proxy functions."""
     load_settings(settings)
+    metering.enable()
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)

@@ -18,7 +18,7 @@ from aws_lambda_powertools.logging.types import LogRecord
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.base import SingleMetric
 
-from retail_pulse.data.usage import usage
+from retail_pulse.metering import usage
 
 # A URL as it appears in a JSON log line: it ends at a quote, a space or a backslash, except
 # the JSON escapes a URL's text may carry (\u00e9, \/). A URL redacted already keeps its
@@ -95,7 +95,7 @@ WEBHOOKS_REJECTED = "WebhooksRejected"
 WEBHOOKS_ABANDONED = "WebhooksAbandoned"
 # Emitted by Powertools itself (capture_cold_start_metric), with a `function_name` dimension.
 COLD_START = "ColdStart"
-# What each invocation sent to AWS, measured by its clients (retail_pulse.data.usage): the
+# What each invocation sent to AWS, measured by its clients (retail_pulse.metering): the
 # drivers of the bill, per function (docs/capacity.md prices them).
 DYNAMODB_WRITE_UNITS = "DynamoDBWriteUnits"
 DYNAMODB_READ_UNITS = "DynamoDBReadUnits"

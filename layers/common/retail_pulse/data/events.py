@@ -8,7 +8,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from retail_pulse.data.usage import counted_client
+from retail_pulse.data import aws
 from retail_pulse.settings import get_settings
 
 SOURCE = "retail-pulse"
@@ -21,7 +21,7 @@ class PublishError(Exception):
 
 @lru_cache(maxsize=1)
 def _events() -> Any:
-    return counted_client("events")
+    return aws.client("events")
 
 
 def publish_job_finished(event: dict[str, Any]) -> None:

@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
+from retail_pulse.data import aws
 from retail_pulse.data.jobs import _image_record, get_job
 from retail_pulse.data.manifest import write_manifest
 from retail_pulse.data.models import ImageRecord, JobRecord, connection
-from retail_pulse.data.usage import counted_client
 from retail_pulse.domain import FAILED, Image, Job
 from retail_pulse.settings import SettingsError, get_settings
 
@@ -290,7 +290,7 @@ def ingest_job(job_id: str) -> Job | None:
 
 @lru_cache(maxsize=1)
 def _sqs() -> Any:
-    return counted_client("sqs")
+    return aws.client("sqs")
 
 
 def _ingest_queue_url() -> str:

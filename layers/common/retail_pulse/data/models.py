@@ -10,8 +10,6 @@ the two agree.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
@@ -29,9 +27,8 @@ from pynamodb.indexes import (
     KeysOnlyProjection,
 )
 from pynamodb.models import Model
-from pynamodb.signals import pre_dynamodb_send
 
-from retail_pulse.data.usage import instrument
+from retail_pulse.data.aws import watched
 from retail_pulse.domain import CANCELLED, FAILED, PENDING, SUCCEEDED
 from retail_pulse.settings import get_settings
 
@@ -61,21 +58,6 @@ class _Meta(metaclass=_FromSettings):
     # The process function may file from one thread per record of a batch (FILING=per_image,
     # IMAGE_CONCURRENCY threads): a smaller pool would open and discard connections.
     max_pool_connections = 100
-
-
-def _count_requests_of(sender: Connection, **_: Any) -> None:
-    """Count what a model's connection sends (data/usage.py's botocore event hooks on its
-    client), from its first request on: the request counts and consumed capacity of the
-    bill. PynamoDB sends `pre_dynamodb_send` (its documented signals, with blinker: the
-    layer installs pynamodb[signals]) before each request it makes; the client is built
-    here for the first one, as PynamoDB would build it a moment later, so none is built
-    before a model needs it (~0.1 s of CPU each). Idempotent per client; a client
-    PynamoDB rebuilds (after lost credentials) is counted too."""
-    instrument(sender.client)
-
-
-# blinker holds a weak reference: a module-level function lives as long as the module.
-pre_dynamodb_send.connect(_count_requests_of)
 
 
 # Ongoing jobs spread over this many index partitions; the reconciler queries each.
@@ -339,10 +321,10 @@ TABLE_MODELS: tuple[type[Model], ...] = (JobRecord, ImageRecord, StoreRecord, We
 
 def connection() -> Connection:
     """The low-level connection the models share (one botocore client per container),
-    for multi-item transactions and the raw client calls of data/; its client is counted
-    (data/usage.py) even when used directly, where PynamoDB sends no signal."""
+    for multi-item transactions and the raw client calls of data/; its client is shown to
+    data/aws.py's watchers, since used directly it sends no PynamoDB signal."""
     shared = JobRecord._get_connection().connection
-    instrument(shared.client)
+    watched(shared.client)
     return shared
 
 

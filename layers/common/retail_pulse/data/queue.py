@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-from retail_pulse.data.usage import counted_client
+from retail_pulse.data import aws
 from retail_pulse.domain import DEFAULT_TENANT
 from retail_pulse.settings import SettingsError, get_settings
 
@@ -26,8 +26,7 @@ class EnqueueError(Exception):
 
 @lru_cache(maxsize=1)
 def _sqs() -> Any:
-    # SQS bills every request: each one this client sends is counted (data/usage.py).
-    return counted_client("sqs", max_pool_connections=_SEND_THREADS)
+    return aws.client("sqs", max_pool_connections=_SEND_THREADS)
 
 
 def _queue_url(express: bool = False) -> str:

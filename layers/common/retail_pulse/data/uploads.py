@@ -15,14 +15,12 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import PutError, UpdateError
 
+from retail_pulse.data import aws
 from retail_pulse.data.jobs import create_job, get_job
 from retail_pulse.data.models import UploadRecord
-from retail_pulse.data.usage import instrument
 from retail_pulse.domain import Job, Upload, UploadedObject, UploadTicket
 from retail_pulse.settings import SettingsError, get_settings
 
@@ -36,16 +34,8 @@ READ_CHUNK = 256 * 1024
 
 @lru_cache(maxsize=1)
 def _s3() -> Any:
-    """S3 for this deployment's region and endpoint (AWS_ENDPOINT_URL locally), signing
-    with SigV4 (presigned POSTs included), every request counted (data/usage.py)."""
-    settings = get_settings()
-    client = boto3.client(
-        "s3",
-        region_name=settings.region,
-        endpoint_url=settings.endpoint_url,
-        config=Config(signature_version="s3v4", retries={"mode": "standard"}),
-    )
-    return instrument(client)
+    """S3, signing with SigV4 (presigned POSTs included)."""
+    return aws.client("s3", signature_version="s3v4")
 
 
 def bucket() -> str:

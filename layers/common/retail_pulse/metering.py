@@ -1,10 +1,13 @@
-"""What this execution environment's AWS clients sent, counted on the client side.
+"""Metering, the opt-in part of observability: what this execution environment's AWS clients
+sent, counted on the client side.
 
 The bill of a serverless service is mostly per request and per capacity unit, so it is
 measured where the requests leave: botocore event hooks (its public extension point) on
-each client the service builds: every PynamoDB model's client, reached through PynamoDB's
-documented `pre_dynamodb_send` signal before its first request (data/models.py), and the
-SQS client. No library is patched for it. For DynamoDB the hooks ask for
+each client the service builds, once `enable()` has been called (lambda_entry does): every
+client the data layer builds (retail_pulse.data.aws shows them to its watchers) and every
+PynamoDB model's client, reached through PynamoDB's documented `pre_dynamodb_send` signal
+before its first request. The data layer does not know it is metered. No library is
+patched for it. For DynamoDB the hooks ask for
 `ReturnConsumedCapacity=INDEXES` wherever an operation offers it and add up the
 `ConsumedCapacity` each answer carries, index writes included; for SQS, which bills every
 request, each request is counted. Attempts are counted one by one (a retried request is
@@ -22,10 +25,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
-from botocore.config import Config
+from pynamodb.connection import Connection
+from pynamodb.signals import pre_dynamodb_send
 
-from retail_pulse.settings import get_settings
+from retail_pulse.data.aws import on_client
 
 # Operations whose consumed capacity is write capacity; every other one reads.
 _WRITES = frozenset(("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"))
@@ -164,14 +167,16 @@ def _received(event_name: str, parsed_response: dict[str, Any] | None = None, **
         usage.add_cancelled(len(parsed_response.get("CancellationReasons") or []))
 
 
-def counted_client(service: str, max_pool_connections: int = 10) -> Any:
-    """A client of `service` for this deployment's region and endpoint (AWS_ENDPOINT_URL:
-    moto, the local stack, MiniStack), with standard retries, every request counted."""
-    settings = get_settings()
-    client = boto3.client(
-        service,
-        region_name=settings.region,
-        endpoint_url=settings.dynamodb_endpoint if service == "dynamodb" else settings.endpoint_url,
-        config=Config(max_pool_connections=max_pool_connections, retries={"mode": "standard"}),
-    )
-    return instrument(client)
+def _count_requests_of(sender: Connection, **_: Any) -> None:
+    """A model's connection is about to send: count its client from now on. PynamoDB sends
+    `pre_dynamodb_send` (its documented signals, with blinker: the layer installs
+    pynamodb[signals]) before each request; building the client here costs nothing more,
+    PynamoDB would build it a moment later. A client PynamoDB rebuilds is counted too."""
+    instrument(sender.client)
+
+
+def enable() -> None:
+    """Count every client from now on (and those built already). Idempotent."""
+    on_client(instrument)
+    # blinker holds a weak reference: a module-level function lives as long as the module.
+    pre_dynamodb_send.connect(_count_requests_of)
