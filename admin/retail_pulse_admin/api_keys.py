@@ -2,8 +2,8 @@
 a stack's outputs: what the `clients` admin command needs, as retail_pulse.domain types.
 
 No function here logs, and no value returned carries an existing key's secret: only
-`create_client` sees one, for the key it has just made, and hands it back once in a
-NewClient (whose repr hides it).
+`create_tenant` sees one, for the key it has just made, and hands it back once in a
+NewTenant (whose repr hides it).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from retail_pulse.domain import Client, NewClient, UsagePlan
+from retail_pulse.domain import NewTenant, Tenant, UsagePlan
 from retail_pulse.settings import get_settings
 
 
@@ -130,8 +130,8 @@ def usage_plans() -> list[UsagePlan]:
     return [_plan(item) for item in _pages("apigateway", "get_usage_plans")]
 
 
-def clients_of(plans: list[UsagePlan]) -> list[Client]:
-    """The API keys on these plans, one Client per key and plan."""
+def tenants_of(plans: list[UsagePlan]) -> list[Tenant]:
+    """The API keys on these plans, one Tenant per key and plan."""
     members = [
         (plan.plan_id, item["id"])
         for plan in plans
@@ -146,7 +146,7 @@ def clients_of(plans: list[UsagePlan]) -> list[Client]:
     for plan_id, key_id in members:
         key = keys.get(key_id, {})
         clients.append(
-            Client(
+            Tenant(
                 name=key.get("name") or key_id,
                 key_id=key_id,
                 plan_id=plan_id,
@@ -157,7 +157,7 @@ def clients_of(plans: list[UsagePlan]) -> list[Client]:
     return clients
 
 
-def create_client(name: str, plan: UsagePlan, description: str) -> NewClient:
+def create_tenant(name: str, plan: UsagePlan, description: str) -> NewTenant:
     """Create an enabled API key named `name` (API Gateway makes its value) and put it on
     `plan`. A key that could not be put on the plan is deleted again, so a failed add
     leaves no key behind that works nowhere."""
@@ -176,14 +176,14 @@ def create_client(name: str, plan: UsagePlan, description: str) -> NewClient:
                 f"CreateUsagePlanKey (and deleting the new key {key['id']} again)", error
             ) from error
         raise _failed("CreateUsagePlanKey", error) from error
-    client = Client(
+    tenant = Tenant(
         name=name,
         key_id=key["id"],
         plan_id=plan.plan_id,
         created_at=_utc(key.get("createdDate")),
         enabled=bool(key.get("enabled", True)),
     )
-    return NewClient(client=client, plan=plan, api_key=key["value"])
+    return NewTenant(tenant=tenant, plan=plan, api_key=key["value"])
 
 
 def _attach(key_id: str, plan_id: str) -> None:

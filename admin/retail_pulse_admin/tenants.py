@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from retail_pulse.domain import Client, NewClient, UsagePlan
+from retail_pulse.domain import NewTenant, Tenant, UsagePlan
 from retail_pulse.settings import get_settings
 from retail_pulse_admin import api_keys as gateway
 from retail_pulse_admin.api_keys import GatewayError
@@ -29,19 +29,19 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 __all__ = [
     "DEFAULT_STACK",
-    "AddedClient",
+    "AddedTenant",
     "ApiTarget",
-    "ClientListing",
-    "ClientsError",
     "GatewayError",
-    "add_client",
+    "TenantListing",
+    "TenantsError",
+    "add_tenant",
     "describe_limits",
     "find_api",
-    "list_clients",
+    "list_tenants",
 ]
 
 
-class ClientsError(Exception):
+class TenantsError(Exception):
     """The command cannot be carried out as asked (no such stack, API or plan, a name
     already taken); the message says what to change."""
 
@@ -59,20 +59,20 @@ class ApiTarget:
 
 
 @dataclass(frozen=True)
-class AddedClient:
+class AddedTenant:
     """A client just created on this API (its key's value is in `created`, once)."""
 
     api: ApiTarget
-    created: NewClient
+    created: NewTenant
 
 
 @dataclass(frozen=True)
-class ClientListing:
+class TenantListing:
     """Every client of the API, with the plans (and so the limits) they are on."""
 
     api: ApiTarget
     plans: tuple[UsagePlan, ...]
-    clients: tuple[Client, ...]
+    tenants: tuple[Tenant, ...]
 
 
 def _where() -> str:
@@ -83,13 +83,13 @@ def _where() -> str:
 def find_api(stack: str | None = None, api_id: str | None = None) -> ApiTarget:
     """The API named by `api_id`, or else by the stack (default DEFAULT_STACK)."""
     if stack and api_id:
-        raise ClientsError(
+        raise TenantsError(
             "give --stack or --api-id, not both (RETAIL_PULSE_STACK and RETAIL_PULSE_API_ID "
             "count as given)"
         )
     if api_id:
         if not gateway.rest_api_exists(api_id):
-            raise ClientsError(
+            raise TenantsError(
                 f"no REST API {api_id} in {_where()}: check --api-id (env RETAIL_PULSE_API_ID) "
                 "and AWS_REGION"
             )
@@ -97,13 +97,13 @@ def find_api(stack: str | None = None, api_id: str | None = None) -> ApiTarget:
     name = stack or DEFAULT_STACK
     outputs = gateway.stack_outputs(name)
     if outputs is None:
-        raise ClientsError(
+        raise TenantsError(
             f"no stack {name} in {_where()}: name the stack with --stack (env "
             "RETAIL_PULSE_STACK), or the API with --api-id, and check AWS_REGION"
         )
     found = outputs.get("ApiId") or _api_id_from_url(outputs.get("ApiUrl", ""))
     if not found:
-        raise ClientsError(
+        raise TenantsError(
             f"stack {name} has no ApiId or ApiUrl output, so it is not a Retail Pulse stack: "
             "name the stack with --stack, or the API with --api-id"
         )
@@ -115,24 +115,24 @@ def _api_id_from_url(url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def list_clients(stack: str | None = None, api_id: str | None = None) -> ClientListing:
+def list_tenants(stack: str | None = None, api_id: str | None = None) -> TenantListing:
     """Every API key on a usage plan of the API, by name (one row per key and plan)."""
     api = find_api(stack, api_id)
     plans = _plans_of(api)
-    clients = sorted(gateway.clients_of(plans), key=lambda c: (c.name, c.plan_id, c.key_id))
-    return ClientListing(api=api, plans=tuple(plans), clients=tuple(clients))
+    tenants = sorted(gateway.tenants_of(plans), key=lambda c: (c.name, c.plan_id, c.key_id))
+    return TenantListing(api=api, plans=tuple(plans), tenants=tuple(tenants))
 
 
-def add_client(
+def add_tenant(
     name: str,
     stack: str | None = None,
     api_id: str | None = None,
     plan: str | None = None,
-) -> AddedClient:
+) -> AddedTenant:
     """Create the client `name`: a new API key on the stack's usage plan, or on `plan` (an
     id or a name of a plan covering the same API). Its value is in the result only."""
     if not _NAME.match(name):
-        raise ClientsError(
+        raise TenantsError(
             f"client name {name!r} is not usable: use 1 to 128 letters, digits, '.', '_' or "
             "'-', starting with a letter or digit"
         )
@@ -140,15 +140,15 @@ def add_client(
     every_plan = gateway.usage_plans()
     plans = [p for p in every_plan if p.covers(api.api_id)]
     chosen = _choose_plan(api, plans, plan, every_plan)
-    for client in gateway.clients_of(plans):
-        if client.name == name:
-            raise ClientsError(
+    for tenant in gateway.tenants_of(plans):
+        if tenant.name == name:
+            raise TenantsError(
                 f"a client named {name} already exists on {api.describe()}: tenant "
-                f"{client.key_id}, usage plan {client.plan_id}. Choose another name "
+                f"{tenant.key_id}, usage plan {tenant.plan_id}. Choose another name "
                 "(retail-pulse clients list shows them all)"
             )
     description = f"Retail Pulse client {name} of {api.describe()}"
-    return AddedClient(api=api, created=gateway.create_client(name, chosen, description))
+    return AddedTenant(api=api, created=gateway.create_tenant(name, chosen, description))
 
 
 def _plans_of(api: ApiTarget) -> list[UsagePlan]:
@@ -186,26 +186,26 @@ def _choose_plan(
         if len(matches) == 1:
             return matches[0]
         if matches:
-            raise ClientsError(
+            raise TenantsError(
                 f"{len(matches)} usage plans of {api.describe()} are named {wanted}: "
                 f"{', '.join(p.plan_id for p in matches)}; give --plan its id"
             )
         elsewhere = [p for p in every_plan if wanted in (p.plan_id, p.name)]
         if elsewhere:
             stage = next((s for p in plans for a, s in p.api_stages if a == api.api_id), "Prod")
-            raise ClientsError(
+            raise TenantsError(
                 f"usage plan {_label(elsewhere[0])} does not cover {api.describe()}, so the "
                 "API would refuse its keys. Add the API's stage to the plan first: aws "
                 f"apigateway update-usage-plan --usage-plan-id {elsewhere[0].plan_id} "
                 f"--patch-operations op=add,path=/apiStages,value={api.api_id}:{stage}"
             )
         covering = f": {', '.join(_label(p) for p in plans)}" if plans else ": none"
-        raise ClientsError(
+        raise TenantsError(
             f"no usage plan {wanted} in {_where()}; give --plan the id or name of one "
             f"covering {api.describe()}{covering}"
         )
     if not plans:
-        raise ClientsError(
+        raise TenantsError(
             f"no usage plan covers {api.describe()}: the API takes no keys (deployed with "
             "RequireApiKey=false?). Deploy it with RequireApiKey=true, or give --plan"
         )
@@ -215,7 +215,7 @@ def _choose_plan(
                 return candidate
     if len(plans) == 1:
         return plans[0]
-    raise ClientsError(
+    raise TenantsError(
         f"{len(plans)} usage plans cover {api.describe()}: "
         f"{', '.join(_label(p) for p in plans)}; choose one with --plan"
     )

@@ -53,10 +53,10 @@ from retail_pulse_client.display import JobProgress, UploadProgress, is_terminal
 from retail_pulse_client.jobfile import JobFileError, load_job
 
 if TYPE_CHECKING:  # the service package is optional at run time (`stores`, `clients`)
-    from retail_pulse.domain import NewClient
+    from retail_pulse.domain import NewTenant
     from retail_pulse_admin.stores.command import ImportOutput
     from retail_pulse_admin.stores.master import Rejection
-    from retail_pulse_admin.tenants import ClientListing
+    from retail_pulse_admin.tenants import TenantListing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -933,7 +933,7 @@ def _reporting_aws_errors(service: ModuleType) -> Iterator[None]:
     """A request that cannot be done exits 2 saying what to change; AWS trouble exits 3."""
     try:
         yield
-    except service.ClientsError as error:
+    except service.TenantsError as error:
         _say(f"error: {error}")
         raise typer.Exit(EXIT_USAGE) from None
     except service.GatewayError as error:
@@ -948,7 +948,7 @@ def _when(moment: datetime | None) -> str:
 @clients_app.command(
     "add", epilog="Example: `KEY=$(retail-pulse clients add acme --stack retail-pulse)`"
 )
-def add_client(
+def add_tenant(
     name: Annotated[str, typer.Argument(help="The client's name: letters, digits, . _ -")],
     plan: Annotated[
         str | None,
@@ -975,7 +975,7 @@ def add_client(
     """
     service = _clients_service("clients add")
     with _reporting_aws_errors(service):
-        added = service.add_client(name, stack=stack, api_id=api_id, plan=plan)
+        added = service.add_tenant(name, stack=stack, api_id=api_id, plan=plan)
         _report_new_client(
             added.created,
             added.api.describe(),
@@ -985,26 +985,26 @@ def add_client(
 
 
 def _report_new_client(
-    created: NewClient, where: str, limits: str, output_format: TextOrJson
+    created: NewTenant, where: str, limits: str, output_format: TextOrJson
 ) -> None:
     """The key on stdout, once; everything else on stderr."""
-    client, plan = created.client, created.plan
+    tenant, plan = created.tenant, created.plan
     plan_label = f"{plan.plan_id} ({plan.name})" if plan.name else plan.plan_id
     _say(
-        f"Created client {client.name} on {where}: tenant {client.tenant} (its API key's "
+        f"Created client {tenant.name} on {where}: tenant {tenant.tenant_id} (its API key's "
         f"id), usage plan {plan_label}: {limits}"
     )
     if output_format is TextOrJson.json:
         print(
             json.dumps(
                 {
-                    "name": client.name,
-                    "tenant": client.tenant,
-                    "key_id": client.key_id,
+                    "name": tenant.name,
+                    "tenant": tenant.tenant_id,
+                    "key_id": tenant.key_id,
                     "plan_id": plan.plan_id,
                     "plan_name": plan.name,
-                    "created_at": _when(client.created_at),
-                    "enabled": client.enabled,
+                    "created_at": _when(tenant.created_at),
+                    "enabled": tenant.enabled,
                     "api_key": created.api_key,
                 }
             )
@@ -1015,7 +1015,7 @@ def _report_new_client(
 
 
 @clients_app.command("list", epilog="Example: retail-pulse clients list --format json")
-def list_clients(
+def list_tenants(
     stack: Stack = None,
     api_id: ApiId = None,
     output_format: Annotated[
@@ -1032,7 +1032,7 @@ def list_clients(
     """
     service = _clients_service("clients list")
     with _reporting_aws_errors(service):
-        listing = service.list_clients(stack=stack, api_id=api_id)
+        listing = service.list_tenants(stack=stack, api_id=api_id)
         limits = {plan.plan_id: service.describe_limits(plan) for plan in listing.plans}
         if output_format is TableOrJson.json:
             print(json.dumps(_listing_json(listing), indent=2))
@@ -1040,7 +1040,7 @@ def list_clients(
             _print_clients(listing, limits)
 
 
-def _listing_json(listing: ClientListing) -> dict[str, Any]:
+def _listing_json(listing: TenantListing) -> dict[str, Any]:
     return {
         "api_id": listing.api.api_id,
         "stack": listing.api.stack,
@@ -1055,38 +1055,38 @@ def _listing_json(listing: ClientListing) -> dict[str, Any]:
         ],
         "clients": [
             {
-                "name": client.name,
-                "tenant": client.tenant,
-                "key_id": client.key_id,
-                "plan_id": client.plan_id,
-                "created_at": _when(client.created_at),
-                "enabled": client.enabled,
+                "name": tenant.name,
+                "tenant": tenant.tenant_id,
+                "key_id": tenant.key_id,
+                "plan_id": tenant.plan_id,
+                "created_at": _when(tenant.created_at),
+                "enabled": tenant.enabled,
             }
-            for client in listing.clients
+            for tenant in listing.tenants
         ],
     }
 
 
-def _print_clients(listing: ClientListing, limits: dict[str, str]) -> None:
+def _print_clients(listing: TenantListing, limits: dict[str, str]) -> None:
     where = listing.api.describe()
     if not listing.plans:
         _say(f"No usage plan covers {where}: it takes no API keys, so it has no clients")
         return
-    if not listing.clients:
+    if not listing.tenants:
         _say(f"No clients on {where} yet: add one with retail-pulse clients add NAME")
         return
     names = {plan.plan_id: plan.name for plan in listing.plans}
     table = Table("name", "tenant (key id)", "plan", "created", "enabled")
-    for client in listing.clients:
-        name = names.get(client.plan_id)
+    for tenant in listing.tenants:
+        name = names.get(tenant.plan_id)
         table.add_row(
-            client.name,
-            client.tenant,
-            f"{client.plan_id} ({name})" if name else client.plan_id,
-            _when(client.created_at),
-            "yes" if client.enabled else "no",
+            tenant.name,
+            tenant.tenant_id,
+            f"{tenant.plan_id} ({name})" if name else tenant.plan_id,
+            _when(tenant.created_at),
+            "yes" if tenant.enabled else "no",
         )
     _stdout_console().print(table)
-    _say(f"{_count(len(listing.clients), 'client')} on {where}")
+    _say(f"{_count(len(listing.tenants), 'client')} on {where}")
     for plan in listing.plans:
         _say(f"plan {plan.plan_id}{f' ({plan.name})' if plan.name else ''}: {limits[plan.plan_id]}")

@@ -461,7 +461,7 @@ class UsagePlan:
 
 
 @dataclass(frozen=True)
-class Client:
+class Tenant:
     """One client of the API: an API key on one of its usage plans. The key's id is the
     tenant: API Gateway puts it in requestContext.identity.apiKeyId of every request, and
     the service's records are keyed by it."""
@@ -473,16 +473,16 @@ class Client:
     enabled: bool
 
     @property
-    def tenant(self) -> str:
+    def tenant_id(self) -> str:
         return self.key_id
 
 
 @dataclass(frozen=True)
-class NewClient:
+class NewTenant:
     """A client just created, with its key's value: shown to the person once, never kept
     or logged (repr leaves it out, so a traceback or a debug print does not leak it)."""
 
-    client: Client
+    tenant: Tenant
     plan: UsagePlan
     api_key: str = field(repr=False)
 

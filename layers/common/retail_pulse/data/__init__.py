@@ -1,11 +1,12 @@
-"""Data access: the only code that talks to DynamoDB and SQS (and API Gateway).
+"""Data access: the only code that talks to DynamoDB, SQS, S3 and EventBridge.
 
 Small repositories, one per thing stored: `jobs` (jobs and the hot path of their image
 records), `images` (the reconciler's image reads and repairs), `stores` (the store master),
-`visits` (results read back), `queue` (the image queue), `clients` (API keys and usage
-plans, for the `clients` admin command; it also reads stack outputs). Each takes and returns
-retail_pulse.domain types; the PynamoDB records of `models` and every connection stay in
-this package, and every multi-item write goes through `transactions`.
+`visits` (results read back), `queue` (the image queue), `uploads` and `ingest` (large jobs
+sent as an upload), `events`, `webhook_secrets`. Each takes and returns retail_pulse.domain
+types; the PynamoDB records of `models`, every connection and client (`aws`) stay in this
+package, and every multi-item write goes through `transactions`. The API's clients (API
+keys and usage plans) are the operators' business: retail_pulse_admin.
 """
 
 from botocore.exceptions import BotoCoreError, ClientError
