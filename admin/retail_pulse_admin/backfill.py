@@ -21,8 +21,8 @@ import sys
 from dataclasses import dataclass
 
 from retail_pulse.data.jobs import _job as job_from_record
-from retail_pulse.data.listing_keys import expiry, listed_as
 from retail_pulse.data.models import ImageRecord, JobRecord
+from retail_pulse.data.record_keys import expiry, listed_as
 from retail_pulse.data.transactions import update_if
 from retail_pulse.domain import DEFAULT_TENANT
 

@@ -14,7 +14,7 @@ from retail_pulse.api.models import INTERNAL_ERROR, ErrorBody, JobsResponse, Job
 from retail_pulse.api.resolver import caller_tenant, json_response, make_resolver
 from retail_pulse.domain import JobState
 from retail_pulse.entry import lambda_entry
-from retail_pulse.jobs.listing import DEFAULT_LIMIT, MAX_LIMIT, list_jobs
+from retail_pulse.jobs.job_list import DEFAULT_LIMIT, MAX_LIMIT, list_jobs
 
 router = APIGatewayRouter()
 

@@ -18,7 +18,6 @@ from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data.jobs import transaction_chunks, visit_key
-from retail_pulse.data.listing_keys import expiry, listed_as
 from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import (
     FAILED,
@@ -28,6 +27,7 @@ from retail_pulse.data.models import (
     connection,
     ongoing_shard,
 )
+from retail_pulse.data.record_keys import expiry, listed_as
 from retail_pulse.data.transactions import ConditionFailed, transact_write, update_if
 from retail_pulse.domain import Image, ImageState, Job
 from retail_pulse.settings import get_settings

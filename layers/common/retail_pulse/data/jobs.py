@@ -22,7 +22,6 @@ from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from retail_pulse.data import STORAGE_ERRORS
-from retail_pulse.data.listing_keys import expiry, listed_as, status_partition
 from retail_pulse.data.manifest import submitted_images, write_manifest
 from retail_pulse.data.models import (
     CANCELLED,
@@ -36,6 +35,7 @@ from retail_pulse.data.models import (
     connection,
     ongoing_shard,
 )
+from retail_pulse.data.record_keys import expiry, listed_as, status_partition
 from retail_pulse.data.transactions import ConditionFailed, transact_write, update_if, write_if
 from retail_pulse.data.visits import results_partition
 from retail_pulse.domain import (

@@ -13,8 +13,8 @@ import json
 import zlib
 from collections.abc import Sequence
 
-from retail_pulse.data.listing_keys import expiry
 from retail_pulse.data.models import ManifestRecord
+from retail_pulse.data.record_keys import expiry
 from retail_pulse.domain import Image
 
 # 100 images of the longest URLs (MAX_URL_LENGTH, 2 KB) are ~220 KB uncompressed: inside

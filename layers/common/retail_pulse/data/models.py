@@ -83,7 +83,7 @@ class OngoingJobsIndex(GlobalSecondaryIndex["JobRecord"]):
 
 class TenantJobsIndex(GlobalSecondaryIndex["JobRecord"]):
     """A client's jobs by status, newest first: `tenant_status` is "<tenant>#<status>"
-    (data/listing.py), written at submit and moved when the job's status changes. Keys only:
+    (data/job_list.py), written at submit and moved when the job's status changes. Keys only:
     the counters change with every batch filed, and a projection of them would be written
     to the index each time; the list reads its page of jobs from the table instead."""
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from retail_pulse import tokens
 from retail_pulse.data.jobs import get_job
-from retail_pulse.data.listing import failed_image_reports, filed_images, job_images
+from retail_pulse.data.results import failed_image_reports, filed_images, job_images
 from retail_pulse.data.secrets import page_token_key
 from retail_pulse.domain import (
     CANCELLED,

@@ -1,6 +1,6 @@
 """GET /api/jobs: a client's jobs, newest first, optionally of one status, a page at a time.
 
-The TenantJobs index has one partition per client and status (data/listing.py). With a
+The TenantJobs index has one partition per tenant and status (data/job_list.py). With a
 status, a page is one Query of that partition; without one, the client's few status
 partitions are read side by side and merged newest first. Either way every key read is the
 caller's and of the status asked for: nothing is read to be filtered out, only up to one
@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from retail_pulse import tokens
-from retail_pulse.data.listing import job_refs, jobs_by_id
-from retail_pulse.data.listing_keys import status_partition
+from retail_pulse.data.job_list import job_refs, jobs_by_id
+from retail_pulse.data.record_keys import status_partition
 from retail_pulse.data.secrets import page_token_key
 from retail_pulse.domain import JOB_STATES, Job, JobRef, JobsPage, JobState
 from retail_pulse.errors import InvalidRequest

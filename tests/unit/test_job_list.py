@@ -11,7 +11,7 @@ import pytest
 from retail_pulse import tokens
 from retail_pulse.domain import JOB_STATES, Job, JobRef
 from retail_pulse.errors import InvalidRequest
-from retail_pulse.jobs import listing, results
+from retail_pulse.jobs import job_list, results
 from retail_pulse.jobs.status import retry_after
 
 KEY = b"the deployment's page token key"
@@ -48,7 +48,7 @@ class FakeIndex:
 def every_page(index: FakeIndex, partitions: list[str], limit: int) -> list[list[JobRef]]:
     pages, boundary = [], None
     while True:
-        page, boundary = listing.newest_first(partitions, boundary, limit, index.fetch)
+        page, boundary = job_list.newest_first(partitions, boundary, limit, index.fetch)
         pages.append(page)
         if boundary is None:
             return pages
@@ -67,7 +67,7 @@ def test_one_partition_is_one_read_per_page_of_limit_plus_one():
     jobs = [ref(i, f"j{i:02d}") for i in range(10)]
     index = FakeIndex({"a#ongoing": jobs})
 
-    page, boundary = listing.newest_first(["a#ongoing"], None, 4, index.fetch)
+    page, boundary = job_list.newest_first(["a#ongoing"], None, 4, index.fetch)
 
     assert page == jobs[::-1][:4] and boundary == page[-1]
     assert (index.reads, index.items_read) == (1, 5)
@@ -106,15 +106,15 @@ def test_any_mix_of_partitions_ties_and_limits_pages_every_job_exactly_once(seed
 
 def test_a_token_carries_its_query_and_client():
     boundary = ref(1.000001, "job-1")
-    token = listing.encode_token("client-a", "failed", boundary, KEY)
+    token = job_list.encode_token("client-a", "failed", boundary, KEY)
 
-    assert listing.decode_token(token, "client-a", "failed", KEY) == boundary
+    assert job_list.decode_token(token, "client-a", "failed", KEY) == boundary
     with pytest.raises(InvalidRequest, match="not valid"):
-        listing.decode_token(token, "client-b", "failed", KEY)
+        job_list.decode_token(token, "client-b", "failed", KEY)
     with pytest.raises(InvalidRequest, match="different query"):
-        listing.decode_token(token, "client-a", None, KEY)
+        job_list.decode_token(token, "client-a", None, KEY)
     with pytest.raises(InvalidRequest, match="not valid"):  # a results token is no jobs token
-        listing.decode_token(results.encode_token("client-a", "j", 3, KEY), "client-a", None, KEY)
+        job_list.decode_token(results.encode_token("client-a", "j", 3, KEY), "client-a", None, KEY)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_a_token_carries_its_query_and_client():
 def test_a_signed_but_malformed_jobs_token_is_a_bad_request(fields):
     token = tokens.sign(fields, "default", KEY, kind="jobs")
     with pytest.raises(InvalidRequest) as caught:
-        listing.decode_token(token, "default", None, KEY)
+        job_list.decode_token(token, "default", None, KEY)
     assert str(caught.value) == tokens.BAD_TOKEN
 
 
