@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-# Before any retail_pulse import: PynamoDB models read table names and endpoint at import.
+# Before any retail_pulse import: the settings (table names, queue URLs, endpoints) are read
+# from the environment once and cached; the models take them when they first connect.
 os.environ.update(
     {
         "AWS_ACCESS_KEY_ID": "testing",
