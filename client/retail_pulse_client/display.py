@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import Self, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -68,7 +68,28 @@ class _CountsColumn(ProgressColumn):
         return text
 
 
-class JobProgress:
+class _Bar:
+    """A Rich progress bar on a terminal (None elsewhere), started and stopped as a context
+    manager."""
+
+    _bar: Progress | None = None
+
+    def __enter__(self) -> Self:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+class JobProgress(_Bar):
     """Show a job's progress from successive status reads; use as a context manager."""
 
     def __init__(self, job_id: str, stream: TextIO | None = None) -> None:
@@ -94,20 +115,6 @@ class JobProgress:
             self._task = self._bar.add_task(
                 "waiting", total=None, succeeded=0, failed=0, cancelled=None
             )
-
-    def __enter__(self) -> JobProgress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
     def update(self, status: JobStatus) -> None:
         progress = status.progress
@@ -166,7 +173,7 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-class UploadProgress:
+class UploadProgress(_Bar):
     """Show an upload's bytes as they go: a Rich bar (size, speed, time left) on a terminal,
     a plain line at each quarter anywhere else. A context manager; `update` is the upload's
     progress callback (bytes sent, size)."""
@@ -186,20 +193,6 @@ class UploadProgress:
                 console=Console(file=self.stream),
             )
             self._task = self._bar.add_task("upload", total=None)
-
-    def __enter__(self) -> UploadProgress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
     def update(self, sent: int, size: int) -> None:
         if self._bar is not None and self._task is not None:
