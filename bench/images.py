@@ -89,6 +89,22 @@ def _large_jpeg() -> bytes:
     return best
 
 
+def send_jpeg(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """Answer 200 with `body` as a JPEG of its exact length."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "image/jpeg")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def serve_on_loopback(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """A threaded HTTP server on a free 127.0.0.1 port (not yet serving), and its host:port."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    return httpd, f"127.0.0.1:{httpd.server_address[1]}"
+
+
 @dataclass
 class ImageHost:
     """Serves /img/<name>.jpg (any query string) from memory on 127.0.0.1."""
@@ -113,15 +129,9 @@ class ImageHost:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_jpeg(self, body)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.host_port = f"127.0.0.1:{self._httpd.server_address[1]}"
+        self._httpd, self.host_port = serve_on_loopback(Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def url(self, name: str, index: int = 0) -> str:

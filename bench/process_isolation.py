@@ -41,10 +41,11 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from bench.images import send_jpeg, serve_on_loopback
 from bench.moto_env import MOTO_ENV, REGION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,15 +295,9 @@ class SlowHost:
                 with lock:
                     arrivals.append(time.monotonic())
                 time.sleep(slow_s)
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_jpeg(self, body)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.host_port = f"127.0.0.1:{self._httpd.server_address[1]}"
+        self._httpd, self.host_port = serve_on_loopback(Handler)
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
@@ -390,9 +385,7 @@ def _memory_child(args: argparse.Namespace) -> dict[str, Any]:
             self.end_headers()
             self.wfile.write(large)
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    host_port = f"127.0.0.1:{httpd.server_address[1]}"
+    httpd, host_port = serve_on_loopback(Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     os.environ["ALLOWED_PRIVATE_HOSTS"] = host_port
     get_settings.cache_clear()
