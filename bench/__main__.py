@@ -15,7 +15,11 @@ Starts a local image host (realistic JPEGs of 0.3 to 12 megapixels, generated on
   batches of 10 and no batching window (template parameters, not a code fork);
 - how fast one job takes results, per-image transactions against batch filings
   (bench/counter.py, on DynamoDB Local);
-- the process function's peak memory, and with a 20 MB image in every record of a batch.
+- the process function's peak memory, and with a 20 MB image in every record of a batch;
+- then, each in its own process (`--no-ingest`, `--no-upload-job` skip them): the ingest
+  function's peak memory at 10,000 and 100,000 uploaded images and its images per second
+  (bench/ingest.py), and a 20,000-image job through POST /api/uploads on a local stack of
+  its own, with the 413 of its body and a malformed upload (bench/upload_job.py).
 
 Ideal makespan is N x 0.25 s / C, where 0.25 s is the mean GPU stand-in per image and C
 the configured concurrency (process pollers x batch size); one image cannot beat its own
@@ -201,6 +205,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="DynamoDB behind the local stack (default dynamodb-local: DynamoDB's own capacity)",
     )
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results")
+    parser.add_argument(
+        "--no-ingest", action="store_true", help="skip bench.ingest (10,000 and 100,000 images)"
+    )
+    parser.add_argument(
+        "--no-upload-job", action="store_true", help="skip bench.upload_job (20,000 images)"
+    )
     return parser.parse_args(argv)
 
 
@@ -275,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     # Hostile inputs: CPU and memory of measure_image per attack (issue 12's bound). Plain
     # Pillow's "before" figures take minutes: `python -m bench.hostile_images` prints them.
     subprocess.run([sys.executable, "-m", "bench.hostile_images", "--no-pillow"], check=True)
+    # Issue 24: the ingest's memory and rate (10,000 and 100,000 images, moto in-process),
+    # and the done-when run (20,000 images through uploads on a local stack of its own).
+    if not args.no_ingest:
+        results["ingest"] = chained("bench.ingest")
+    if not args.no_upload_job:
+        results["upload_job"] = chained("bench.upload_job")
     results["load_after"] = _load()
     print(render(results))
     if not args.no_write:
@@ -282,6 +298,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results: {written[0]}  plot: {written[1]}")
     print(summary_line(results))
     return 0
+
+
+def chained(module: str) -> dict[str, str]:
+    """Run another bench (`python -m <module>`), its output shown as it goes; the
+    `key=value` fields of its summary lines, for this bench's summary line."""
+    done = subprocess.run(
+        [sys.executable, "-m", module], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False
+    )
+    print(done.stdout, end="", flush=True)
+    fields: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        pairs = [part.partition("=") for part in line.split()]
+        if pairs and all(sep and key.isidentifier() for key, sep, _ in pairs):
+            fields.update({key: value for key, _, value in pairs})
+    if done.returncode:
+        fields[f"{module.rpartition('.')[2]}_exit"] = str(done.returncode)
+    return fields
 
 
 def _pick(results: dict[str, Any], images: int) -> dict[str, Any] | None:
@@ -448,6 +481,8 @@ def summary_line(results: dict[str, Any]) -> str:
         "usd_per_million": fmt(headline.get("usd_per_million"), 2),
         "per_image_filing_wru": fmt(headline.get("per_image_filing_wru"), 2),
     }
+    for chain in ("ingest", "upload_job"):
+        fields.update(results.get(chain) or {})
     return " ".join(f"{k}={v}" for k, v in fields.items())
 
 

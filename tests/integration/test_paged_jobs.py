@@ -10,18 +10,25 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from retail_pulse.data.models import JobRecord
+from retail_pulse.data.models import JobRecord, connection
+from retail_pulse.jobs import ingest as ingest_use_case
+from retail_pulse.jobs.reconcile import reconcile
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
+from tests.integration.test_ingest import body_of, image_indexes, run_ingest, submitted_upload
 from tests.support.handlers import FakeContext, load_handler
-from tests.support.pipeline import Pipeline, assert_accounted
+from tests.support.pipeline import Pipeline, age_job, assert_accounted
+from tests.support.races import Budget
 
 BHARAT = "S00339218"
 PAGE = 4
+SOFT = timedelta(seconds=900 + 60)  # RECONCILE_AFTER_S, and a minute
+HARD = timedelta(hours=2, minutes=1)  # JOB_HARD_DEADLINE_S, and a minute
 
 pytestmark = pytest.mark.usefixtures("stores", "no_gpu_pause", "small_pages")
 
@@ -39,20 +46,31 @@ class InvocationDied(Exception):
     """Lambda ended the invocation (timeout, out of memory) at this point."""
 
 
-class DiesAfter(FakeContext):
-    """An invocation with the ingest function's 15 minutes that dies at its `checks`-th
-    look at the clock (the look between two pages), if `checks` is given."""
+class DiesAt:
+    """An invocation's clock (seconds left) that dies at its `checks`-th look (the look
+    between two pages), if `checks` is given."""
 
-    def __init__(self, checks: int | None = None) -> None:
-        super().__init__()
+    def __init__(self, checks: int | None = None, seconds_left: float = 300.0) -> None:
         self.checks = checks
+        self.seconds_left = seconds_left
         self.looked = 0
 
-    def get_remaining_time_in_millis(self) -> int:
+    def __call__(self) -> float:
         self.looked += 1
         if self.checks is not None and self.looked >= self.checks:
             raise InvocationDied
-        return 900_000
+        return self.seconds_left
+
+
+class DiesAfter(FakeContext):
+    """An ingest function invocation with its 15 minutes, whose clock is DiesAt's."""
+
+    def __init__(self, checks: int | None = None) -> None:
+        super().__init__()
+        self.clock = DiesAt(checks, seconds_left=900.0)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.clock() * 1000)
 
 
 def deliver_ingest_queue(aws: Any, context: FakeContext) -> list[str]:
@@ -154,3 +172,137 @@ def test_a_job_cancelled_between_retry_pages_keeps_the_rest_failed_and_ends(
     assert record.retry_next is None
     assert (record.succeeded, record.failed) == (4, 6)
     assert call_api("GET", "/api/status", query={"jobid": job_id}).body["status"] == "cancelled"
+
+
+def lease_ran_out(job_id: str) -> None:
+    """The dead invocation's ingest lease has run out, as if its minutes had passed."""
+    connection().client.update_item(
+        TableName=get_settings().jobs_table,
+        Key={"job_id": {"S": job_id}},
+        UpdateExpression="SET ingest_lease_until = :past",
+        ExpressionAttributeValues={":past": {"N": "0"}},
+    )
+
+
+def lost_job(call_api: Any, aws: Any, image_server: Any, images: int = 10) -> str:
+    """A job whose image messages were all lost (a queue or poller dropped them)."""
+    urls = [image_server.url(f"/img/{100 + i}x50.jpg") for i in range(images)]
+    result = call_api("POST", "/api/submit/", body=job(visit(BHARAT, urls)))
+    assert result.status_code == 201, result.body
+    aws.queued_messages()
+    return str(result.body["job_id"])
+
+
+def test_a_stuck_job_is_requeued_page_by_page_each_image_once(aws, call_api, image_server):
+    job_id = lost_job(call_api, aws, image_server)
+    age_job(job_id, created_ago=SOFT)
+    pipeline = Pipeline(aws)
+
+    # The pass requeues the first page, then dies before the second.
+    with pytest.raises(InvocationDied):
+        reconcile(time_left_s=DiesAt(checks=2))
+    first = pipeline.receive()
+    assert indexes(first) == Counter(range(PAGE))
+
+    report = reconcile(time_left_s=DiesAt())  # the next pass goes on where it stopped
+    rest = pipeline.receive()
+    assert indexes(rest) == Counter(range(PAGE, 10))
+    assert (report.stuck_jobs, report.requeued_images, report.sweeps_left) == (1, 6, 0)
+    assert reconcile().requeued_images == 0  # over: the next waits a whole soft deadline
+
+    pipeline.drain(first + rest)
+    assert assert_accounted(job_id).succeeded == 10
+
+
+def test_a_pass_out_of_time_leaves_the_rest_of_a_sweep_to_the_next(aws, call_api, image_server):
+    job_id = lost_job(call_api, aws, image_server)
+    age_job(job_id, created_ago=SOFT)
+
+    tight = reconcile(time_left_s=lambda: 10.0)  # under the pass's reserve from the start
+
+    assert tight.out_of_time and tight.requeued_images == 0
+    first = reconcile(time_left_s=Budget(calls=1))  # a visit and its first page
+    assert (first.requeued_images, first.sweeps_left) == (PAGE, 1)
+    assert reconcile().requeued_images == 10 - PAGE
+    assert indexes(Pipeline(aws).receive()) == Counter(range(10))
+
+
+def test_an_expired_job_fails_page_by_page_and_ends_once(aws, call_api, image_server):
+    job_id = lost_job(call_api, aws, image_server)
+    age_job(job_id, created_ago=HARD)
+
+    with pytest.raises(InvocationDied):
+        reconcile(time_left_s=DiesAt(checks=2))
+    half = JobRecord.get(job_id, consistent_read=True)
+    assert (half.failed, half.finished_at) == (PAGE, None)
+
+    report = reconcile()
+
+    assert (report.expired_jobs, report.expired_images) == (1, 10 - PAGE)
+    record = assert_accounted(job_id)
+    assert (record.succeeded, record.failed) == (0, 10)
+    assert call_api("GET", "/api/status", query={"jobid": job_id}).body["status"] == "failed"
+
+
+def test_a_cancelled_jobs_unprocessed_images_are_filed_page_by_page(aws, call_api, image_server):
+    job_id = lost_job(call_api, aws, image_server)
+    assert call_api("POST", "/api/cancel", query={"jobid": job_id}).status_code == 200
+    age_job(job_id, created_ago=SOFT)
+
+    with pytest.raises(InvocationDied):
+        reconcile(time_left_s=DiesAt(checks=2))
+    assert JobRecord.get(job_id, consistent_read=True).cancelled == PAGE
+
+    assert reconcile().cancelled_images == 10 - PAGE
+    record = assert_accounted(job_id)
+    assert record.cancelled == 10
+
+
+def test_a_retry_whose_message_was_lost_is_handed_on_again(aws, call_api, image_server):
+    job_id = failed_job(call_api, image_server)
+    pipeline = Pipeline(aws)
+    pipeline.drain()
+    assert call_api("POST", "/api/retry", query={"jobid": job_id}).status_code == 200
+    pipeline.drain(pipeline.receive())
+    aws.sqs.purge_queue(QueueUrl=aws.ingest_url)  # the retry's message is lost
+
+    assert reconcile().retries_resent == 0  # its cursor moved a moment ago
+    later = reconcile(now=datetime.now(UTC) + SOFT)
+
+    assert later.retries_resent == 1
+    assert deliver_ingest_queue(aws, DiesAfter()) == ["retry"]
+    assert indexes(pipeline.receive()) == Counter(range(PAGE, 10))
+    assert JobRecord.get(job_id, consistent_read=True).retry_next is None
+
+
+def test_an_ingest_whose_message_was_lost_goes_on_where_it_stopped(aws, call_api, monkeypatch):
+    job_id = submitted_upload(call_api, body_of(2_500))
+    real_enqueue = ingest_use_case.enqueue_images
+    sent: list[int] = []
+
+    def enqueue_then_die(messages: list[Any], express: bool) -> None:
+        if sent:
+            raise InvocationDied  # the second chunk: the invocation ends here
+        real_enqueue(messages, express)
+        sent.append(len(messages))
+
+    monkeypatch.setattr(ingest_use_case, "enqueue_images", enqueue_then_die)
+    [message] = aws.sqs.receive_message(QueueUrl=aws.ingest_url)["Messages"]
+    with pytest.raises(InvocationDied):
+        load_handler("ingest").lambda_handler(
+            {"Records": [{"messageId": "m1", "body": message["Body"]}]}, DiesAfter()
+        )
+    monkeypatch.setattr(ingest_use_case, "enqueue_images", real_enqueue)
+    aws.sqs.purge_queue(QueueUrl=aws.ingest_url)  # its message is lost (or dead-lettered)
+    assert image_indexes(aws) == Counter(range(1_000))
+
+    # While its lease runs (the invocation might still be reading), nothing is sent.
+    assert reconcile(now=datetime.now(UTC) + timedelta(minutes=5)).ingests_resent == 0
+    lease_ran_out(job_id)
+    report = reconcile(now=datetime.now(UTC) + SOFT)
+
+    assert report.ingests_resent == 1
+    assert report.stuck_jobs == 0  # nothing requeued or expired while it is read
+    assert run_ingest(aws) == 1
+    assert image_indexes(aws) == Counter(range(1_000, 2_500))
+    assert JobRecord.get(job_id, consistent_read=True).ingesting is None

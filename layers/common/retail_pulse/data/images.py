@@ -1,6 +1,7 @@
-"""The reconciler's reads and writes of image records: a stuck job's pending images (its
-manifest's images with no result yet), and the images a submit that died part-way never
-wrote.
+"""The reads and writes of image records that go through a job rather than one image, a page
+at a time whatever the job's size: a stuck job's pending images (its manifest's images with
+no result yet) and the images a submit that died part-way never wrote (the reconciler), and
+a retry's failed images back to pending (jobs/retry.py).
 
 Kept apart from data/jobs.py, which serves the hot path; everything here runs a few times
 an hour, on the few jobs that went wrong.
@@ -8,7 +9,7 @@ an hour, on the few jobs that went wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -46,25 +47,39 @@ def _image(record: ImageRecord) -> Image:
     )
 
 
-def pending_images(job_id: str) -> Iterator[Image]:
-    """The job's images still waiting for a result: those of its manifest with no record,
-    and those a retry put back to `pending` (as the retry left them). One Query of the
-    records' keys and states, one of the manifest."""
+@dataclass(frozen=True)
+class PendingPage:
+    """A page of a job's images: those still waiting for a result, and the indexes submit
+    wrote down (in its manifest, or with a record; any other it counted but never wrote)."""
+
+    pending: list[Image]
+    known: set[int]
+
+
+def pending_page(job_id: str, first: int, last: int) -> PendingPage:
+    """The job's images first..last still waiting for a result: those of its manifest with
+    no record, and those a retry put back to `pending` (as the retry left them). One Query
+    of the records' keys and states, one of the manifest slices, both of this page only."""
     states = {
-        int(record.image_index): record
+        int(record.image_index): record.state
         for record in ImageRecord.query(
             job_id,
-            range_key_condition=ImageRecord.image_index >= 0,
+            range_key_condition=ImageRecord.image_index.between(first, last),
+            consistent_read=True,
             attributes_to_get=["job_id", "image_index", "state"],
         )
     }
-    reopened = [index for index, record in states.items() if record.state == PENDING]
+    reopened = [index for index, state in states.items() if state == PENDING]
     reopened_images = {image.image_index: image for image in _images(job_id, reopened)}
-    for image in submitted_images(job_id):
+    pending: list[Image] = []
+    known = set(states)
+    for image in submitted_images(job_id, first, last):
+        known.add(image.image_index)
         if image.image_index not in states:
-            yield image
+            pending.append(image)
         elif image.image_index in reopened_images:
-            yield reopened_images[image.image_index]
+            pending.append(reopened_images[image.image_index])
+    return PendingPage(pending, known)
 
 
 def _images(job_id: str, indexes: Sequence[int]) -> list[Image]:
@@ -169,6 +184,10 @@ def _reopen_actions(job: Job, now: datetime) -> list[Action]:
         JobRecord.ongoing_shard.set(ongoing_shard(job.job_id)),
         JobRecord.progressed_at.set(now),
         JobRecord.retried_at.set(now),
+        # A sweep of the run before (data/sweeps.py) is never resumed on this one.
+        JobRecord.sweep_kind.remove(),
+        JobRecord.sweep_next.remove(),
+        JobRecord.sweep_done.remove(),
         *listed_as(job.tenant, "ongoing"),
     ]
 
@@ -230,20 +249,6 @@ def end_retry(job_id: str) -> bool:
 
 class JobChanged(Exception):
     """The job changed between its read and a write that assumed it had not."""
-
-
-def recorded_indexes(job_id: str) -> set[int]:
-    """The image indexes of the job that submit wrote down: in its manifest, or with a
-    record."""
-    recorded = {image.image_index for image in submitted_images(job_id)}
-    return recorded | {
-        int(record.image_index)
-        for record in ImageRecord.query(
-            job_id,
-            range_key_condition=ImageRecord.image_index >= 0,
-            attributes_to_get=["job_id", "image_index"],
-        )
-    }
 
 
 def record_unwritten_image(job_id: str, image_index: int, error: str) -> bool:

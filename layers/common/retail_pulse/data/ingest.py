@@ -280,6 +280,22 @@ def release(job_id: str, owner: str) -> None:
         )
 
 
+def ingest_lease_held(job_id: str, now: datetime) -> bool:
+    """Whether an invocation holds the job's ingest now (its lease has not run out)."""
+    item = (
+        connection()
+        .client.get_item(
+            TableName=_table(),
+            Key={"job_id": {"S": job_id}},
+            ConsistentRead=True,
+            ProjectionExpression="ingest_lease_until",
+        )
+        .get("Item", {})
+    )
+    until = item.get("ingest_lease_until", {}).get("N")
+    return until is not None and float(until) >= now.timestamp()
+
+
 def ingest_job(job_id: str) -> Job | None:
     """The job, read strongly consistent."""
     return get_job(job_id)

@@ -149,6 +149,10 @@ class JobRecord(Model):
     # done while it is set, however its counters stand.
     retry_next = NumberAttribute(null=True)
     retry_moved_at = UTCDateTimeAttribute(null=True)
+    # The reconciler's page-by-page work on the job under way (data/sweeps.py).
+    sweep_kind = UnicodeAttribute(null=True)
+    sweep_next = NumberAttribute(null=True)
+    sweep_done = NumberAttribute(null=True)
 
     ongoing_jobs = OngoingJobsIndex()
     tenant_jobs = TenantJobsIndex()

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from retail_pulse.data import STORAGE_ERRORS
-from retail_pulse.data.images import pending_images, record_unwritten_image, recorded_indexes
+from retail_pulse.data.images import PendingPage, end_retry, record_unwritten_image
+from retail_pulse.data.ingest import enqueue_ingest, ingest_lease_held
 from retail_pulse.data.jobs import (
     STALE_FILING_S,
     close_stale_filings,
@@ -45,9 +46,11 @@ from retail_pulse.data.jobs import (
     unfinished_jobs,
 )
 from retail_pulse.data.queue import enqueue_images
-from retail_pulse.domain import ImageCancelled, ImageFailure, ImageResult, Job
+from retail_pulse.domain import Image, ImageCancelled, ImageFailure, ImageResult, Job
 from retail_pulse.jobs.finish import emit_job_finished, finish_job
 from retail_pulse.jobs.messages import ImageMessage, is_express
+from retail_pulse.jobs.retry import hand_on
+from retail_pulse.jobs.sweeps import CANCEL, EXPIRE, REQUEUE, step, under_way
 from retail_pulse.observability import (
     IMAGES_REQUEUED,
     JOBS_EXPIRED,
@@ -97,7 +100,23 @@ class ReconcileReport:
     # Owed events tried and refused this pass; jobs with ALARM_AFTER_TRIES failures or more.
     events_failed: int = 0
     unannounced_jobs: int = 0
+    # Uploads whose ingest stopped, and retries whose pages stopped: their message sent again.
+    ingests_resent: int = 0
+    retries_resent: int = 0
+    # Jobs whose sweep (requeue, expiry, cancel) has pages left for the next pass.
+    sweeps_left: int = 0
     out_of_time: bool = False
+
+
+@dataclass
+class _Pass:
+    """One pass's moment, cutoffs and report, and the sweeps it goes on with."""
+
+    now: datetime
+    soft_cutoff: datetime
+    hard_cutoff: datetime
+    report: ReconcileReport
+    sweeps: list[tuple[Job, str, int]] = field(default_factory=list)
 
 
 def reconcile(
@@ -110,6 +129,7 @@ def reconcile(
     soft_cutoff = now - timedelta(seconds=settings.reconcile_after_s)
     hard_cutoff = now - timedelta(seconds=settings.job_hard_deadline_s)
     report = ReconcileReport()
+    run = _Pass(now, soft_cutoff, hard_cutoff, report)
     owed: list[Job] = []
 
     def out_of_time() -> bool:
@@ -122,27 +142,23 @@ def reconcile(
         if out_of_time():
             break
         try:
-            job = _visit(job_id, now, soft_cutoff, hard_cutoff, report)
+            job = _visit(job_id, run)
         except STORAGE_ERRORS:
             # Left as it is: the next pass tries again. The other jobs of this pass go on.
             logger.exception("job not reconciled", extra={"job_id": job_id})
             continue
         if job is not None:
             owed.append(job)
+    _go_on_sweeping(run, out_of_time)
     _emit_owed(owed, now, out_of_time, report)
     _publish(report)
     return report
 
 
-def _visit(
-    job_id: str,
-    now: datetime,
-    soft_cutoff: datetime,
-    hard_cutoff: datetime,
-    report: ReconcileReport,
-) -> Job | None:
+def _visit(job_id: str, run: _Pass) -> Job | None:
     """Repair one job; the job back if it owes an event (published after the repairs)."""
-    upkeep = close_stale_filings(job_id, now - timedelta(seconds=STALE_FILING_S))
+    report = run.report
+    upkeep = close_stale_filings(job_id, run.now - timedelta(seconds=STALE_FILING_S))
     report.recounted_images += upkeep.counted
     if upkeep.counted:
         logger.warning("stale filing counted", extra={"job_id": job_id, "images": upkeep.counted})
@@ -153,26 +169,84 @@ def _visit(
         return None
     if job.finished_at is not None:
         if job.event_pending:
-            return job if (now - job.finished_at).total_seconds() >= _EMIT_GRACE_S else None
-        _tidy_terminal(job, report)
+            return job if (run.now - job.finished_at).total_seconds() >= _EMIT_GRACE_S else None
+        _tidy_terminal(job, run)
         return None
+    if job.ingesting:
+        _resend_lost_ingest(job, run)
+        return None
+    if job.retry_next is not None and (job.retry_moved_at or job.created_at) <= run.soft_cutoff:
+        hand_on(job)  # the retry's pages stopped: its message was lost
+        report.retries_resent += 1
     if job.done:
         # The last image's invocation died between its transaction and the stamp.
         finish_job(job_id)
         report.finished_jobs += 1
-    elif _started(job) <= hard_cutoff:
+    elif _started(job) <= run.hard_cutoff:
         report.stuck_jobs += 1
-        report.expired_jobs += 1
-        report.expired_images += _expire(job, get_settings().job_hard_deadline_s)
-        report.finished_jobs += 1
-    elif _last_activity(job) <= soft_cutoff:
+        _sweep(run, job, EXPIRE, upkeep.open_filings)
+    elif _last_activity(job) <= run.soft_cutoff or under_way(job_id, REQUEUE):
         report.stuck_jobs += 1
-        requeued = _requeue(job)
-        report.requeued_images += requeued
-        if not requeued and not upkeep.open_filings:
-            # Short of its total with nothing pending and nothing open: a count was lost.
-            _recount(job_id, "stuck with no image pending", report)
+        _sweep(run, job, REQUEUE, upkeep.open_filings)
     return None
+
+
+def _resend_lost_ingest(job: Job, run: _Pass) -> None:
+    """An upload still being read whose ingest stopped: no invocation holds its lease and
+    nothing has happened to the job for RECONCILE_AFTER_S (its message was lost, or
+    dead-lettered). Its message is sent again: the ingest goes on from its checkpoint
+    (a message that was only late is harmless: one invocation at a time holds the lease)."""
+    if ingest_lease_held(job.job_id, run.now) or _last_activity(job) > run.soft_cutoff:
+        return
+    enqueue_ingest({"job_id": job.job_id, "tenant": job.tenant})
+    note_requeued(job.job_id)  # the next resend waits a whole soft deadline
+    run.report.ingests_resent += 1
+    logger.warning("stopped ingest sent again", extra={"job_id": job.job_id})
+
+
+def _sweep(run: _Pass, job: Job, kind: str, open_filings: int = 0) -> None:
+    """One page of the job's sweep of `kind` now; the rest after every job's first."""
+    if _sweep_step(run, job, kind, open_filings):
+        run.sweeps.append((job, kind, open_filings))
+
+
+def _go_on_sweeping(run: _Pass, out_of_time: Callable[[], bool]) -> None:
+    """The sweeps with pages left, a page of each in turn, while time is left; the next
+    pass goes on from where each stopped."""
+    while run.sweeps:
+        for entry in list(run.sweeps):
+            if out_of_time():
+                run.report.sweeps_left = len(run.sweeps)
+                return
+            try:
+                more = _sweep_step(run, *entry)
+            except STORAGE_ERRORS:
+                logger.exception("job sweep stopped", extra={"job_id": entry[0].job_id})
+                more = False
+            if not more:
+                run.sweeps.remove(entry)
+
+
+def _sweep_step(run: _Pass, job: Job, kind: str, open_filings: int) -> bool:
+    """A page of the sweep, counted; its end when it was the last. True if pages remain."""
+    report = run.report
+    if kind == REQUEUE:
+        done = step(job, kind, _requeue_page)
+        report.requeued_images += done.acted
+        if done.total is not None:
+            _requeued(job, done.total, open_filings, report)
+    elif kind == EXPIRE:
+        done = step(job, kind, _expire_page)
+        report.expired_images += done.acted
+        count_failures("deadline", done.acted)
+        if done.total is not None:
+            _expired(job, done.total, report)
+    else:
+        done = step(job, kind, _cancel_page)
+        report.cancelled_images += done.acted
+        if done.total is not None:
+            mark_finished(job.job_id)  # takes the cancelled job out of OngoingJobs when done
+    return done.more
 
 
 def _recount(job_id: str, why: str, report: ReconcileReport) -> Job | None:
@@ -261,21 +335,27 @@ def _event_not_emitted(job: Job, now: datetime, error: Exception, report: Reconc
         logger.info("job event not emitted yet; tried again later", extra=details)
 
 
-def _tidy_terminal(job: Job, report: ReconcileReport) -> None:
+def _tidy_terminal(job: Job, run: _Pass) -> None:
     """What a terminal job with its event out, still in OngoingJobs, needs: its cancelled
-    images filed, then to leave."""
+    images filed (a retry cancelled between its pages: its cursor taken off first), then
+    to leave."""
+    if job.cancelled_at is not None and job.retry_next is not None:
+        end_retry(job.job_id)
+        job = get_job(job.job_id) or job
     if job.cancelled_at is not None and not job.done:
-        report.cancelled_images += _file_pending(job.job_id, ImageCancelled())
-        mark_finished(job.job_id)  # takes the cancelled job out of OngoingJobs when done
+        _sweep(run, job, CANCEL)
         return
     settle(job.job_id)
 
 
-def _file_pending(job_id: str, outcome: ImageResult) -> int:
-    """File every still-pending image of the job with `outcome`; how many it filed."""
-    images = list(pending_images(job_id))
+def _file_all(images: list[Image], outcome: ImageResult) -> int:
+    """File each of `images` with `outcome` (unless filed meanwhile); how many it filed."""
     with ThreadPoolExecutor(max_workers=_FAIL_THREADS) as pool:
         return sum(pool.map(lambda image: record_outcome(image, outcome, 0), images))
+
+
+def _cancel_page(job: Job, page: PendingPage, first: int, last: int) -> int:
+    return _file_all(page.pending, ImageCancelled())
 
 
 def _started(job: Job) -> datetime:
@@ -288,33 +368,45 @@ def _last_activity(job: Job) -> datetime:
     return max(moment for moment in moments if moment is not None)
 
 
-def _requeue(job: Job) -> int:
-    job_id = job.job_id
+def _requeue_page(job: Job, page: PendingPage, first: int, last: int) -> int:
     express = is_express(job.total)  # back on the lane submit chose
-    messages = [ImageMessage.body(image, job.tenant, express) for image in pending_images(job_id)]
-    enqueue_images(messages, express)
-    note_requeued(job_id)
-    logger.warning("stuck job requeued", extra={"job_id": job_id, "images": len(messages)})
-    return len(messages)
+    enqueue_images(
+        [ImageMessage.body(image, job.tenant, express) for image in page.pending], express
+    )
+    return len(page.pending)
 
 
-def _expire(job: Job, deadline_s: int) -> int:
-    """Fail what is still pending, file what submit never wrote, and finish the job."""
-    minutes = round(deadline_s / 60)
-    failure = ImageFailure(f"processing did not finish within {minutes} minutes")
-    failed = _file_pending(job.job_id, failure)
-    current = get_job(job.job_id)
-    if current is not None and not current.done:
-        recorded = recorded_indexes(job.job_id)
-        missing = [i for i in range(current.total) if i not in recorded]
-        failed += sum(record_unwritten_image(job.job_id, i, UNWRITTEN) for i in missing)
-    count_failures("deadline", failed)
+def _requeued(job: Job, images: int, open_filings: int, report: ReconcileReport) -> None:
+    """A stuck job's requeue is over, all its pages: the next waits a whole soft deadline.
+    Short of its total with nothing pending and nothing open: a count was lost."""
+    note_requeued(job.job_id)
+    logger.warning("stuck job requeued", extra={"job_id": job.job_id, "images": images})
+    if not images and not open_filings:
+        _recount(job.job_id, "stuck with no image pending", report)
+
+
+def _expire_page(job: Job, page: PendingPage, first: int, last: int) -> int:
+    """Fail the page's pending images, and file those submit counted but never wrote."""
+    minutes = round(get_settings().job_hard_deadline_s / 60)
+    failed = _file_all(
+        page.pending, ImageFailure(f"processing did not finish within {minutes} minutes")
+    )
+    unwritten = [index for index in range(first, last + 1) if index not in page.known]
+    return failed + sum(record_unwritten_image(job.job_id, i, UNWRITTEN) for i in unwritten)
+
+
+def _expired(job: Job, images: int, report: ReconcileReport) -> None:
     finish_job(job.job_id)
+    report.expired_jobs += 1
+    report.finished_jobs += 1
     logger.warning(
         "job expired: pending images recorded failed",
-        extra={"job_id": job.job_id, "images": failed, "deadline_minutes": minutes},
+        extra={
+            "job_id": job.job_id,
+            "images": images,
+            "deadline_minutes": round(get_settings().job_hard_deadline_s / 60),
+        },
     )
-    return failed
 
 
 def _publish(report: ReconcileReport) -> None:
