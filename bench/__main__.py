@@ -11,8 +11,6 @@ Starts a local image host (realistic JPEGs of 0.3 to 12 megapixels, generated on
   clients measured (bench/costs.py): DynamoDB WRU and RRU as DynamoDB Local reports them
   (index writes included), SQS requests (the functions' and the event source's), Lambda
   GB-seconds and requests (REPORT lines), API requests, priced with bench/prices.json;
-- the same 1,000-image job on today's earlier design, in the same run: FILING=per_image,
-  batches of 10 and no batching window (template parameters, not a code fork);
 - how fast one job takes results, per-image transactions against batch filings
   (bench/counter.py, on DynamoDB Local);
 - the process function's peak memory, and with a 20 MB image in every record of a batch;
@@ -54,14 +52,6 @@ MEAN_GPU_S = 0.25  # settings.GPU_SLEEP_MIN_S/MAX_S: uniform 0.1 to 0.4 s
 STATUS_POLLERS = 50
 STATUS_REQUESTS_PER_POLLER = 20
 SETTLE_S = 2.0  # after a job ends, for the last batch's REPORT line and deletes
-# Today's earlier design, run beside the new one: one transaction per image, batches of 10
-# gathered without a window (template parameters; the code is the same).
-EARLIER_DESIGN = {
-    "Filing": "per_image",
-    "ProcessBatchSize": "10",
-    "ProcessBatchingWindowSeconds": "0",
-}
-COMPARE_IMAGES = 1_000
 # Targets of issue 17, checked on the summary's figures.
 TARGETS = {"wru_per_image": 4.0, "usd_per_million": 2.50, "billed_s_per_image": 0.012}
 
@@ -153,21 +143,6 @@ def warm_up(stack: RunningStack, host: ImageHost, concurrency: int) -> None:
     time.sleep(SETTLE_S)  # its last REPORT and usage lines belong to no measured job
 
 
-def earlier_design(host: ImageHost, pollers: int, images: int, backend: str) -> dict[str, Any]:
-    """The same job on the earlier design (EARLIER_DESIGN), on a stack of its own."""
-    print(f"earlier design {EARLIER_DESIGN}: a {images}-image job", flush=True)
-    stack = start_stack(
-        host.host_port, pollers=pollers, extra_env=_stack_env(backend), parameters=EARLIER_DESIGN
-    )
-    try:
-        concurrency = pollers * int(EARLIER_DESIGN["ProcessBatchSize"])
-        warm_up(stack, host, concurrency)
-        job = run_job(stack, host, images, concurrency)
-    finally:
-        stack.stop()
-    return {"parameters": EARLIER_DESIGN, "concurrency": concurrency, "job": job}
-
-
 def _stack_env(backend: str) -> dict[str, str]:
     return {"LOCAL_DYNAMODB": backend}
 
@@ -195,9 +170,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pollers", type=int, default=4, help="process pollers (default 4)")
     parser.add_argument("--no-memory", action="store_true", help="skip the 20 MB batch run")
-    parser.add_argument(
-        "--no-compare", action="store_true", help="skip the earlier design's 1,000-image job"
-    )
     parser.add_argument(
         "--dynamodb",
         choices=("dynamodb-local", "moto"),
@@ -276,9 +248,6 @@ def main(argv: list[str] | None = None) -> int:
                 results["memory_20mb_batch"] = memory_run(stack, host, args.pollers, batch_size)
         finally:
             stack.stop()
-        if not args.no_compare:
-            images = min(COMPARE_IMAGES, max(sizes))
-            results["earlier_design"] = earlier_design(host, args.pollers, images, backend)
     finally:
         host.stop()
     results["measurement"] = measure.header_vs_decode(ensure_images()["12mp"])
@@ -355,8 +324,6 @@ def render(results: dict[str, Any]) -> str:
             f"window {concurrency['batching_window_s']:g} s",
             job,
         )
-    if earlier := results.get("earlier_design"):
-        lines += _bill_lines("earlier design: per-image filing, batches of 10", earlier["job"])
     if results.get("dynamodb") != "dynamodb-local":
         lines.append("  (DynamoDB on moto: WRU and RRU are moto's, not DynamoDB's)")
     if counter := results.get("counter_ceiling"):
@@ -427,8 +394,6 @@ def headline_figures(results: dict[str, Any]) -> dict[str, float]:
     if job := _cost_job(results):
         figures["wru_per_image"] = job["cost"]["per_image"]["dynamodb_wru"]
         figures["usd_per_million"] = job["cost"]["usd_per_million"]["total"]
-    if earlier := results.get("earlier_design"):
-        figures["per_image_filing_wru"] = earlier["job"]["cost"]["per_image"]["dynamodb_wru"]
     return figures
 
 
@@ -479,7 +444,6 @@ def summary_line(results: dict[str, Any]) -> str:
         "peak_mb_20mb_batch": str(memory["peak_mb"]) if memory else "NA",
         "wru_per_image": fmt(headline.get("wru_per_image"), 2),
         "usd_per_million": fmt(headline.get("usd_per_million"), 2),
-        "per_image_filing_wru": fmt(headline.get("per_image_filing_wru"), 2),
     }
     for chain in ("ingest", "upload_job"):
         fields.update(results.get(chain) or {})

@@ -109,7 +109,7 @@ def start_stack(
     parameters: dict[str, str] | None = None,
 ) -> RunningStack:
     """Start `python -m local_stack` on free ports and wait until it is ready; `parameters`
-    override the template's (e.g. {"Filing": "per_image"})."""
+    override the template's (e.g. {"ProcessBatchSize": "10"})."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
     log_path, state_path = workdir / "stack.log", workdir / "state.json"
     env = {

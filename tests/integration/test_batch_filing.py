@@ -1,4 +1,4 @@
-"""Batch filing (FILING=batch): the results of one SQS batch that belong to one job are filed
+"""Batch filing: the results of one SQS batch that belong to one job are filed
 as one filing (the job's item opened, one plain conditional write per image, the job's
 counters moved once), duplicates are told apart and counted once, and what the clients sent
 is counted as DynamoDB and SQS bill it.
@@ -28,7 +28,6 @@ from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import ALL_MODELS, FAILED, SUCCEEDED, ImageRecord, JobRecord
 from retail_pulse.domain import ImageSuccess
 from retail_pulse.metering import usage
-from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
 from tests.support.dynamodb_local import backend, backend_stores  # noqa: F401
 from tests.support.filing import file_result
@@ -223,21 +222,15 @@ def _not_dynamodb(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return []
 
 
-@pytest.mark.parametrize("filing", ["batch", "per_image"])
 def test_consumed_capacity_is_counted_with_index_writes(
     aws,
     call_api,
     image_server,
     sent,
-    filing,
-    monkeypatch,
     through_the_router,
 ):
     """What the hooks count equals what botocore sent; on DynamoDB Local the write units
-    are DynamoDB's own: a plain write is 1 unit per item and per index entry, a
-    transactional one 2."""
-    monkeypatch.setenv("FILING", filing)
-    get_settings.cache_clear()
+    are DynamoDB's own: a plain write is 1 unit per item and per index entry."""
     images = 20
     job_id = submit(call_api, image_urls(image_server, images))
     submitted = usage.summary()
@@ -263,20 +256,17 @@ def test_consumed_capacity_is_counted_with_index_writes(
         "Images": 1.0,
     }
     wru = summary["wru_by"]
-    # Each success: its record and its entries in StoreVisits and AreaVisits, 1 unit each
-    # written plainly (batch), 2 in a transaction (per_image).
-    per_item = 1 if filing == "batch" else 2
-    assert wru["Images"] == pytest.approx(per_item * images)
-    assert wru["Images/StoreVisits"] == pytest.approx(per_item * images)
-    assert wru["Images/AreaVisits"] == pytest.approx(per_item * images)
-    # The job's item: the filing opened and closed (1 + 1), or a transactional counter
-    # update per image (2 each); then the job's finished stamp (1), and its event marked
-    # emitted as it leaves OngoingJobs (1).
-    counters = 2 if filing == "batch" else 2 * images
-    assert wru["Jobs"] == pytest.approx(counters + 2)
+    # Each success: its record and its entries in StoreVisits and AreaVisits, 1 unit each,
+    # written plainly.
+    assert wru["Images"] == pytest.approx(images)
+    assert wru["Images/StoreVisits"] == pytest.approx(images)
+    assert wru["Images/AreaVisits"] == pytest.approx(images)
+    # The job's item: the filing opened and closed (1 + 1), then the job's finished stamp
+    # (1), and its event marked emitted as it leaves OngoingJobs (1).
+    assert wru["Jobs"] == pytest.approx(2 + 2)
     assert wru["Jobs/OngoingJobs"] == pytest.approx(1)
     assert summary["dynamodb_wru"] == pytest.approx(sum(wru.values()))
-    # Per job and batch, whatever the filing: the cancel check, at most a second old, as its
+    # Per job and batch: the cancel check, at most a second old, as its
     # images start (strongly consistent, 1: a cancel just answered is seen) and the end check
     # after the filing (strongly consistent, 1); as it leaves OngoingJobs, one read for
     # filings left open on it (1).

@@ -3,13 +3,12 @@ SQS call of submit and process, crashes, duplicate, late, out-of-order and concu
 deliveries. Each test ends with the job terminal, its counters equal to its image records and
 no filing left open on it.
 
-Process runs with batch filing (the default) unless a test says otherwise. Per job and batch
-it opens a filing on the job's item (UpdateItem Jobs), writes each image with a conditional
-UpdateItem on Images (a GetItem after a condition failure tells its own retried write from a
-duplicate) and closes the filing with one UpdateItem of the job's counters. A filing whose
-invocation died, or whose close failed, stays open until the reconciler closes it, once it
-is STALE_FILING_S old. FILING=per_image files each image in its own transaction
-(TransactWriteItems), as the dead-letter handler and the reconciler do.
+Process files a batch's results per job: it opens a filing on the job's item (UpdateItem
+Jobs), writes each image with a conditional UpdateItem on Images (a GetItem after a condition
+failure tells its own retried write from a duplicate) and closes the filing with one
+UpdateItem of the job's counters. A filing whose invocation died, or whose close failed,
+stays open until the reconciler closes it, once it is STALE_FILING_S old. The dead-letter
+handler and the reconciler file each image in its own transaction (TransactWriteItems).
 
 Faults are raised where botocore sends a request (`BaseClient._make_api_call`), below
 PynamoDB and boto3 and above the network, as an exhausted AWS retry would surface: before the
@@ -36,7 +35,6 @@ from retail_pulse.data.jobs import (
     Filing,
     file_outcomes,
     parse_index_ranges,
-    record_outcome,
 )
 from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import (
@@ -49,7 +47,6 @@ from retail_pulse.data.models import (
     connection,
 )
 from retail_pulse.domain import ImageSuccess
-from retail_pulse.jobs.process import process_image_message
 from retail_pulse.jobs.reconcile import reconcile
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
@@ -290,18 +287,8 @@ def test_a_submit_without_a_key_fails_cleanly_too(aws, stores, call_api, image_s
 # -- process ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["batch", "per_image"])
-def filing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Run the test with each FILING of the process function."""
-    monkeypatch.setenv("FILING", request.param)
-    get_settings.cache_clear()
-    yield request.param
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
 # Every DynamoDB request one batch of one job's five images makes, in order (no SQS request:
-# the batch's answer says what to deliver again). FILING=batch:
+# the batch's answer says what to deliver again):
 BATCH_FAULTS = [
     # The cancel check fails: a function error, the whole batch comes back.
     Fault("GetItem", "Jobs", nth=1, what="cancel-check"),
@@ -331,25 +318,11 @@ BATCH_FAULTS = [
     # Finished, marking its event emitted fails: the reconciler emits it again.
     Fault("UpdateItem", "Jobs", marker=MARKS_EMITTED, what="event-emitted"),
 ]
-# FILING=per_image: one transaction per image instead of the filing's requests.
-PER_IMAGE_FAULTS = [
-    Fault("TransactWriteItems", "Images", nth=1, what="transaction"),  # not filed
-    Fault("TransactWriteItems", "Images", nth=1, code="InternalServerError", what="retried"),
-    Fault("TransactWriteItems", "Images", nth=2, then=LOST, what="transaction-lost"),
-    Fault("GetItem", "Jobs", nth=2, what="end-check"),
-    Fault("UpdateItem", "Jobs", marker=STAMPS_FINISHED, what="stamp-finished"),
-]
 
 
-@pytest.mark.parametrize(
-    ("filing", "fault"),
-    [("batch", fault) for fault in BATCH_FAULTS]
-    + [("per_image", fault) for fault in PER_IMAGE_FAULTS],
-    ids=lambda value: value.what if isinstance(value, Fault) else value,
-    indirect=["filing"],
-)
+@pytest.mark.parametrize("fault", BATCH_FAULTS, ids=lambda fault: fault.what)
 def test_a_process_fault_is_redelivered_and_counted_once(
-    aws, stores, call_api, image_server, monkeypatch, filing, fault
+    aws, stores, call_api, image_server, monkeypatch, fault
 ):
     job_id = submit(call_api, urls(image_server, 5)).body["job_id"]
     with injected(monkeypatch, fault):
@@ -407,11 +380,11 @@ def test_a_fault_telling_a_duplicate_apart_is_redelivered_and_counted_once(
 
 
 def test_a_handler_crash_mid_batch_redelivers_the_batch_without_double_counting(
-    aws, stores, call_api, image_server, monkeypatch, filing
+    aws, stores, call_api, image_server, monkeypatch
 ):
     """The invocation dies after some results were filed: Lambda deletes nothing, so the
-    whole batch comes back, filed records included. Batch filing dies after the first of
-    the batch's two jobs was filed; image-by-image filing after four images."""
+    whole batch comes back, filed records included. It dies after the first of the batch's
+    two jobs was filed."""
     from retail_pulse.jobs import process
 
     first = submit(call_api, urls(image_server, 5)).body["job_id"]
@@ -434,15 +407,10 @@ def test_a_handler_crash_mid_batch_redelivers_the_batch_without_double_counting(
         return file
 
     with monkeypatch.context() as patch:
-        if filing == "batch":
-            patch.setattr(process, "file_outcomes", dies_after(1, process.file_outcomes))
-        else:
-            patch.setattr(process, "record_outcome", dies_after(4, record_outcome))
+        patch.setattr(process, "file_outcomes", dies_after(1, process.file_outcomes))
         invoke_process(batch)  # its answer is lost with the environment
     counts = [JobRecord.get(job_id).succeeded for job_id in (first, second)]
-    assert sum(counts) == (5 if filing == "batch" else 4)
-    if filing == "batch":
-        assert sorted(counts) == [0, 5]  # one job's filing landed whole, one not at all
+    assert sorted(counts) == [0, 5]  # one job's filing landed whole, one not at all
 
     redeliver(batch)
     Pipeline(aws).drain(batch)
@@ -598,30 +566,32 @@ def test_a_redelivery_while_the_first_delivery_runs_counts_once(
     aws, call_api, image_server, monkeypatch
 ):
     """SQS redelivers a message whose first delivery is still running (a visibility timeout
-    shorter than the work): both measure the image, both try to file it at the same moment."""
-    from retail_pulse.jobs import process
+    shorter than the work): both invocations measure the image, both write it at the same
+    moment. One write wins; the other finds it a duplicate."""
+    from retail_pulse.data import jobs
 
     job_id = submit(call_api, urls(image_server, 1)).body["job_id"]
     (delivery,) = Pipeline(aws).receive()
     both_measured = threading.Barrier(2, timeout=30)
-    filed: list[bool] = []
+    written: list[str] = []
+    real_write = jobs._file_image
 
-    def at_the_same_moment(*args: Any) -> bool:
+    def at_the_same_moment(filing: Filing, *args: Any) -> str:
         both_measured.wait()
-        result = record_outcome(*args)
-        filed.append(result)
+        result = real_write(filing, *args)
+        written.append(result)
         return result
 
-    monkeypatch.setattr(process, "record_outcome", at_the_same_moment)
+    monkeypatch.setattr(jobs, "_file_image", at_the_same_moment)
+    answers: list[list[Delivery]] = []
     threads = [
-        threading.Thread(
-            target=process_image_message, args=(delivery.body, count, delivery.receipt_handle)
-        )
-        for count in (1, 2)
+        threading.Thread(target=lambda d=d: answers.append(invoke_process([d])))
+        for d in (delivery, Delivery(delivery.body, receive_count=2))
     ]
     _run_together(threads)
 
-    assert sorted(filed) == [False, True]
+    assert answers == [[], []]
+    assert sorted(written) == ["duplicate", "filed"]
     job_record = assert_accounted(job_id)
     assert (job_record.succeeded, job_record.failed) == (1, 0)
 

@@ -125,7 +125,6 @@ def small_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("MAX_IMAGE_BYTES", "100")
     monkeypatch.setenv("GPU_SLEEP_MIN_S", "0")
     monkeypatch.setenv("GPU_SLEEP_MAX_S", "0")
-    monkeypatch.setenv("FILING", "batch")
     get_settings.cache_clear()
     yield
     monkeypatch.undo()

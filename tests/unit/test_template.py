@@ -161,7 +161,6 @@ def test_process_batches_are_large_and_run_whole_within_the_functions_memory(tem
     memory_mb = template["Resources"]["ProcessFunction"]["Properties"]["MemorySize"]
     assert 2 * int(env["IMAGE_BYTES_IN_FLIGHT"]) + 100 * 2**20 <= memory_mb * 2**20
     assert int(env["IMAGE_BYTES_IN_FLIGHT"]) >= int(env["MAX_IMAGE_BYTES"])
-    assert env["FILING"] == {"Ref": "Filing"} and parameters["Filing"]["Default"] == "batch"
     # Freed image bodies go back to the system, or the bytes budget bounds nothing.
     own = template["Resources"]["ProcessFunction"]["Properties"]["Environment"]["Variables"]
     assert int(own["MALLOC_MMAP_THRESHOLD_"]) <= 1024 * 1024

@@ -116,11 +116,7 @@ class Settings(BaseModel):
     gpu_sleep_min_s: float = Field(0.1, alias="GPU_SLEEP_MIN_S", ge=0)
     gpu_sleep_max_s: float = Field(0.4, alias="GPU_SLEEP_MAX_S", ge=0)
 
-    # The process function. "batch": the results of one SQS batch that belong to one job are
-    # filed in one transaction with one counter update; "per_image": one transaction per
-    # image (the earlier design, kept to compare the two in one benchmark run).
-    filing: Literal["batch", "per_image"] = Field("batch", alias="FILING")
-    # Most images of a batch in flight at once (threads): each mostly waits, on the image
+    # The process function. Most images of a batch in flight at once (threads): each mostly waits, on the image
     # host and then on the GPU stand-in, so a whole batch of the event source runs at once.
     image_concurrency: int = Field(100, alias="IMAGE_CONCURRENCY", ge=1)
     # Most bytes of image bodies held at once by one invocation, whatever the batch size:

@@ -55,8 +55,8 @@ class _FromSettings(type):
 
 class _Meta(metaclass=_FromSettings):
     table_setting = ""
-    # The process function may file from one thread per record of a batch (FILING=per_image,
-    # IMAGE_CONCURRENCY threads): a smaller pool would open and discard connections.
+    # The process function runs one thread per record of a batch (IMAGE_CONCURRENCY threads)
+    # and files on a pool of writers: a smaller pool would open and discard connections.
     max_pool_connections = 100
 
 

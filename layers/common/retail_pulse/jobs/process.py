@@ -6,11 +6,10 @@ until its host answers: then its body's Content-Length, or what it has read so f
 until its header has been measured, never through the GPU stand-in's pause. So a host that
 trickles or says nothing costs a thread, not another image's memory.
 
-With FILING=batch the results of one job in the batch are filed together as soon as that
-job's images in the batch are done, not after the batch's slowest image: one conditional
-write per image and one update of the job's counters by their totals (data/jobs.py
-file_outcomes), each duplicate delivery told apart and counted once. With FILING=per_image
-each image is filed in its own transaction on its own thread as soon as it is measured.
+The results of one job in the batch are filed together as soon as that job's images in the
+batch are done, not after the batch's slowest image: one conditional write per image and one
+update of the job's counters by their totals (data/jobs.py file_outcomes), each duplicate
+delivery told apart and counted once.
 
 Attempts are the service's, not SQS's (retry_policy.py): a transient failure with attempts
 left is sent again as the next attempt after a backoff, and a record that could not start
@@ -97,40 +96,12 @@ class _HandedOn:
     message: ImageMessage
 
 
-def process_image_message(
-    body: str,
-    receive_count: int,
-    receipt_handle: str,
-    sent_at: datetime | None = None,
-    *,
-    finish: bool = True,
-    cancelled: CancelledJobs | None = None,
-) -> None:
-    """Process one queue message and file its result on its own (FILING=per_image, and
-    callers outside a batch). Returns when the message is done with: its result filed, or
-    its image sent again (a retry or a give-back). Raises to have SQS deliver it again.
-
-    `finish=False` leaves the job's end to the caller, checked once per batch.
-    """
-    record = BatchRecord("", body, receive_count, receipt_handle, sent_at)
-    message = ImageMessage.model_validate_json(body)
-    result = _run_record(record, message, None, None, cancelled or CancelledJobs(), False)
-    if isinstance(result, _HandedOn):
-        return
-    _file_one(result)
-    # Also after a duplicate: the first delivery may have died between its transaction and
-    # stamping the job finished.
-    if finish:
-        finish_job(message.job_id)
-
-
 def _run_record(
     record: BatchRecord,
     message: ImageMessage,
     budget: ByteBudget | None,
     start_by: float | None,
     cancelled: CancelledJobs,
-    file_now: bool,
 ) -> _Measured | _HandedOn:
     """One record, on a worker thread whose log keys name its image (so does the line of a
     failure, which the thread running the batch could not label): its image measured, or
@@ -154,8 +125,6 @@ def _run_record(
                 raise NotStarted("the invocation would run out of time")
             outcome = measure_url(message, attempt, get_settings(), budget)
             measured = _Measured(record, message, outcome, attempt)
-        if file_now:
-            _file_one(measured)
         return measured
     except RetryLater as retry:
         count(IMAGE_RETRIES)
@@ -287,7 +256,7 @@ def process_batch(
     time_left_s: Callable[[], float] | None = None,
     cancelled: CancelledJobs | None = None,
 ) -> list[str]:
-    """Measure a batch's images at once on `pool` and file each job's results (FILING) as
+    """Measure a batch's images at once on `pool` and file each job's results together as
     soon as that job's images in the batch are done, then check that job for its end.
     Returns the message ids to report as batch item failures: SQS delivers those again, and
     deletes the rest. `cancelled` answers whether a job was cancelled: a fresh one per batch
@@ -299,7 +268,6 @@ def process_batch(
     redelivery finds them filed (duplicates) and checks again.
     """
     settings = get_settings()
-    per_image = settings.filing == "per_image"
     cancelled = cancelled or CancelledJobs()
     start_by = None
     if time_left_s is not None:
@@ -321,7 +289,7 @@ def process_batch(
             failed.add(record.message_id)
             continue
         jobs.setdefault(message.job_id, _JobInBatch()).running += 1
-        future = pool.submit(_run_record, record, message, budget, start_by, cancelled, per_image)
+        future = pool.submit(_run_record, record, message, budget, start_by, cancelled)
         running[future] = (record, message.job_id)
     for future in as_completed(running):
         record, job_id = running[future]
@@ -336,7 +304,7 @@ def process_batch(
         job.running -= 1
         if job.running == 0:
             # The job's last image of the batch is done: its results wait for no other's.
-            failed |= _file_and_finish(job_id, job.measured, per_image)
+            failed |= _file_and_finish(job_id, job.measured)
     return [record.message_id for record in records if record.message_id in failed]
 
 
@@ -352,13 +320,13 @@ class _JobInBatch:
     measured: list[_Measured] = field(default_factory=list)
 
 
-def _file_and_finish(job_id: str, measured: Sequence[_Measured], per_image: bool) -> set[str]:
-    """File a job's results of the batch (filed already with FILING=per_image), then check
+def _file_and_finish(job_id: str, measured: Sequence[_Measured]) -> set[str]:
+    """File a job's results of the batch, then check
     the job once for its end: one consistent read per job and batch instead of one per
     image. If the invocation dies first, the records come back and their duplicates get
     here again; if the check fails, the job's records are reported failed and come back
     for it. The message ids that failed."""
-    failed = set() if per_image else _file_by_job(job_id, measured, image_writers())
+    failed = _file_by_job(job_id, measured, image_writers())
     filed = [m for m in measured if m.record.message_id not in failed]
     if not filed:
         return failed
@@ -423,7 +391,7 @@ def _file_job(job_id: str, items: Sequence[_Measured], writers: Executor) -> set
 
 
 def _file_each(items: Sequence[_Measured]) -> set[str]:
-    """Image by image, as FILING=per_image does; the message ids that could not be filed."""
+    """Image by image, each in its own transaction; the message ids that could not be filed."""
     failed: set[str] = set()
     for item in items:
         try:
