@@ -8,13 +8,13 @@ long as its slowest image; only failed records are reported back for redelivery.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.data import connect
+from retail_pulse.data.queue import delivery_attributes
 from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.process import BatchRecord, ByteBudget, process_batch
 from retail_pulse.settings import get_settings
@@ -30,14 +30,13 @@ _budget = ByteBudget(_settings.image_bytes_in_flight)
 
 def batch_record(record: dict[str, Any]) -> BatchRecord:
     """A record of the event as process_batch takes it (Lambda's SQS record shape)."""
-    attributes = record.get("attributes") or {}
-    sent = attributes.get("SentTimestamp")
+    receive_count, sent_at = delivery_attributes(record.get("attributes") or {})
     return BatchRecord(
         message_id=record["messageId"],
         body=record.get("body") or "",
-        receive_count=int(attributes.get("ApproximateReceiveCount") or 1),
+        receive_count=receive_count,
         receipt_handle=record.get("receiptHandle") or "",
-        sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
+        sent_at=sent_at,
     )
 
 

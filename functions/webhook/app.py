@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
@@ -22,6 +21,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from retail_pulse.data.queue import delivery_attributes
 from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.webhooks import handle_delivery
 
@@ -32,12 +32,11 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_
 
 
 def handle_record(record: SQSRecord) -> None:
-    attributes = record.attributes
-    sent = attributes.get("SentTimestamp")
+    receive_count, sent_at = delivery_attributes(record.attributes)
     handle_delivery(
         record.body,
-        receive_count=int(attributes.get("ApproximateReceiveCount") or 1),
-        sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
+        receive_count=receive_count,
+        sent_at=sent_at,
         receipt_handle=record.receipt_handle,
     )
 

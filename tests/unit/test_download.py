@@ -1,4 +1,4 @@
-"""fetch_image: what it refuses, how it classifies trouble, and that limits hold.
+"""fetch: what it refuses, how it classifies trouble, and that limits hold.
 
 Everything is served on 127.0.0.1 by servers started here or by the `image_server`
 fixture; host names other than localhost are answered by a patched getaddrinfo.
@@ -23,13 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from retail_pulse.imaging import (
-    PermanentImageError,
-    TransientImageError,
-    fetch,
-    fetch_image,
-    measure_image,
-)
+from retail_pulse.imaging.download import fetch
+from retail_pulse.imaging.errors import PermanentImageError, TransientImageError
+from retail_pulse.imaging.measure import measure_image
 from retail_pulse.net import addresses, body, deadline, guard, transport
 from retail_pulse.settings import Settings, get_settings
 from tests.support.fake_dns import FakeDns
@@ -179,7 +175,7 @@ def settings_for(*host_ports: str, **changes: object) -> Settings:
 
 
 def test_fetches_an_allow_listed_local_image(image_server: ImageServer) -> None:
-    data = fetch_image(image_server.url("/img/550x404.jpg"))
+    data = fetch(image_server.url("/img/550x404.jpg")).data
     assert measure_image(data).perimeter == 1908
 
 
@@ -197,7 +193,7 @@ def test_fetching_from_many_threads_at_once(image_server: ImageServer) -> None:
     sizes = [(20 + i, 30 + i) for i in range(30)]
     urls = [image_server.url(f"/img/{w}x{h}.png") for w, h in sizes]
     with ThreadPoolExecutor(max_workers=10) as pool:
-        perimeters = list(pool.map(lambda url: measure_image(fetch_image(url)).perimeter, urls))
+        perimeters = list(pool.map(lambda url: measure_image(fetch(url).data).perimeter, urls))
     assert perimeters == [2 * (w + h) for w, h in sizes]
 
 
@@ -213,7 +209,7 @@ def test_three_redirects_are_followed(scripted: ScriptedServer) -> None:
 def test_http_404_is_permanent_and_names_the_url(image_server: ImageServer) -> None:
     url = image_server.url("/status/404")
     with pytest.raises(PermanentImageError) as caught:
-        fetch_image(url)
+        fetch(url)
     assert str(caught.value) == f"HTTP 404 for {url}"
     assert caught.value.reason == "download"
     assert not caught.value.transient
@@ -222,7 +218,7 @@ def test_http_404_is_permanent_and_names_the_url(image_server: ImageServer) -> N
 def test_http_503_is_transient(image_server: ImageServer) -> None:
     url = image_server.url("/status/503")
     with pytest.raises(TransientImageError) as caught:
-        fetch_image(url)
+        fetch(url)
     assert str(caught.value) == f"HTTP 503 for {url}"
     assert caught.value.transient
     assert caught.value.retry_after_s is None
@@ -231,7 +227,7 @@ def test_http_503_is_transient(image_server: ImageServer) -> None:
 @pytest.mark.parametrize("code", [429, 503])
 def test_retry_after_seconds_are_parsed(scripted: ScriptedServer, code: int) -> None:
     with pytest.raises(TransientImageError) as caught:
-        fetch_image(scripted.url(f"/retry?code={code}&after=7"), settings_for(scripted.host_port))
+        fetch(scripted.url(f"/retry?code={code}&after=7"), settings_for(scripted.host_port))
     assert caught.value.retry_after_s == 7.0
     assert caught.value.reason == "download"
 
@@ -240,9 +236,7 @@ def test_retry_after_http_date_is_parsed(scripted: ScriptedServer) -> None:
     when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
     after = format_datetime(when, usegmt=True).replace(" ", "%20").replace(",", "%2C")
     with pytest.raises(TransientImageError) as caught:
-        fetch_image(
-            scripted.url(f"/retry?code=429&after={after}"), settings_for(scripted.host_port)
-        )
+        fetch(scripted.url(f"/retry?code=429&after={after}"), settings_for(scripted.host_port))
     assert caught.value.retry_after_s is not None
     assert 100 <= caught.value.retry_after_s <= 121
 
@@ -268,14 +262,14 @@ def test_connection_refused_is_transient() -> None:
     # Nothing listens on `port` now.
     url = f"http://127.0.0.1:{port}/a.jpg"
     with pytest.raises(TransientImageError, match="refused") as caught:
-        fetch_image(url, settings_for(f"127.0.0.1:{port}"))
+        fetch(url, settings_for(f"127.0.0.1:{port}"))
     assert url in str(caught.value)
 
 
 def test_read_timeout_is_transient(scripted: ScriptedServer) -> None:
     url = scripted.url("/hang?s=3")
     with pytest.raises(TransientImageError) as caught:
-        fetch_image(url, settings_for(scripted.host_port, read_timeout_s=0.2))
+        fetch(url, settings_for(scripted.host_port, read_timeout_s=0.2))
     assert url in str(caught.value)
 
 
@@ -287,7 +281,7 @@ def test_declared_content_length_over_the_cap_fails_before_reading(
 ) -> None:
     url = scripted.url(f"/declared?length={21 * 1024 * 1024}")
     with pytest.raises(PermanentImageError) as caught:
-        fetch_image(url, settings_for(scripted.host_port, max_image_bytes=20 * 1024 * 1024))
+        fetch(url, settings_for(scripted.host_port, max_image_bytes=20 * 1024 * 1024))
     assert str(caught.value) == f"image larger than 20 MB: {url}"
     assert caught.value.reason == "too_large"
 
@@ -295,7 +289,7 @@ def test_declared_content_length_over_the_cap_fails_before_reading(
 def test_streamed_body_without_length_fails_on_the_cap(scripted: ScriptedServer) -> None:
     url = scripted.url("/endless")
     with pytest.raises(PermanentImageError) as caught:
-        fetch_image(url, settings_for(scripted.host_port, max_image_bytes=1024 * 1024))
+        fetch(url, settings_for(scripted.host_port, max_image_bytes=1024 * 1024))
     assert str(caught.value) == f"image larger than 1 MB: {url}"
     assert caught.value.reason == "too_large"
 
@@ -305,7 +299,7 @@ def test_trickling_body_fails_on_the_deadline(scripted: ScriptedServer) -> None:
     settings = settings_for(scripted.host_port, image_deadline_s=0.5, read_timeout_s=2.0)
     started = time.monotonic()
     with pytest.raises(TransientImageError) as caught:
-        fetch_image(url, settings)
+        fetch(url, settings)
     assert str(caught.value) == f"did not finish within 0.5 s for {url}"
     # Each byte arrives well inside the read timeout: only the deadline can stop it.
     assert time.monotonic() - started < 5
@@ -343,7 +337,7 @@ NO_EXCEPTIONS = settings_for()
 )
 def test_non_public_addresses_are_refused(url: str, message: str) -> None:
     with pytest.raises(PermanentImageError) as caught:
-        fetch_image(url, NO_EXCEPTIONS)
+        fetch(url, NO_EXCEPTIONS)
     assert str(caught.value).startswith(message)
     assert caught.value.reason == "refused"
     assert not caught.value.transient
@@ -352,13 +346,13 @@ def test_non_public_addresses_are_refused(url: str, message: str) -> None:
 @pytest.mark.parametrize("url", ["ftp://example.com/a.jpg", "file:///etc/passwd", "a.jpg"])
 def test_other_schemes_are_refused(url: str) -> None:
     with pytest.raises(PermanentImageError, match="only http and https") as caught:
-        fetch_image(url, NO_EXCEPTIONS)
+        fetch(url, NO_EXCEPTIONS)
     assert caught.value.reason == "refused"
 
 
 def test_refused_address_gets_no_connection(listener: Listener) -> None:
     with pytest.raises(PermanentImageError, match="loopback"):
-        fetch_image(listener.url, NO_EXCEPTIONS)
+        fetch(listener.url, NO_EXCEPTIONS)
     assert listener.connections() == 0
 
 
@@ -371,7 +365,7 @@ def test_listener_counts_connections(listener: Listener) -> None:
 
 def test_host_name_resolving_to_loopback_is_refused(listener: Listener) -> None:
     with pytest.raises(PermanentImageError) as caught:
-        fetch_image(f"http://localhost:{listener.port}/a.jpg", NO_EXCEPTIONS)
+        fetch(f"http://localhost:{listener.port}/a.jpg", NO_EXCEPTIONS)
     assert str(caught.value).startswith("refused: localhost resolves to ")
     assert "a loopback address" in str(caught.value)
     assert listener.connections() == 0
@@ -380,7 +374,7 @@ def test_host_name_resolving_to_loopback_is_refused(listener: Listener) -> None:
 def test_any_private_answer_refuses_the_host(fake_dns: FakeDns) -> None:
     fake_dns["mixed.test"] = ["93.184.216.34", "10.0.0.5"]
     with pytest.raises(PermanentImageError) as caught:
-        fetch_image("http://mixed.test/a.jpg", NO_EXCEPTIONS)
+        fetch("http://mixed.test/a.jpg", NO_EXCEPTIONS)
     # The private address itself is not told: the error must not map our network.
     assert str(caught.value) == "refused: mixed.test resolves to a private address"
 
@@ -389,11 +383,11 @@ def test_allow_list_exempts_exactly_one_host_and_port(
     image_server: ImageServer, listener: Listener
 ) -> None:
     settings = settings_for(image_server.host_port)
-    assert fetch_image(image_server.url("/img/10x10.png"), settings)
+    assert fetch(image_server.url("/img/10x10.png"), settings).data
     with pytest.raises(PermanentImageError, match="loopback"):
-        fetch_image(listener.url, settings)  # same host, another port
+        fetch(listener.url, settings)  # same host, another port
     with pytest.raises(PermanentImageError, match="localhost resolves to"):
-        fetch_image(f"http://localhost:{image_server.port}/img/10x10.png", settings)
+        fetch(f"http://localhost:{image_server.port}/img/10x10.png", settings)
     assert listener.connections() == 0
 
 
@@ -402,7 +396,7 @@ def test_redirect_to_a_refused_address_is_refused(
 ) -> None:
     url = scripted.url(f"/redirect?to={listener.url}")
     with pytest.raises(PermanentImageError, match=r"refused: 127\.0\.0\.1 is a loopback") as caught:
-        fetch_image(url, settings_for(scripted.host_port))
+        fetch(url, settings_for(scripted.host_port))
     assert caught.value.reason == "refused"
     assert listener.connections() == 0
 
@@ -413,16 +407,14 @@ def test_redirect_to_a_refused_address_is_refused(
 )
 def test_redirect_hops_are_vetted_like_the_first(scripted: ScriptedServer, target: str) -> None:
     with pytest.raises(PermanentImageError, match=r"^refused: ") as caught:
-        fetch_image(
-            scripted.url(f"/redirect?code=301&to={target}"), settings_for(scripted.host_port)
-        )
+        fetch(scripted.url(f"/redirect?code=301&to={target}"), settings_for(scripted.host_port))
     assert caught.value.reason == "refused"
 
 
 def test_more_than_three_redirects_are_refused(scripted: ScriptedServer) -> None:
     url = scripted.url("/hop/4")
     with pytest.raises(PermanentImageError) as caught:
-        fetch_image(url, settings_for(scripted.host_port))
+        fetch(url, settings_for(scripted.host_port))
     assert str(caught.value) == f"more than 3 redirects from {url}"
 
 
@@ -477,7 +469,7 @@ def test_user_info_is_not_forwarded(fake_dns: FakeDns) -> None:
 
 def test_unknown_host_is_permanent(fake_dns: FakeDns) -> None:
     with pytest.raises(PermanentImageError, match=r"host nowhere\.test not found"):
-        fetch_image("http://nowhere.test/a.jpg", NO_EXCEPTIONS)
+        fetch("http://nowhere.test/a.jpg", NO_EXCEPTIONS)
 
 
 # --- Real TLS on loopback: SNI and certificate checks use the URL's host name ------------
@@ -548,7 +540,7 @@ def test_tls_to_the_pinned_ip_sends_sni_and_verifies_the_host_name(
     trust(ca_path)
     fake_dns["images.test"] = ["127.0.0.1"]
     url = f"https://images.test:{server.port}/hop/0"
-    data = fetch_image(url, settings_for(f"images.test:{server.port}"))
+    data = fetch(url, settings_for(f"images.test:{server.port}")).data
     assert measure_image(data).perimeter == 1908
     assert sni == ["images.test"]
     assert server.seen_hosts[-1] == f"images.test:{server.port}"
@@ -564,7 +556,7 @@ def test_tls_certificate_for_another_name_fails_permanently(
     fake_dns["impostor.test"] = ["127.0.0.1"]
     url = f"https://impostor.test:{server.port}/hop/0"
     with pytest.raises(PermanentImageError, match=f"TLS failed for {url}") as caught:
-        fetch_image(url, settings_for(f"impostor.test:{server.port}"))
+        fetch(url, settings_for(f"impostor.test:{server.port}"))
     assert caught.value.reason == "download"
 
 

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from retail_pulse.imaging import PermanentImageError, TransientImageError, fetch
+from retail_pulse.imaging.download import fetch
+from retail_pulse.imaging.errors import PermanentImageError, TransientImageError
 from retail_pulse.net import addresses
 from retail_pulse.net.body import HOLD_STEP_BYTES
 from retail_pulse.settings import Settings, get_settings

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from retail_pulse.imaging import PermanentImageError, TransientImageError, fetch
+from retail_pulse.imaging.download import fetch
+from retail_pulse.imaging.errors import PermanentImageError, TransientImageError
 from retail_pulse.net import addresses, body, deadline, transport
 from retail_pulse.settings import Settings, get_settings
 from tests.support.fake_dns import FakeDns

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from retail_pulse.imaging import ImageSize, PermanentImageError, fetch, measure_image
+from retail_pulse.imaging.download import fetch
+from retail_pulse.imaging.errors import PermanentImageError
 from retail_pulse.imaging.measure import (
     _PNG_MODES,
     ACCEPTED_FORMATS,
@@ -32,6 +33,8 @@ from retail_pulse.imaging.measure import (
     MAX_JPEG_SEGMENTS,
     MAX_PNG_CHUNKS,
     MAX_TIFF_ENTRIES,
+    ImageSize,
+    measure_image,
 )
 from retail_pulse.settings import Settings, get_settings
 from tests.support.image_server import ImageServer, make_image

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -116,8 +116,9 @@ class Settings(BaseModel):
     gpu_sleep_min_s: float = Field(0.1, alias="GPU_SLEEP_MIN_S", ge=0)
     gpu_sleep_max_s: float = Field(0.4, alias="GPU_SLEEP_MAX_S", ge=0)
 
-    # The process function. Most images of a batch in flight at once (threads): each mostly waits, on the image
-    # host and then on the GPU stand-in, so a whole batch of the event source runs at once.
+    # The process function. Most images of a batch in flight at once (threads): each mostly
+    # waits, on the image host and then on the GPU stand-in, so a whole batch of the event
+    # source runs at once.
     image_concurrency: int = Field(100, alias="IMAGE_CONCURRENCY", ge=1)
     # Most bytes of image bodies held at once by one invocation, whatever the batch size:
     # 8 images at MAX_IMAGE_BYTES, each read in place into one buffer of its size: 160 MiB

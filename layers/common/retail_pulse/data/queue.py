@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +23,14 @@ _SEND_ATTEMPTS = 5
 
 class EnqueueError(Exception):
     """Some messages could not be enqueued even after retries."""
+
+
+def delivery_attributes(attributes: Mapping[str, Any]) -> tuple[int, datetime | None]:
+    """A Lambda SQS record's receive count (ApproximateReceiveCount, 1 when missing) and
+    when its message was sent (SentTimestamp, ms since the epoch; None when missing)."""
+    sent = attributes.get("SentTimestamp")
+    receive_count = int(attributes.get("ApproximateReceiveCount") or 1)
+    return receive_count, datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None
 
 
 @lru_cache(maxsize=1)

@@ -36,11 +36,6 @@ class FetchedImage:
     content_type: str | None  # media type only, e.g. "image/jpeg"; None when not sent
 
 
-def fetch_image(url: str, settings: Settings | None = None) -> bytes | bytearray:
-    """The image's bytes; raises PermanentImageError or TransientImageError."""
-    return fetch(url, settings).data
-
-
 def fetch(url: str, settings: Settings | None = None, *, hold: Hold | None = None) -> FetchedImage:
     """Download `url` following at most MAX_REDIRECTS redirects, each hop vetted.
 
