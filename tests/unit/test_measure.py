@@ -25,17 +25,17 @@ from PIL import Image, PngImagePlugin
 
 from retail_pulse.imaging.download import fetch
 from retail_pulse.imaging.errors import PermanentImageError
+from retail_pulse.imaging.gif import MAX_GIF_BLOCKS
 from retail_pulse.imaging.measure import (
     _PNG_MODES,
     ACCEPTED_FORMATS,
     BMP_PREFIX_BYTES,
-    MAX_GIF_BLOCKS,
     MAX_JPEG_SEGMENTS,
     MAX_PNG_CHUNKS,
-    MAX_TIFF_ENTRIES,
     ImageSize,
     measure_image,
 )
+from retail_pulse.imaging.tiff import MAX_TIFF_ENTRIES
 from retail_pulse.settings import Settings, get_settings
 from tests.support.image_server import ImageServer, make_image
 

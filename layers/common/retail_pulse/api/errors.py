@@ -43,7 +43,7 @@ _TYPE_WORDS = {
     "too_short": "must not be empty",
 }
 
-# The error type of a value whose own sentence starts with the value (models.url_problem):
+# The error type of a value whose own sentence starts with the value (checks.url_problem):
 # "visits[1].image_url[3] 'http://[::1/x' is not a valid URL: ...", with no colon between.
 SUBJECT_ERROR = "subject_invalid"
 # describe_validation_errors words this many errors; past it, they are only counted. A 6 MB

@@ -14,8 +14,9 @@ import ijson
 from ijson.common import ObjectBuilder
 from pydantic import ValidationError
 
+from retail_pulse.api.checks import too_many_uploaded_images
 from retail_pulse.api.errors import describe_validation_errors
-from retail_pulse.api.models import JobFields, Visit, too_many_uploaded_images
+from retail_pulse.api.models import JobFields, Visit
 from retail_pulse.domain import VisitRequest
 from retail_pulse.errors import UploadInvalid
 

@@ -24,7 +24,7 @@ The design is a hybrid, chosen per format by where its size lives:
     are stepped over to find it), its CRC checked. Pillow also walks every chunk up to the
     first IDAT, inflating text chunks on the way; none of them can change the size.
   - GIF: the logical screen, enlarged to the first image's extent where that is larger
-    (Pillow does), walking extension sub-blocks by their length: at most MAX_GIF_BLOCKS.
+    (Pillow does), walking extension sub-blocks by their length: at most MAX_GIF_BLOCKS (gif.py).
   - WebP: the VP8 (lossy: 14-bit sizes after the start code), VP8L (lossless: packed
     14-bit sizes) or VP8X (extended, animated or with alpha: 24-bit canvas size minus one)
     chunk at the fixed offset 12, with libwebp's header checks. Pillow hands libwebp's
@@ -33,7 +33,8 @@ The design is a hybrid, chosen per format by where its size lives:
     of the file), BigTIFF too; ImageWidth and ImageLength, swapped for an Orientation of
     5 to 8, as Pillow does. Entries are read as Pillow's ImageFileDirectory_v2.load reads
     them (the first loadable entry of a tag wins; out-of-line data past the end ends the
-    directory), at most MAX_TIFF_ENTRIES of them (the most a classic TIFF directory has).
+    directory), at most MAX_TIFF_ENTRIES of them (the most a classic TIFF directory has;
+    tiff.py).
     Later directories (frames) are never followed.
 - BMP: Pillow itself (its BMP plugin, the only format it tries), on the first
   BMP_PREFIX_BYTES. A BMP's size is at a fixed offset, and Pillow's open reads nothing past
@@ -66,12 +67,14 @@ import re
 import struct
 import warnings
 import zlib
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from PIL import BmpImagePlugin, Image
 
 from retail_pulse.imaging.errors import PermanentImageError
+from retail_pulse.imaging.gif import read_gif
+from retail_pulse.imaging.header import Encoded, Reader, Unreadable, u16be
+from retail_pulse.imaging.tiff import MP_TAGS, TIFF_PREFIXES, ifd_int, ifd_tags, read_tiff, unpack
 from retail_pulse.settings import Settings, get_settings
 
 # The formats the service accepts, by Pillow's names: each has a reader below (_reader_for),
@@ -83,8 +86,6 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 # never revisits a byte), so these bound the CPU whatever the size of the data.
 MAX_JPEG_SEGMENTS = 1_000  # markers, fill runs and gaps from SOI to the frame header and scan
 MAX_PNG_CHUNKS = 64  # chunks examined for the IHDR, which the PNG spec puts first
-MAX_GIF_BLOCKS = 10_000  # blocks and sub-blocks before the first image: 2.5 MB of 255s
-MAX_TIFF_ENTRIES = 65_535  # entries read from the first directory: a classic one's maximum
 # Everything Pillow's BMP open reads: the 14-byte file header, the largest (V5, 124-byte)
 # info header, three bitfield masks and a palette of up to 65,536 four-byte entries.
 BMP_PREFIX_BYTES = 14 + 124 + 12 + 4 * 65_536
@@ -101,16 +102,6 @@ class ImageSize:
         return 2 * (self.width + self.height)
 
 
-class _Unreadable(Exception):
-    """A recognised format whose header gives no size; the message says why, for a person."""
-
-
-# An image as downloaded: the process function reads a body into one bytearray in place
-# (imaging/download.py) and measures it without copying it into bytes.
-Encoded = bytes | bytearray
-Reader = Callable[[Encoded], tuple[int, int, str]]
-
-
 def measure_image(
     data: Encoded, settings: Settings | None = None, *, content_type: str | None = None
 ) -> ImageSize:
@@ -125,7 +116,7 @@ def measure_image(
         raise PermanentImageError(f"not an image{detail}", reason="not_image")
     try:
         width, height, image_format = reader(data)
-    except _Unreadable as err:
+    except Unreadable as err:
         raise PermanentImageError(f"not an image{detail}: {err}", reason="not_image") from err
     except (struct.error, IndexError) as err:
         # Every read is bounds-checked first; this is the backstop that keeps a read past
@@ -175,16 +166,6 @@ def _check_pixels(width: int, height: int, settings: Settings) -> None:
             raise PermanentImageError(f"image too large: {err}", reason="too_large") from err
 
 
-# Pillow's own signatures (each plugin's _accept), so exactly the bytes Pillow would hand to
-# a plugin reach a reader. They are disjoint, so the order does not matter.
-_TIFF_PREFIXES = (
-    b"MM\x00\x2a",  # big-endian
-    b"II\x2a\x00",  # little-endian
-    b"MM\x2a\x00",  # invalid, read as big-endian
-    b"II\x00\x2a",  # invalid, read as little-endian
-    b"MM\x00\x2b",  # BigTIFF, big-endian (Pillow reads it as classic: see _tiff)
-    b"II\x2b\x00",  # BigTIFF, little-endian
-)
 _WEBP_CHUNKS = (b"VP8 ", b"VP8L", b"VP8X")
 
 
@@ -196,16 +177,12 @@ def _reader_for(data: Encoded) -> Reader | None:
     if data.startswith(b"RIFF") and data[8:12] == b"WEBP" and data[12:16] in _WEBP_CHUNKS:
         return _webp
     if data[:6] in (b"GIF87a", b"GIF89a"):
-        return _gif
+        return read_gif
     if data.startswith(b"BM"):
         return _bmp
-    if data.startswith(_TIFF_PREFIXES):
-        return _tiff
+    if data.startswith(TIFF_PREFIXES):
+        return read_tiff
     return None
-
-
-def _u16be(data: Encoded, at: int) -> int:
-    return (data[at] << 8) | data[at + 1]
 
 
 # --- JPEG -------------------------------------------------------------------------------
@@ -242,14 +219,14 @@ def _jpeg(data: Encoded) -> tuple[int, int, str]:
             pos = _after_next_ff(data, pos + 1)
             continue
         if code < 0xC0:
-            raise _Unreadable(f"0xFF 0x{code:02X} at byte {pos - 1:,} is not a JPEG marker")
+            raise Unreadable(f"0xFF 0x{code:02X} at byte {pos - 1:,} is not a JPEG marker")
         if pos + 3 > end_of_data:
-            raise _Unreadable(f"JPEG segment at byte {pos - 1:,} is cut short")
-        length = _u16be(data, pos + 1)
+            raise Unreadable(f"JPEG segment at byte {pos - 1:,} is cut short")
+        length = u16be(data, pos + 1)
         body = pos + 3
         end = body + max(length - 2, 0)  # Pillow reads nothing for a length under 2
         if end > end_of_data:
-            raise _Unreadable(
+            raise Unreadable(
                 f"JPEG segment 0xFF{code:02X} at byte {pos - 1:,} claims {length:,} bytes, "
                 f"past the end of the data ({end_of_data:,} bytes)"
             )
@@ -267,12 +244,12 @@ def _jpeg(data: Encoded) -> tuple[int, int, str]:
         stopped = "cap"
     if size is None:
         if stopped == "cap":
-            raise _Unreadable(
+            raise Unreadable(
                 f"no JPEG frame header within the first {MAX_JPEG_SEGMENTS:,} segments"
             )
         if stopped == "scan":
-            raise _Unreadable("JPEG image data starts before any frame header")
-        raise _Unreadable("no JPEG frame header before the data ends")
+            raise Unreadable("JPEG image data starts before any frame header")
+        raise Unreadable("no JPEG frame header before the data ends")
     # Past the cap with a frame header seen, that header is the answer: Pillow would walk
     # on, and only another frame header (which no real file has) could change it.
     width, height = size
@@ -284,15 +261,15 @@ def _jpeg_frame(data: Encoded, body: int, end: int, at: int) -> tuple[int, int]:
     """(width, height) of the frame header whose payload is data[body:end], or the reason
     Pillow refuses it."""
     if end - body < 6:
-        raise _Unreadable(f"JPEG frame header at byte {at:,} is cut short")
+        raise Unreadable(f"JPEG frame header at byte {at:,} is cut short")
     if data[body] != 8:
-        raise _Unreadable(f"JPEG has {data[body]}-bit samples: only 8-bit JPEG is supported")
+        raise Unreadable(f"JPEG has {data[body]}-bit samples: only 8-bit JPEG is supported")
     components = data[body + 5]
     if components not in (1, 3, 4):
-        raise _Unreadable(f"JPEG has {components} components: only 1, 3 or 4 are supported")
+        raise Unreadable(f"JPEG has {components} components: only 1, 3 or 4 are supported")
     if (end - body - 6) % 3:  # three bytes per component; Pillow fails on a partial one
-        raise _Unreadable(f"JPEG frame header at byte {at:,} has a cut-short component list")
-    return _u16be(data, body + 3), _u16be(data, body + 1)
+        raise Unreadable(f"JPEG frame header at byte {at:,} has a cut-short component list")
+    return u16be(data, body + 3), u16be(data, body + 1)
 
 
 def _skip_ff(data: Encoded, pos: int) -> int:
@@ -317,11 +294,11 @@ def _is_mpo(data: Encoded, mpf: tuple[int, int], app1: list[tuple[int, int]]) ->
     start, end = mpf
     head = data[start : min(start + 8, end)]
     # Pillow reads the index header as 8 bytes: a BigTIFF header fails there.
-    if len(head) < 8 or head[:4] not in _TIFF_PREFIXES or head[2] == 0x2B:
+    if len(head) < 8 or head[:4] not in TIFF_PREFIXES or head[2] == 0x2B:
         return False
     little = head.startswith(b"II")
-    tags = _ifd_tags(data, start, end, _unpack(little, "L", head, 4), little, False, _MP_TAGS)
-    number = _ifd_int(data, little, tags.get(0xB001))  # NumberOfImages
+    tags = ifd_tags(data, start, end, unpack(little, "L", head, 4), little, False, MP_TAGS)
+    number = ifd_int(data, little, tags.get(0xB001))  # NumberOfImages
     entries = tags.get(0xB002)  # MPEntry: 16 bytes per picture
     if number is None or number <= 1 or entries is None or entries.kind not in (1, 7):
         return False
@@ -350,112 +327,33 @@ def _png(data: Encoded) -> tuple[int, int, str]:
     pos = 8
     for _ in range(MAX_PNG_CHUNKS):
         if pos + 8 > end_of_data:
-            raise _Unreadable("PNG ends before its IHDR chunk")
+            raise Unreadable("PNG ends before its IHDR chunk")
         length = struct.unpack_from(">L", data, pos)[0]
         kind = data[pos + 4 : pos + 8]
         if not _PNG_CHUNK_TYPE.match(kind):
-            raise _Unreadable(f"PNG chunk at byte {pos:,} has no valid type")
+            raise Unreadable(f"PNG chunk at byte {pos:,} has no valid type")
         if kind == b"IHDR":
             return _png_header(data, pos, length)
         if kind in (b"IDAT", b"fdAT", b"IEND"):
-            raise _Unreadable(f"PNG {kind.decode()} chunk comes before the IHDR chunk")
+            raise Unreadable(f"PNG {kind.decode()} chunk comes before the IHDR chunk")
         pos += 12 + length  # length, type, data, CRC
-    raise _Unreadable(f"no PNG IHDR chunk within the first {MAX_PNG_CHUNKS:,} chunks")
+    raise Unreadable(f"no PNG IHDR chunk within the first {MAX_PNG_CHUNKS:,} chunks")
 
 
 def _png_header(data: Encoded, pos: int, length: int) -> tuple[int, int, str]:
     body = pos + 8
     if length < 13 or body + length + 4 > len(data):
-        raise _Unreadable("PNG IHDR chunk is cut short")
+        raise Unreadable("PNG IHDR chunk is cut short")
     with memoryview(data) as view:  # no copy: the chunk may be as long as the data
         crc = zlib.crc32(view[pos + 4 : body + length])
     if crc != struct.unpack_from(">L", data, body + length)[0]:
-        raise _Unreadable("PNG IHDR chunk fails its checksum")
+        raise Unreadable("PNG IHDR chunk fails its checksum")
     width, height, depth, colour = struct.unpack_from(">LLBB", data, body)
     if (depth, colour) not in _PNG_MODES:
-        raise _Unreadable(f"PNG IHDR declares bit depth {depth} with colour type {colour}")
+        raise Unreadable(f"PNG IHDR declares bit depth {depth} with colour type {colour}")
     if data[body + 11]:
-        raise _Unreadable(f"PNG IHDR declares an unknown filter method {data[body + 11]}")
+        raise Unreadable(f"PNG IHDR declares an unknown filter method {data[body + 11]}")
     return width, height, "PNG"
-
-
-# --- GIF --------------------------------------------------------------------------------
-
-
-def _gif(data: Encoded) -> tuple[int, int, str]:
-    end_of_data = len(data)
-    if end_of_data < 13:
-        raise _Unreadable("GIF header is cut short")
-    width, height, flags = struct.unpack_from("<HHB", data, 6)
-    pos = 13
-    if flags & 0x80:
-        pos += 3 << ((flags & 7) + 1)  # the global colour table
-    next_block = _BlockFinder(data)
-    in_extension = False
-    for _ in range(MAX_GIF_BLOCKS):
-        if pos >= end_of_data:
-            break
-        byte = data[pos]
-        if in_extension:  # a sub-block of `byte` bytes, or the empty one that ends it
-            pos += 1 + byte
-            in_extension = byte != 0
-        elif byte == 0x3B:  # the trailer: no image at all
-            break
-        elif byte == 0x21:  # an extension: its label, then sub-blocks
-            if pos + 1 >= end_of_data:
-                break
-            if data[pos + 1] == 0xF9:
-                _check_graphic_control(data, pos + 2)
-            pos += 2
-            in_extension = True
-        elif byte == 0x2C:  # the first image descriptor: where Pillow stops
-            return _gif_image(data, pos, width, height)
-        else:  # not a block: Pillow skips such bytes one by one; one scan does the same
-            pos = next_block(pos + 1)
-    else:
-        raise _Unreadable(f"no GIF image within the first {MAX_GIF_BLOCKS:,} blocks")
-    raise _Unreadable("GIF ends before its first image")
-
-
-def _check_graphic_control(data: Encoded, pos: int) -> None:
-    """Pillow reads a graphic control block's flags, delay and (when flagged) transparent
-    colour, and fails when the first sub-block is too short for them."""
-    if pos < len(data) and (length := data[pos]):
-        flags = data[pos + 1] if pos + 1 < len(data) else 0
-        if length < 3 or (flags & 1 and length < 4):
-            raise _Unreadable(f"GIF graphic control block at byte {pos - 2:,} is cut short")
-
-
-def _gif_image(data: Encoded, pos: int, width: int, height: int) -> tuple[int, int, str]:
-    """The size Pillow gives: the logical screen, grown to the first image's extent."""
-    if pos + 10 > len(data):
-        raise _Unreadable("GIF image descriptor is cut short")
-    left, top, image_width, image_height, flags = struct.unpack_from("<HHHHB", data, pos + 1)
-    pos += 10
-    if flags & 0x80:
-        pos += 3 << ((flags & 7) + 1)  # the local colour table
-    if pos >= len(data):  # Pillow reads the LZW code size that follows
-        raise _Unreadable("GIF image descriptor is cut short")
-    return max(width, left + image_width), max(height, top + image_height), "GIF"
-
-
-class _BlockFinder:
-    """The index of the next GIF block introducer ('!', ',' or ';') at or after a position.
-    Each byte's last find is remembered and only repeated once passed, so the scans never
-    overlap: all the junk in a file costs one C-speed pass, however it is spread."""
-
-    def __init__(self, data: Encoded) -> None:
-        self._data = data
-        self._found = {introducer: -2 for introducer in (b"!", b",", b";")}
-
-    def __call__(self, pos: int) -> int:
-        nearest = len(self._data)
-        for introducer, found in self._found.items():
-            if -1 < found < pos or found == -2:
-                found = self._found[introducer] = self._data.find(introducer, pos)
-            if pos <= found < nearest:
-                nearest = found
-        return nearest
 
 
 # --- WebP -------------------------------------------------------------------------------
@@ -466,28 +364,28 @@ def _webp(data: Encoded) -> tuple[int, int, str]:
     chunk_size = struct.unpack_from("<L", data, 16)[0] if len(data) >= 20 else 0
     if kind == b"VP8X":  # extended: the canvas size, 24 bits each, minus one
         if len(data) < 30 or chunk_size < 10:
-            raise _Unreadable("WebP VP8X header is cut short")
+            raise Unreadable("WebP VP8X header is cut short")
         width = 1 + int.from_bytes(data[24:27], "little")
         height = 1 + int.from_bytes(data[27:30], "little")
     elif kind == b"VP8L":  # lossless: a signature byte, then 14 + 14 bits of size minus one
         if len(data) < 25 or chunk_size < 5:
-            raise _Unreadable("WebP VP8L header is cut short")
+            raise Unreadable("WebP VP8L header is cut short")
         if data[20] != 0x2F:
-            raise _Unreadable("WebP VP8L stream lacks its signature")
+            raise Unreadable("WebP VP8L stream lacks its signature")
         bits = struct.unpack_from("<L", data, 21)[0]
         if bits >> 29:
-            raise _Unreadable(f"WebP VP8L stream has unknown version {bits >> 29}")
+            raise Unreadable(f"WebP VP8L stream has unknown version {bits >> 29}")
         width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     else:  # "VP8 ", lossy: a frame tag, a start code, 14 bits of width and of height
         if len(data) < 30 or chunk_size < 10:
-            raise _Unreadable("WebP VP8 header is cut short")
+            raise Unreadable("WebP VP8 header is cut short")
         tag = int.from_bytes(data[20:23], "little")
         # libwebp's VP8GetInfo: a shown key frame of a known profile whose first partition
         # fits in the chunk, behind the start code.
         if tag & 1 or (tag >> 1) & 7 > 3 or not (tag >> 4) & 1 or tag >> 5 >= chunk_size:
-            raise _Unreadable("WebP VP8 stream does not start with a key frame")
+            raise Unreadable("WebP VP8 stream does not start with a key frame")
         if data[23:26] != b"\x9d\x01\x2a":
-            raise _Unreadable("WebP VP8 stream lacks its start code")
+            raise Unreadable("WebP VP8 stream lacks its start code")
         width, height = struct.unpack_from("<HH", data, 26)
         width, height = width & 0x3FFF, height & 0x3FFF  # the top 2 bits are a scale
     return width, height, "WEBP"
@@ -498,7 +396,7 @@ def _webp(data: Encoded) -> tuple[int, int, str]:
 
 def _bmp(data: Encoded) -> tuple[int, int, str]:
     if len(data) < 18:
-        raise _Unreadable("BMP header is cut short")
+        raise Unreadable("BMP header is cut short")
     # The plugin itself rather than Image.open: the same parse, but with its own reasons
     # ("Unsupported BMP compression (9)") instead of "cannot identify image file", and
     # without a second bomb check (ours follows, for every format alike).
@@ -506,144 +404,5 @@ def _bmp(data: Encoded) -> tuple[int, int, str]:
         with BmpImagePlugin.BmpImageFile(io.BytesIO(data[:BMP_PREFIX_BYTES])) as image:
             width, height = image.size
     except Exception as err:  # SyntaxError, OSError, ...: all mean the same here
-        raise _Unreadable(f"BMP header unreadable ({err})") from err
+        raise Unreadable(f"BMP header unreadable ({err})") from err
     return width, height, "BMP"
-
-
-# --- TIFF (and the MP index inside an MPO) ----------------------------------------------
-
-_ORIENTATION = 274
-_MP_TAGS = (0xB001, 0xB002)
-_SIZE_TAGS = (256, 257, _ORIENTATION)  # ImageWidth, ImageLength, Orientation
-# Bytes per value of each type Pillow loads; it skips an entry of any other type.
-_TIFF_UNIT = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
-_TIFF_UNIT |= {13: 4, 16: 8}
-# The types Pillow loads as integers (IFD is a LONG offset) and as floats.
-_TIFF_INTEGER = {3: "H", 4: "L", 6: "b", 8: "h", 9: "l", 13: "L", 16: "Q"}
-_TIFF_FLOAT = {11: "f", 12: "d"}
-
-
-@dataclass(frozen=True)
-class _Entry:
-    kind: int  # the TIFF type: 3 SHORT, 4 LONG, ...
-    count: int
-    at: int  # where its first value is in the data
-
-
-def _tiff(data: Encoded) -> tuple[int, int, str]:
-    end_of_data = len(data)
-    little = data.startswith(b"II")
-    # Pillow's test for BigTIFF, byte for byte: only "II+\0" has 43 at offset 2, so it reads
-    # a big-endian BigTIFF as a classic TIFF (whose directory offset is then nonsense).
-    bigtiff = data[2] == 0x2B
-    if end_of_data < (16 if bigtiff else 8):
-        raise _Unreadable("TIFF header is cut short")
-    first = _unpack(little, "Q", data, 8) if bigtiff else _unpack(little, "L", data, 4)
-    if first == 0:
-        raise _Unreadable("TIFF has no image directory")
-    if first + (8 if bigtiff else 2) > end_of_data:
-        raise _Unreadable(
-            f"TIFF image directory at byte {first:,} is past the end of the data "
-            f"({end_of_data:,} bytes)"
-        )
-    tags = _ifd_tags(data, 0, end_of_data, first, little, bigtiff, _SIZE_TAGS)
-    width = _ifd_int(data, little, tags.get(256))
-    height = _ifd_int(data, little, tags.get(257))
-    if width is None or height is None:
-        name, tag = ("ImageWidth", 256) if width is None else ("ImageLength", 257)
-        state = "a non-integer" if tag in tags else "no"  # Pillow: "Invalid"/"Missing"
-        raise _Unreadable(f"TIFF image directory has {state} {name}")
-    if _turns_sideways(data, little, tags.get(_ORIENTATION)):
-        width, height = height, width  # Pillow reports the size as the image is viewed
-    return width, height, "TIFF"
-
-
-def _ifd_tags(
-    data: Encoded,
-    base: int,
-    end: int,
-    offset: int,
-    little: bool,
-    bigtiff: bool,
-    wanted: Iterable[int],
-) -> dict[int, _Entry]:
-    """The entry Pillow's ImageFileDirectory_v2.load keeps for each wanted tag of the
-    directory at base + offset, in a TIFF stream that is data[base:end].
-
-    Its rules, all of them: entries are read until the count or the data runs out; an entry
-    of a tag already kept, of an unknown type, or with no values is skipped; out-of-line
-    values count against a budget of the stream's size (over it, skipped); and out-of-line
-    values that run past the end stop the directory there. One pass over at most
-    MAX_TIFF_ENTRIES entries, each O(1): about 10 ms for the largest directory.
-    """
-    wanted = frozenset(wanted)
-    found: dict[int, _Entry] = {}
-    pos = base + offset
-    count_size, entry_size, inline = (8, 20, 8) if bigtiff else (2, 12, 4)
-    if pos + count_size > end:
-        return found
-    declared = _unpack(little, "Q" if bigtiff else "H", data, pos)
-    first = pos + count_size
-    entries = min(declared, (end - first) // entry_size, MAX_TIFF_ENTRIES)
-    layout = ("<" if little else ">") + ("HHQQ" if bigtiff else "HHLL")
-    kept = bytearray(65_536)  # one flag per tag: no allocation per entry
-    budget = end - base
-    with memoryview(data) as view:
-        rows = struct.iter_unpack(layout, view[first : first + entries * entry_size])
-        for index, (tag, kind, count, value) in enumerate(rows):
-            if kept[tag] or kind not in _TIFF_UNIT:
-                continue
-            size = count * _TIFF_UNIT[kind]
-            if size > inline:
-                if value >= 2**63:
-                    continue
-                budget -= size
-                if budget < 0:
-                    continue
-                if base + value + size > end:
-                    break
-                at = base + value
-            elif size == 0:
-                continue
-            else:
-                at = first + index * entry_size + entry_size - inline
-            kept[tag] = 1
-            if tag in wanted:
-                found[tag] = _Entry(kind, count, at)
-    return found
-
-
-def _ifd_int(data: Encoded, little: bool, entry: _Entry | None) -> int | None:
-    """An entry's first value, when Pillow reads it as an integer (it reads a tag meant to
-    hold one value as its first value)."""
-    if entry is None or entry.kind not in _TIFF_INTEGER:
-        return None
-    return _unpack(little, _TIFF_INTEGER[entry.kind], data, entry.at)
-
-
-def _turns_sideways(data: Encoded, little: bool, entry: _Entry | None) -> bool:
-    """Whether an Orientation entry equals 5, 6, 7 or 8 as Pillow compares it: integers and
-    floats by value, rationals as fractions (x/0 is NaN), bytes and text never."""
-    if entry is None:
-        return False
-    if entry.kind in _TIFF_INTEGER or entry.kind in _TIFF_FLOAT:
-        layout = _TIFF_INTEGER.get(entry.kind) or _TIFF_FLOAT[entry.kind]
-        number: float = struct.unpack_from(("<" if little else ">") + layout, data, entry.at)[0]
-        return number in (5, 6, 7, 8)
-    if entry.kind in (5, 10):  # RATIONAL, SRATIONAL: numerator, denominator
-        layout = "LL" if entry.kind == 5 else "ll"
-        numerator, denominator = struct.unpack_from(
-            ("<" if little else ">") + layout, data, entry.at
-        )
-        return (
-            bool(denominator)
-            and numerator % denominator == 0
-            and (numerator // denominator in (5, 6, 7, 8))
-        )
-    return False
-
-
-def _unpack(little: bool, layout: str, data: Encoded, at: int) -> int:
-    """One integer (`layout` is one of struct's integer codes) in the file's byte order."""
-    value: int = struct.unpack_from(("<" if little else ">") + layout, data, at)[0]
-    return value

@@ -166,29 +166,9 @@ def record_job(request: JobRequest, job_id: str | None = None) -> str:
     # Every later line of this request names the job (the handler clears keys per request).
     logger.append_keys(job_id=job_id)
     tracer.put_annotation(key="job_id", value=job_id)
-    stores = find_stores({visit.store_id for visit in request.visits})
     # A small job takes the express lane: no other client's backlog stands in front of it.
     express = is_express(sum(len(visit.image_url) for visit in request.visits))
-    images: list[Image] = []
-    messages: list[dict[str, Any]] = []
-    for visit in request.visits:
-        store = stores.get(visit.store_id)
-        for url in visit.image_url:
-            index = len(images)
-            image = Image(
-                job_id=job_id,
-                image_index=index,
-                store_id=visit.store_id,
-                area=store.area_code if store else None,
-                url=url,
-                visit_time=visit.visit_time,
-            )
-            if store is None:
-                image = replace(image, state=FAILED, error=UNKNOWN_STORE)
-            else:
-                messages.append(ImageMessage.body(image, request.tenant, express))
-            images.append(image)
-
+    images, messages = _images_and_messages(request, job_id, express)
     unknown = len(images) - len(messages)
     job = Job(
         job_id=job_id,
@@ -221,6 +201,33 @@ def record_job(request: JobRequest, job_id: str | None = None) -> str:
         # Every image failed at once (no store known): the job ends now, and says so.
         finish_job(job_id)
     return job_id
+
+
+def _images_and_messages(
+    request: JobRequest, job_id: str, express: bool
+) -> tuple[list[Image], list[dict[str, Any]]]:
+    """The job's images in order, and the messages of those whose store is known: an image
+    of a store missing from the store master is failed at once, and never enqueued."""
+    stores = find_stores({visit.store_id for visit in request.visits})
+    images: list[Image] = []
+    messages: list[dict[str, Any]] = []
+    for visit in request.visits:
+        store = stores.get(visit.store_id)
+        for url in visit.image_url:
+            image = Image(
+                job_id=job_id,
+                image_index=len(images),
+                store_id=visit.store_id,
+                area=store.area_code if store else None,
+                url=url,
+                visit_time=visit.visit_time,
+            )
+            if store is None:
+                image = replace(image, state=FAILED, error=UNKNOWN_STORE)
+            else:
+                messages.append(ImageMessage.body(image, request.tenant, express))
+            images.append(image)
+    return images, messages
 
 
 def _resume(job: Job, images: list[Image], express: bool) -> str:
