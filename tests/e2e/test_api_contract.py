@@ -124,3 +124,5 @@ def test_body_over_api_gateway_limit_is_413(stack: Stack) -> None:
         timeout=30,
     )
     assert response.status_code == 413
+    # API Gateway's own answer (its REQUEST_TOO_LARGE response) says where a large job goes.
+    assert "POST /api/uploads" in response.json()["message"]
