@@ -38,6 +38,7 @@ ENV = {
     "STORES_TABLE": "Stores",
     "IDEMPOTENCY_TABLE": "Idempotency",
     "UPLOADS_TABLE": "Uploads",
+    "EXPORTS_TABLE": "Exports",
     "WEBHOOK_SECRETS_TABLE": "WebhookSecrets",
     "UPLOADS_BUCKET": "bench-uploads",
     "PAGE_TOKEN_SECRET_ARN": "bench-page-token",
@@ -51,6 +52,7 @@ QUEUES = {
     "IMAGE_QUEUE_URL": "Images",
     "EXPRESS_QUEUE_URL": "Express",
     "INGEST_QUEUE_URL": "Ingest",
+    "EXPORT_QUEUE_URL": "Export",
     "WEBHOOK_QUEUE_URL": "Webhooks",
 }
 

@@ -40,6 +40,7 @@ def load_function(name: str) -> ModuleType:
         "IDEMPOTENCY_TABLE",
         "WEBHOOK_SECRETS_TABLE",
         "UPLOADS_TABLE",
+        "EXPORTS_TABLE",
     ):
         os.environ.setdefault(variable, variable.removesuffix("_TABLE").title())
     os.environ.setdefault("IMAGE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Images")
@@ -48,6 +49,7 @@ def load_function(name: str) -> ModuleType:
     os.environ.setdefault("WEBHOOK_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Webhooks")
     os.environ.setdefault("UPLOADS_BUCKET", "uploads")
     os.environ.setdefault("INGEST_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Ingest")
+    os.environ.setdefault("EXPORT_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/0/Export")
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

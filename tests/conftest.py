@@ -27,6 +27,8 @@ os.environ.update(
         "UPLOADS_TABLE": "Uploads",
         "UPLOADS_BUCKET": "retail-pulse-uploads",
         "INGEST_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/Ingest",
+        "EXPORTS_TABLE": "Exports",
+        "EXPORT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/Export",
         "WEBHOOK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/Webhooks",
         "WEBHOOK_SECRETS_TABLE": "WebhookSecrets",
         "POWERTOOLS_SERVICE_NAME": "retail-pulse",
@@ -62,6 +64,7 @@ class Aws:
     dlq_url: str
     webhook_url: str = ""
     ingest_url: str = ""
+    export_url: str = ""
 
     def receive(self, max_messages: int = 10_000) -> list[dict]:
         """Receive (not delete) what is visible on the image queue, as a poller would."""
@@ -149,6 +152,13 @@ def aws() -> Iterator[Aws]:
         )
         ingest_url = sqs.create_queue(QueueName="Ingest")["QueueUrl"]
         assert ingest_url == os.environ["INGEST_QUEUE_URL"]
+        # Results exports: their records and the export function's queue.
+        from retail_pulse.data.models import ExportRecord
+
+        ExportRecord._connection = None
+        ExportRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+        export_url = sqs.create_queue(QueueName="Export")["QueueUrl"]
+        assert export_url == os.environ["EXPORT_QUEUE_URL"]
         boto3.client("events", region_name="us-east-1")  # the default bus exists in moto
         yield Aws(
             sqs=sqs,
@@ -156,6 +166,7 @@ def aws() -> Iterator[Aws]:
             dlq_url=dlq_url,
             webhook_url=webhook_url,
             ingest_url=ingest_url,
+            export_url=export_url,
         )
         for model in ALL_MODELS:
             model._connection = None

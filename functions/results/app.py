@@ -1,6 +1,7 @@
 """GET /api/results?jobid=&status=&limit=&next=&format=json|csv: every image of one of the
 caller's jobs (or those of one status), in submit order, page by page; as CSV, the next
-page's token is a response header."""
+page's token is a response header. POST and GET /api/results/export?jobid=&format=: a
+finished job's results as one file, written by the export function (jobs/export.py)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,26 @@ from typing import Annotated, Literal
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.api.models import (
+    EXPORT_FILE_HEADER,
+    EXPORT_POLL_HEADERS,
     INTERNAL_ERROR,
     NEXT_HEADER,
     NEXT_PAGE_HEADER,
     ErrorBody,
+    ExportResponse,
     ResultRow,
     ResultsResponse,
     UnknownJobBody,
 )
 from retail_pulse.api.resolver import caller_tenant, json_response, make_resolver, text_response
-from retail_pulse.domain import ImageState
+from retail_pulse.domain import ExportFormat, ImageState
 from retail_pulse.entry import lambda_entry
+from retail_pulse.jobs.export import ExportAnswer, export_status, poll_path, request_export
 from retail_pulse.jobs.results import (
     CSV_COLUMNS,
     DEFAULT_LIMIT,
@@ -98,6 +104,111 @@ def results(
         headers = {NEXT_HEADER: page.next} if page.next else None
         return text_response(200, to_csv(page.results), CSV_TYPE, headers)
     body = ResultsResponse(results=[ResultRow.of(row) for row in page.results], next=page.next)
+    return json_response(200, body)
+
+
+ExportFormatQuery = Annotated[
+    ExportFormat,
+    Query(
+        alias="format",
+        description="csv (default): the header and rows of format=csv; jsonl: one JSON "
+        "object a line, the rows of GET /api/results",
+    ),
+]
+_EXPORT_ANSWERS: dict[int, OpenAPIResponse] = {
+    202: {
+        "description": "The file is being written: poll the Location (GET) after Retry-After",
+        "headers": EXPORT_POLL_HEADERS,
+        "content": {"application/json": {"model": ExportResponse}},
+    },
+    303: {
+        "description": "The file is written: the Location is a presigned S3 GET of it",
+        "headers": EXPORT_FILE_HEADER,
+        "content": {"application/json": {"model": ExportResponse}},
+    },
+    400: {
+        "description": "`{}` when the caller has no job with this id (as GET /api/results); "
+        '`{"error": ...}` when jobid is missing or format is not csv or jsonl',
+        "content": {"application/json": {"model": UnknownJobBody | ErrorBody}},
+    },
+    **INTERNAL_ERROR,
+}
+
+
+@router.post(
+    "/api/results/export",
+    summary="Export a finished job's results as one file",
+    description="Starts writing every row of GET /api/results (every image once, in submit "
+    "order) to one file, CSV or JSON Lines, or answers the export this job has in this "
+    "format already: the same request twice answers the same export. A failed export, or "
+    "one made before the job was retried, is replaced by a new one. The file is kept as "
+    "long as the job (RETENTION_DAYS after submit).",
+    responses={
+        **_EXPORT_ANSWERS,
+        409: {
+            "description": "The job has not finished (ongoing, or its last images are still "
+            "being filed): export it once GET /api/status says it is done",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+    },
+)
+def export_results(
+    jobid: Annotated[str, Query(description="The job_id that submit returned")],
+    file_format: ExportFormatQuery = "csv",
+) -> Response[ExportResponse]:
+    logger.append_keys(job_id=jobid)
+    answer = request_export(caller_tenant(router.current_event), jobid, file_format)
+    return _export_response(answer)
+
+
+@router.get(
+    "/api/results/export",
+    summary="Poll a results export",
+    description="202 while the file is written, 303 to a presigned S3 URL of it once it is, "
+    '200 with `"state": "failed"` and the `error` when it could not be written.',
+    responses={
+        **_EXPORT_ANSWERS,
+        200: {
+            "description": "The export failed: `error` says why; POST again for a new one",
+            "content": {"application/json": {"model": ExportResponse}},
+        },
+        404: {
+            "description": "The job has no export in this format (none was asked for, or the "
+            "job was retried since): POST /api/results/export",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+    },
+)
+def export_poll(
+    jobid: Annotated[str, Query(description="The job_id that submit returned")],
+    file_format: ExportFormatQuery = "csv",
+) -> Response[ExportResponse]:
+    logger.append_keys(job_id=jobid)
+    answer = export_status(caller_tenant(router.current_event), jobid, file_format)
+    return _export_response(answer)
+
+
+def _export_response(answer: ExportAnswer) -> Response[ExportResponse]:
+    """303 to the file once written (the presigned URL is never logged), 202 with where
+    and when to poll while it is, 200 saying why when it failed."""
+    export = answer.export
+    body = ExportResponse(
+        job_id=export.job_id,
+        format=export.file_format,
+        state=export.state,
+        rows=export.rows,
+        bytes=export.size,
+        error=export.error,
+        url_expires_in=answer.url_expires_s,
+    )
+    if answer.url is not None:
+        return json_response(303, body, {"Location": answer.url})
+    if answer.retry_after_s is not None:
+        headers = {
+            "Location": poll_path(export.job_id, export.file_format),
+            "Retry-After": str(answer.retry_after_s),
+        }
+        return json_response(202, body, headers)
     return json_response(200, body)
 
 

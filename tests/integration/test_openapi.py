@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,80 @@ def webhook_secret_failing(error: Callable[[str], Exception]) -> Callable[..., A
     return scenario
 
 
+def export_202(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("POST", path, query={"jobid": failed_job(call_api), "format": "jsonl"})
+
+
+def _written_export(call_api: Call, path: str) -> str:
+    """A finished job whose export the export function has written."""
+    import boto3
+
+    from tests.support.handlers import FakeContext
+
+    job_id = failed_job(call_api)
+    assert call_api("POST", path, query={"jobid": job_id}).status_code == 202
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    [message] = sqs.receive_message(QueueUrl=os.environ["EXPORT_QUEUE_URL"])["Messages"]
+    event = {"Records": [{"messageId": message["MessageId"], "body": message["Body"]}]}
+    load_handler("export").lambda_handler(event, FakeContext())
+    return job_id
+
+
+def export_303(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("POST", path, query={"jobid": _written_export(call_api, path)})
+
+
+def export_poll_303(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("GET", path, query={"jobid": _written_export(call_api, path)})
+
+
+def export_400(method: str) -> Callable[..., ApiResult]:
+    def scenario(call_api: Call, path: str, **_: Any) -> ApiResult:
+        # Both documented bodies: {"error"} for a bad format, {} for an unknown job.
+        bad = call_api(method, path, query={"jobid": "no-such-job", "format": "xml"})
+        assert bad.status_code == 400 and "'jsonl'" in bad.body["error"]
+        return call_api(method, path, query={"jobid": "no-such-job"})
+
+    return scenario
+
+
+def export_409(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api(
+        "POST", path, query={"jobid": submit_201(call_api, "/api/submit/").body["job_id"]}
+    )
+
+
+def export_poll_202(call_api: Call, path: str, **_: Any) -> ApiResult:
+    job_id = export_202(call_api, path).body["job_id"]
+    return call_api("GET", path, query={"jobid": job_id, "format": "jsonl"})
+
+
+def export_poll_200(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
+    from retail_pulse.data import exports as store
+
+    job_id = export_202(call_api, path).body["job_id"]
+    export = store.get_export(job_id, "jsonl")
+    assert export is not None
+    store.acquire(job_id, "jsonl", export.export_id, "owner", export.created_at, 60)
+    store.fail(export, "owner", "the job was retried while it was exported")
+    return call_api("GET", path, query={"jobid": job_id, "format": "jsonl"})
+
+
+def export_poll_404(call_api: Call, path: str, **_: Any) -> ApiResult:
+    return call_api("GET", path, query={"jobid": failed_job(call_api)})
+
+
+def export_500(method: str, use_case: str) -> Callable[..., ApiResult]:
+    def scenario(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
+        def broken(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(load_handler("results"), use_case, broken)
+        return call_api(method, path, query={"jobid": "any"})
+
+    return scenario
+
+
 def uploads_201(call_api: Call, path: str, **_: Any) -> ApiResult:
     return call_api("POST", path)
 
@@ -296,6 +371,17 @@ SCENARIOS: dict[tuple[str, str, int], Callable[..., ApiResult]] = {
     ("GET", "/api/jobs", 400): jobs_400,
     ("GET", "/api/results", 200): results_200,
     ("GET", "/api/results", 400): results_400,
+    ("POST", "/api/results/export", 202): export_202,
+    ("POST", "/api/results/export", 303): export_303,
+    ("POST", "/api/results/export", 400): export_400("POST"),
+    ("POST", "/api/results/export", 409): export_409,
+    ("POST", "/api/results/export", 500): export_500("POST", "request_export"),
+    ("GET", "/api/results/export", 200): export_poll_200,
+    ("GET", "/api/results/export", 202): export_poll_202,
+    ("GET", "/api/results/export", 303): export_poll_303,
+    ("GET", "/api/results/export", 400): export_400("GET"),
+    ("GET", "/api/results/export", 404): export_poll_404,
+    ("GET", "/api/results/export", 500): export_500("GET", "export_status"),
 }
 
 

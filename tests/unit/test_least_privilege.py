@@ -173,7 +173,25 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:Query", "JobsTable/index/TenantJobs"),
         ("dynamodb:BatchGetItem", "JobsTable"),
     },
+    "ExportFunction": {
+        # The export's lease and checkpoint, the job, its images by the table's keys.
+        ("dynamodb:UpdateItem", "ExportsTable"),
+        ("dynamodb:GetItem", "JobsTable"),
+        ("dynamodb:Query", "ImagesTable"),
+        # The file: a multipart upload under exports/ only, dropped when the export fails.
+        ("s3:PutObject", "UploadsBucket/exports/*"),
+        ("s3:AbortMultipartUpload", "UploadsBucket/exports/*"),
+        ("s3:GetObject", "UploadsBucket/exports/*"),
+        ("sqs:SendMessage", "ExportQueue"),
+        *((action, "ExportQueue") for action in POLLER),
+    },
     "ResultsFunction": {
+        # POST /api/results/export: the export's record, the export function's message, and
+        # what its presigned GET may read (files under exports/, nothing else).
+        ("dynamodb:GetItem", "ExportsTable"),
+        ("dynamodb:PutItem", "ExportsTable"),
+        ("sqs:SendMessage", "ExportQueue"),
+        ("s3:GetObject", "UploadsBucket/exports/*"),
         ("dynamodb:GetItem", "JobsTable"),
         ("dynamodb:Query", "ImagesTable"),
         # status=failed: the failures' keys from the index, their records in one batch.

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from retail_pulse.data.models import ImageRecord, JobRecord, StoreRecord, WebhookSecretRecord
+from retail_pulse.data.models import (
+    ExportRecord,
+    ImageRecord,
+    JobRecord,
+    StoreRecord,
+    WebhookSecretRecord,
+)
 from tests.support.template import TEMPLATE_PATH, resources
 
 
@@ -62,6 +68,7 @@ def template_schema(table: dict[str, Any]) -> dict[str, Any]:
         ("ImagesTable", ImageRecord),
         ("StoresTable", StoreRecord),
         ("WebhookSecretsTable", WebhookSecretRecord),
+        ("ExportsTable", ExportRecord),
     ],
 )
 def test_table_keys_and_indexes_match_the_pynamodb_model(template, logical_id, model):
@@ -74,7 +81,8 @@ def test_table_keys_and_indexes_match_the_pynamodb_model(template, logical_id, m
 
 
 @pytest.mark.parametrize(
-    ("logical_id", "model"), [("JobsTable", JobRecord), ("ImagesTable", ImageRecord)]
+    ("logical_id", "model"),
+    [("JobsTable", JobRecord), ("ImagesTable", ImageRecord), ("ExportsTable", ExportRecord)],
 )
 def test_jobs_and_images_expire_by_the_models_ttl_attribute(template, logical_id, model):
     """Retention: DynamoDB deletes by the attribute the code writes (RETENTION_DAYS)."""

@@ -342,6 +342,35 @@ class UploadTicket:
     expires_at: datetime | None = None
 
 
+ExportFormat = Literal["csv", "jsonl"]
+ExportState = Literal["writing", "ready", "failed"]
+
+
+@dataclass(frozen=True)
+class ResultsExport:
+    """A finished job's results as one file in one format (POST /api/results/export): the
+    object `key` it is written to, its state, and where its writing stands: the multipart
+    upload, its parts' ETags in order, and `next_index`, the first image not yet in a part
+    (rows and bytes so far). One per job and format; `job_finished_at` is the finish it
+    exports (a job retried and finished again needs a new one)."""
+
+    job_id: str
+    file_format: ExportFormat
+    tenant: str
+    export_id: str
+    key: str
+    state: ExportState
+    job_finished_at: datetime
+    created_at: datetime
+    error: str | None = None
+    upload_id: str | None = None
+    etags: tuple[str, ...] = ()
+    next_index: int = 0
+    rows: int = 0
+    size: int = 0
+    attempts: int = 0
+
+
 JobState = Literal["ongoing", "completed", "failed", "cancelled"]
 # Every status a job can have, in one place: the job list's `status` filter accepts these,
 # and its index has one partition per client and status. A new status goes in JobState.

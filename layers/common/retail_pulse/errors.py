@@ -23,6 +23,11 @@ class UnknownJob(ServiceError):
     """No job of this caller has this id (the SPEC's `400 {}`)."""
 
 
+class NoExport(ServiceError):
+    """The caller's job has no export in this format (none was asked for, or it was of an
+    earlier finish of a job retried since): the message says to POST one."""
+
+
 class KeyInProgress(ServiceError):
     """A request with the same Idempotency-Key is still running."""
 

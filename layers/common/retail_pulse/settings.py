@@ -76,6 +76,19 @@ class Settings(BaseModel):
     upload_max_bytes: int = Field(1024**3, alias="UPLOAD_MAX_BYTES", ge=1)
     ingest_reserve_s: float = Field(60.0, alias="INGEST_RESERVE_S", ge=0)
 
+    # Results exports (POST /api/results/export): their records (EXPORTS_TABLE), the export
+    # function's queue, the file written to the uploads bucket under exports/ in parts of at
+    # least EXPORT_PART_BYTES (S3's multipart minimum is 5 MiB; every part but the last is
+    # at least that), handing over to a new invocation with less than EXPORT_RESERVE_S
+    # left; a finished file is answered as a presigned GET valid EXPORT_URL_EXPIRES_S.
+    exports_table: str = Field("Exports", alias="EXPORTS_TABLE")
+    export_queue_url: str | None = Field(None, alias="EXPORT_QUEUE_URL")
+    export_part_bytes: int = Field(
+        8 * 1024 * 1024, alias="EXPORT_PART_BYTES", ge=5 * 1024 * 1024, le=5 * 1024**3
+    )
+    export_reserve_s: float = Field(60.0, alias="EXPORT_RESERVE_S", ge=0)
+    export_url_expires_s: int = Field(300, alias="EXPORT_URL_EXPIRES_S", ge=1, le=604_800)
+
     # Image fetching.
     max_image_bytes: int = Field(20 * 1024 * 1024, alias="MAX_IMAGE_BYTES", ge=1)
     connect_timeout_s: float = Field(3.05, alias="CONNECT_TIMEOUT_S", gt=0)
@@ -174,6 +187,8 @@ class FunctionSettings(Settings):
     uploads_table: str = Field(alias="UPLOADS_TABLE")
     uploads_bucket: str = Field(alias="UPLOADS_BUCKET")
     ingest_queue_url: str = Field(alias="INGEST_QUEUE_URL")
+    exports_table: str = Field(alias="EXPORTS_TABLE")
+    export_queue_url: str = Field(alias="EXPORT_QUEUE_URL")
 
 
 _settings_class: type[Settings] = Settings

@@ -20,6 +20,7 @@ ERROR_STATUS: dict[type[domain.ServiceError], int] = {
     domain.KeyReused: 409,  # use a new key
     domain.StorageInterrupted: 503,  # send the same request again
     domain.WrongJobState: 409,  # the job's status does not allow it
+    domain.NoExport: 404,  # POST /api/results/export first
 }
 
 

@@ -417,6 +417,47 @@ NEXT_PAGE_HEADER: dict[str, OpenAPIResponseHeader] = {
 }
 
 
+class ExportResponse(BaseModel):
+    """The body of POST and GET /api/results/export: where the job's export stands."""
+
+    job_id: str
+    format: Literal["csv", "jsonl"]
+    state: Literal["writing", "ready", "failed"] = Field(
+        description="writing: poll the Location again after Retry-After; ready: the file is "
+        "at the 303's Location; failed: `error` says why (POST again for a new export)"
+    )
+    rows: int = Field(description="Rows in the file so far (every image once it is ready)")
+    bytes: int = Field(description="Bytes of the file so far")
+    error: str | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="Why the export failed"
+    )
+    url_expires_in: int | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Only when ready: seconds the presigned URL of the 303's Location is valid",
+    )
+
+
+EXPORT_POLL_HEADERS: dict[str, OpenAPIResponseHeader] = {
+    "Location": {
+        "description": "Where to poll the export: /api/results/export?jobid=<id>&format=<format>",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before polling again (2; 10 for a job over 100,000 images)",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
+EXPORT_FILE_HEADER: dict[str, OpenAPIResponseHeader] = {
+    "Location": {
+        "description": "A presigned S3 GET of the file (valid EXPORT_URL_EXPIRES_S, 300 s by "
+        "default; ask again for a fresh one): text/csv or application/x-ndjson, as an "
+        "attachment named <job_id>.<format>",
+        "schema": {"type": "string"},
+    }
+}
+
+
 class WebhookSecretResponse(BaseModel):
     """The body of GET /api/webhook-secret and POST /api/webhook-secret/rotate."""
 

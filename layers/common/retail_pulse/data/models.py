@@ -13,6 +13,7 @@ from __future__ import annotations
 from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
+    ListAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -263,6 +264,37 @@ class UploadRecord(Model):
     version_id = UnicodeAttribute(null=True)
     etag = UnicodeAttribute(null=True)
     # DynamoDB deletes the record after this time (UPLOAD_RECORD_DAYS).
+    expires_at = TTLAttribute(null=True)
+
+
+class ExportRecord(Model):
+    """One results export of a job in one format (data/exports.py): the file it writes
+    (`key`, under exports/), where its writing stands (the multipart upload, its parts'
+    ETags in order, the first image not yet in a part), and the lease of the invocation
+    writing it. Kept as long as its job (`expires_at` is the job's)."""
+
+    class Meta(_Meta):
+        table_setting = "exports_table"
+
+    job_id = UnicodeAttribute(hash_key=True)
+    file_format = UnicodeAttribute(range_key=True)
+    tenant = UnicodeAttribute()
+    export_id = UnicodeAttribute()
+    key = UnicodeAttribute()
+    # writing | ready | failed (and why, in `error`).
+    state = UnicodeAttribute()
+    error = UnicodeAttribute(null=True)
+    # The finish of the job it exports: a job retried and finished again is a new export.
+    job_finished_at = UTCDateTimeAttribute()
+    created_at = UTCDateTimeAttribute()
+    upload_id = UnicodeAttribute(null=True)
+    etags = ListAttribute(of=UnicodeAttribute, default=list)
+    next_index = NumberAttribute(default=0)
+    rows = NumberAttribute(default=0)
+    size = NumberAttribute(default=0)
+    lease = UnicodeAttribute(null=True)
+    lease_until = UTCDateTimeAttribute(null=True)
+    attempts = NumberAttribute(default=0)
     expires_at = TTLAttribute(null=True)
 
 

@@ -162,22 +162,26 @@ def _in_status(
     return rows, looked, looked < job.total - 1
 
 
-def to_csv(rows: Sequence[ImageReport]) -> str:
+def row_values(row: ImageReport) -> tuple[str | int | None, ...]:
+    """An image's values in CSV_COLUMNS order: the CSV's cells, and the JSON row's values
+    (whose keys are CSV_COLUMNS too)."""
+    return (
+        row.store_id,
+        row.url,
+        row.visit_time,
+        row.state,
+        row.perimeter,
+        row.width,
+        row.height,
+        row.error,
+    )
+
+
+def to_csv(rows: Sequence[ImageReport], header: bool = True) -> str:
     """The rows as CSV (RFC 4180, CRLF line ends) under a header row; empty for None."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        writer.writerow(
-            [
-                row.store_id,
-                row.url,
-                row.visit_time,
-                row.state,
-                row.perimeter,
-                row.width,
-                row.height,
-                row.error,
-            ]
-        )
+    if header:
+        writer.writerow(CSV_COLUMNS)
+    writer.writerows(row_values(row) for row in rows)
     return out.getvalue()
