@@ -108,6 +108,11 @@ class CsvOrJson(StrEnum):
     json = "json"
 
 
+class ExportFormatChoice(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
 class JobStateChoice(StrEnum):
     """The statuses GET /api/jobs filters by (client.JOB_STATES)."""
 
@@ -589,6 +594,54 @@ def results(
     _say(f"Wrote {_count(total, 'result')} of job {job_id}{where}: {summary or nothing}")
 
 
+@app.command(epilog="Example: retail-pulse export 0b6a6f3e-... --format jsonl -o results.jsonl")
+def export(
+    job_id: JobId,
+    output_format: Annotated[
+        ExportFormatChoice,
+        typer.Option(
+            "--format",
+            help="csv: the header and rows of `results --format csv`; jsonl: one JSON row a line.",
+        ),
+    ] = ExportFormatChoice.csv,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file (replaced only once the whole file is downloaded) "
+            "instead of stdout.",
+            show_default=False,
+        ),
+    ] = None,
+    api: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Download a finished job's whole results as one file, which the service writes
+    (POST /api/results/export): waits while it is written, then downloads it. For a job
+    of any size (a million images are one file); `results` reads page by page instead.
+
+    Exit 0 downloaded; 2 for an unknown or unfinished job or an --output that cannot be
+    written; 3 the export failed or the API could not be reached.
+    """
+    with (
+        _reporting_errors(),
+        RetailPulseClient(api, api_key) as client,
+        _output_stream(output, binary=True) as stream,
+    ):
+        written = client.export_results(
+            job_id,
+            stream,
+            output_format.value,
+            progress=lambda e: _say(f"The service is writing the export: {_count(e.rows, 'row')}"),
+        )
+    where = f" to {output}" if output is not None else ""
+    _say(
+        f"Wrote {_count(written.rows, 'result')} of job {job_id}{where} "
+        f"({_count(written.bytes, 'byte')}, {output_format.value})"
+    )
+
+
 def _write_results_csv(stream: IO[str], rows: Iterable[Sequence[str]]) -> Counter[str]:
     """The service's CSV, its header once, row by row as the pages arrive (so a large
     export starts at once); returns how many images are in each status."""
@@ -605,20 +658,23 @@ def _write_results_csv(stream: IO[str], rows: Iterable[Sequence[str]]) -> Counte
 
 
 @contextmanager
-def _output_stream(path: Path | None) -> Iterator[IO[str]]:
+def _output_stream(path: Path | None, binary: bool = False) -> Iterator[IO[Any]]:
     """stdout, or a file next to `path` that replaces it only when everything was written:
-    an export that fails half way never leaves a file that looks complete."""
+    an export that fails half way never leaves a file that looks complete. Text, or bytes
+    with `binary` (a file downloaded as it is)."""
     if path is None:
-        yield sys.stdout
+        yield sys.stdout.buffer if binary else sys.stdout
+        if binary:
+            sys.stdout.buffer.flush()
         return
     target = path.expanduser()
     if target.is_dir():
         raise UsageError(f"--output: {path} is a directory; name a file in it")
+    text: dict[str, Any] = {} if binary else {"encoding": "utf-8", "newline": ""}
     try:
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, then renamed)
-            "w",
-            encoding="utf-8",
-            newline="",
+            "wb" if binary else "w",
+            **text,
             dir=target.parent,
             prefix=f".{target.name}.",
             suffix=".part",

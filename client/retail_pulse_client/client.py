@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar, get_args
+from typing import IO, Any, Literal, TypeVar, get_args
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -36,6 +36,7 @@ DEFAULT_API_URL = "http://127.0.0.1:3000"
 # The paged routes (visits, jobs, results) return `next` when more pages exist; the next
 # request sends it back under the same name. A CSV page of results carries it in a header.
 NEXT_PARAM = "next"
+EXPORT_PATH = "/api/results/export"
 NEXT_HEADER = "Retail-Pulse-Next"
 # A job's status, and an image's in a job's results (openapi.json: StatusResponse,
 # JobSummary, ResultRow); `cancelled` is final, like completed and failed.
@@ -211,6 +212,17 @@ class ResultsPage(_Paged):
 
     results: tuple[ResultRow, ...]
     next: str | None = None
+
+
+class ResultsExport(_Model):
+    """The body of POST and GET /api/results/export: where a job's export stands."""
+
+    job_id: str
+    format: str
+    state: str  # writing, ready or failed
+    rows: int
+    bytes: int
+    error: str | None = None
 
 
 class WebhookSecret(_Model):
@@ -435,6 +447,57 @@ class RetailPulseClient:
                 if not page.next:
                     return
                 params[NEXT_PARAM] = _fresh(page.next, seen_tokens, "results")
+
+    def export_results(
+        self,
+        job_id: str,
+        stream: IO[bytes],
+        file_format: str = "csv",
+        progress: Callable[[ResultsExport], None] | None = None,
+    ) -> ResultsExport:
+        """A finished job's whole results as one file, written to `stream`: POST
+        /api/results/export, GET its Location as its Retry-After says while the service
+        writes the file, then the file itself from the 303's presigned URL, a chunk at a
+        time. `progress(export)` after each poll. UnknownJob, Conflict (the job has not
+        finished), or ClientError when the export failed (its error says why)."""
+        params = {"jobid": job_id, "format": file_format}
+        with _unknown_job(job_id):
+            answer = self._send("POST", EXPORT_PATH, params=params, allow_redirects=False)
+            while True:
+                response = answer[0]
+                export = self._parse(ResultsExport, _body_or_raise(*answer), "export")
+                if response.status_code == 303:
+                    self._download(response.headers["Location"], stream)
+                    return export
+                if export.state == "failed":
+                    raise ClientError(f"the export of job {job_id} failed: {export.error}")
+                if progress is not None:
+                    progress(export)
+                self._sleep(self._backoff(1, response.headers.get("Retry-After") or "2"))
+                answer = self._send("GET", EXPORT_PATH, params=params, allow_redirects=False)
+
+    def _download(self, url: str, stream: IO[bytes]) -> None:
+        """The file at a presigned URL, streamed: without this client's headers (the API
+        key is not S3's business), never whole in memory. The URL is a credential: no
+        message quotes it."""
+        try:
+            with requests.get(url, stream=True, timeout=self.timeout) as response:
+                if not response.ok:
+                    code = re.search(r"<Code>([^<]{1,64})</Code>", response.text)
+                    raise ClientError(
+                        f"downloading the export answered HTTP {response.status_code}"
+                        + (f" ({code.group(1)})" if code else "")
+                        + ": ask for it again (its URL is valid a few minutes)"
+                    )
+                for chunk in response.iter_content(chunk_size=1024 * 1024):
+                    stream.write(chunk)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            reason = (
+                "no answer within the timeout"
+                if isinstance(error, requests.Timeout)
+                else ("the connection failed")
+            )
+            raise ServiceUnavailable(f"could not download the export: {reason}") from error
 
     def webhook_secret(self) -> str:
         """GET /api/webhook-secret: this client's webhook signing secret (`whsec_...`),
