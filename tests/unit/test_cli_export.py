@@ -14,7 +14,10 @@ from retail_pulse_client.cli import app
 from tests.support.fake_api import FakeApi, fake_api
 
 EXPORT = "/api/results/export"
-FILE = "store_id,image_url,visit_time,status,perimeter,width,height,error\r\nS1,u,t,succeeded,4,1,1,\r\n"
+FILE = (
+    "store_id,image_url,visit_time,status,perimeter,width,height,error\r\n"
+    "S1,u,t,succeeded,4,1,1,\r\n"
+)
 
 
 def body(state: str, rows: int = 0, **extra: object) -> dict[str, object]:
