@@ -23,9 +23,9 @@ from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
+from retail_pulse.data import aws
 from retail_pulse.data.models import ExportRecord, JobRecord
 from retail_pulse.data.uploads import _s3, bucket
-from retail_pulse.data.usage import counted_client
 from retail_pulse.domain import ExportFormat, ResultsExport
 from retail_pulse.settings import SettingsError, get_settings
 
@@ -307,7 +307,7 @@ def download_url(key: str, expires_in_s: int) -> str:
 
 @lru_cache(maxsize=1)
 def _sqs() -> Any:
-    return counted_client("sqs")
+    return aws.client("sqs")
 
 
 def enqueue_export(body: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from retail_pulse.data import exports as store
 from retail_pulse.data.jobs import get_job
-from retail_pulse.data.listing import job_images
+from retail_pulse.data.results import job_images
 from retail_pulse.domain import ExportFormat, ImageReport, Job, ResultsExport
 from retail_pulse.errors import NoExport, UnknownJob, WrongJobState
 from retail_pulse.jobs.results import CSV_COLUMNS, row_values, to_csv

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_api import FakeApi, fake_api
 from typer.testing import CliRunner, Result
 
 from retail_pulse_client.cli import app
-from tests.support.fake_api import FakeApi, fake_api
 
 EXPORT = "/api/results/export"
 FILE = (
