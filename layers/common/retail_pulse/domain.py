@@ -369,6 +369,8 @@ class ResultsExport:
     rows: int = 0
     size: int = 0
     attempts: int = 0
+    # Until when an invocation holds its writing (None: none does).
+    lease_until: datetime | None = None
 
 
 JobState = Literal["ongoing", "completed", "failed", "cancelled"]

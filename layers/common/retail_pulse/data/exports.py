@@ -60,6 +60,7 @@ def _export(record: ExportRecord) -> ResultsExport:
         rows=int(record.rows or 0),
         size=int(record.size or 0),
         attempts=int(record.attempts or 0),
+        lease_until=record.lease_until,
     )
 
 

@@ -96,26 +96,49 @@ def request_export(tenant: str, job_id: str, file_format: ExportFormat) -> Expor
         )
     current = store.get_export(job_id, file_format)
     if current is None or current.state == store.FAILED or not _of_this_finish(current, job):
-        export_id = str(uuid.uuid4())
-        new = ResultsExport(
-            job_id=job_id,
-            file_format=file_format,
-            tenant=tenant,
-            export_id=export_id,
-            key=store.export_key(tenant, job_id, export_id, file_format),
-            state="writing",
-            job_finished_at=job.finished_at,
-            created_at=datetime.now(UTC),
-        )
-        expires_at = store.job_expiry(job_id) or job.created_at + timedelta(
-            days=get_settings().retention_days
-        )
-        current = store.start_export(new, expires_at)
-        if current.export_id == export_id:
-            message = ExportMessage(job_id=job_id, file_format=file_format, export_id=export_id)
-            store.enqueue_export(message.model_dump())
-            logger.info("export requested", extra={"job_id": job_id, "format": file_format})
+        current = _start(job, file_format)
+    elif current.state == store.WRITING and not _held(current):
+        # No invocation holds it: its message may be lost (a request that died between
+        # recording it and sending it). One more is harmless: the lease lets one write.
+        _send(current)
     return _answer(current, job)
+
+
+def _held(export: ResultsExport) -> bool:
+    return export.lease_until is not None and export.lease_until > datetime.now(UTC)
+
+
+def _send(export: ResultsExport) -> None:
+    message = ExportMessage(
+        job_id=export.job_id, file_format=export.file_format, export_id=export.export_id
+    )
+    store.enqueue_export(message.model_dump())
+
+
+def _start(job: Job, file_format: ExportFormat) -> ResultsExport:
+    """A new export of the job's finish, sent to the export function; or the one another
+    request recorded at the same moment."""
+    assert job.finished_at is not None
+    job_id, tenant = job.job_id, job.tenant
+    export_id = str(uuid.uuid4())
+    new = ResultsExport(
+        job_id=job_id,
+        file_format=file_format,
+        tenant=tenant,
+        export_id=export_id,
+        key=store.export_key(tenant, job_id, export_id, file_format),
+        state="writing",
+        job_finished_at=job.finished_at,
+        created_at=datetime.now(UTC),
+    )
+    expires_at = store.job_expiry(job_id) or job.created_at + timedelta(
+        days=get_settings().retention_days
+    )
+    current = store.start_export(new, expires_at)
+    if current.export_id == export_id:
+        _send(current)
+        logger.info("export requested", extra={"job_id": job_id, "format": file_format})
+    return current
 
 
 def export_status(tenant: str, job_id: str, file_format: ExportFormat) -> ExportAnswer:
