@@ -104,6 +104,7 @@ openapi: install
 
 bench: install
 	$(PY) -m bench
+	$(PY) -m bench.validation_errors
 
 # 5,000 images in 50 jobs through the local stack, with flaky and bad URLs and duplicate
 # deliveries; prints the audit (lost images, counter mismatches) and fails if it is not clean.

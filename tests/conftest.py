@@ -40,10 +40,12 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -108,19 +110,24 @@ def create_idempotency_table(dynamodb: object, name: str = "Idempotency") -> Non
 @pytest.fixture
 def aws() -> Iterator[Aws]:
     """Fresh moto DynamoDB tables (from the PynamoDB models) and SQS queues per test."""
-    from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS
+    from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS, ExportRecord, UploadRecord
 
     patch_moto()  # atomic DynamoDB, SQS sends O(1) in queue length, as in AWS
     with mock_aws():
-        for model in ALL_MODELS:
-            model._connection = None  # never reuse a client from another mock
+        # The models keep their connections from test to test: a client made under one mock
+        # is served by the next (moto's hook is in every botocore client made after moto is
+        # imported), and making one costs a botocore session of its own, ~0.3 s of CPU per
+        # model per test. The DynamoDB Local backend forgets them when it moves endpoints.
+        for model in (*ALL_MODELS, UploadRecord, ExportRecord):
+            if model._connection is not None and model._connection.connection.host:
+                model._connection = None  # left pointing elsewhere (an endpoint) by a test
         for model in TABLE_MODELS:
-            model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
-        create_idempotency_table(boto3.client("dynamodb", region_name="us-east-1"))
-        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            model.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # ACTIVE at once
+        create_idempotency_table(_client("dynamodb"))
+        _client("secretsmanager").create_secret(
             Name=os.environ["PAGE_TOKEN_SECRET_ARN"], SecretString="test-page-token-key"
         )
-        sqs = boto3.client("sqs", region_name="us-east-1")
+        sqs = _client("sqs")
         dlq_url = sqs.create_queue(QueueName="ImagesDeadLetter")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -141,11 +148,8 @@ def aws() -> Iterator[Aws]:
         assert webhook_url == os.environ["WEBHOOK_QUEUE_URL"]
         # Large jobs: the Uploads table, the uploads bucket (versioned, as the template's)
         # and the ingest queue.
-        from retail_pulse.data.models import UploadRecord
-
-        UploadRecord._connection = None
-        UploadRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
-        s3 = boto3.client("s3", region_name="us-east-1")
+        UploadRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
+        s3 = _client("s3")
         s3.create_bucket(Bucket=os.environ["UPLOADS_BUCKET"])
         s3.put_bucket_versioning(
             Bucket=os.environ["UPLOADS_BUCKET"], VersioningConfiguration={"Status": "Enabled"}
@@ -153,13 +157,9 @@ def aws() -> Iterator[Aws]:
         ingest_url = sqs.create_queue(QueueName="Ingest")["QueueUrl"]
         assert ingest_url == os.environ["INGEST_QUEUE_URL"]
         # Results exports: their records and the export function's queue.
-        from retail_pulse.data.models import ExportRecord
-
-        ExportRecord._connection = None
-        ExportRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+        ExportRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
         export_url = sqs.create_queue(QueueName="Export")["QueueUrl"]
         assert export_url == os.environ["EXPORT_QUEUE_URL"]
-        boto3.client("events", region_name="us-east-1")  # the default bus exists in moto
         yield Aws(
             sqs=sqs,
             queue_url=queue_url,
@@ -168,8 +168,12 @@ def aws() -> Iterator[Aws]:
             ingest_url=ingest_url,
             export_url=export_url,
         )
-        for model in ALL_MODELS:
-            model._connection = None
+
+
+@functools.cache
+def _client(service: str) -> Any:
+    """One boto3 client per service for every test's setup (moto serves each test's own)."""
+    return boto3.client(service, region_name="us-east-1")
 
 
 @pytest.fixture(scope="session")

@@ -28,15 +28,13 @@ def poison_message(stack: Stack) -> tuple[str, str]:
     return sent["MessageId"], body
 
 
-def test_a_200_image_job_finishes_well_inside_50_s(stack: Stack) -> None:
+def test_a_200_image_job_completes_with_every_image_counted(stack: Stack) -> None:
+    """How fast is make bench's business (its makespan figures); this waits generously."""
     urls = [stack.images.url(f"/img/{100 + i}x{50 + i % 7}.jpg") for i in range(200)]
-    started = time.monotonic()
     job_id = stack.submit_job([visit(urls[:100]), visit(urls[100:], OTHER_STORE)])
-    final = stack.wait_until_terminal(job_id, timeout_s=60)
-    elapsed = time.monotonic() - started
-    print(f"\n200-image job: {elapsed:.1f} s")
+    final = stack.wait_until_terminal(job_id, timeout_s=300)
     assert final["status"] == "completed", final
-    assert elapsed < 40, f"200 images took {elapsed:.1f} s"
+    assert final["progress"] == {"total": 200, "succeeded": 200, "failed": 0}, final
 
 
 def test_ten_concurrent_jobs_all_complete(stack: Stack) -> None:

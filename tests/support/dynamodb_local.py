@@ -16,6 +16,7 @@ moto's in-process mock lets requests to other endpoints through.
 from __future__ import annotations
 
 import atexit
+import functools
 import socket
 import subprocess
 import tempfile
@@ -85,6 +86,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+# The models' connections to DynamoDB Local, kept from one test to the next as the moto ones
+# are (tests/conftest.py): each costs a botocore session of its own.
+_local_connections: dict[type, Any] = {}
+
+
+@functools.cache
+def _cached_client(url: str) -> Any:
+    return _client(url)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, aws: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the test on moto, then on DynamoDB Local, each with fresh tables and moto SQS."""
@@ -96,18 +107,27 @@ def backend(request: pytest.FixtureRequest, aws: Any, monkeypatch: pytest.Monkey
 
     url = dynamodb_local()
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", url)
-    client = _client(url)
+    client = _cached_client(url)
     for name in client.list_tables()["TableNames"]:
         client.delete_table(TableName=name)
+    moto_connections = {model: model._connection for model in ALL_MODELS}
     for model in ALL_MODELS:
-        model._connection = None
+        kept = _local_connections.get(model)
+        # Only a connection to this DynamoDB Local (a test may have moved the endpoint).
+        model._connection = kept if kept is not None and kept.connection.host == url else None
     for model in TABLE_MODELS:
         # DynamoDB Local creates tables ACTIVE at once; PynamoDB's wait would poll for 2 s.
         model.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
     create_idempotency_table(client)
-    monkeypatch.setattr(submit.persistence, "client", _client(url))
-    monkeypatch.setattr(submit.recordings, "client", _client(url))
-    request.addfinalizer(lambda: [setattr(m, "_connection", None) for m in ALL_MODELS])
+    monkeypatch.setattr(submit.persistence, "client", client)
+    monkeypatch.setattr(submit.recordings, "client", client)
+
+    def back_to_moto() -> None:
+        for model in ALL_MODELS:
+            _local_connections[model] = model._connection
+            model._connection = moto_connections[model]
+
+    request.addfinalizer(back_to_moto)
     return "dynamodb-local"
 
 

@@ -16,7 +16,6 @@ import base64
 import io
 import json
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -378,13 +377,11 @@ def test_size_limits_are_checked_before_each_item(
 
 
 def test_a_huge_list_of_bad_urls_is_answered_quickly(aws: Any) -> None:
-    """Each bad item is one validation error: the 10,000 the limits let through are
-    described in linear time, the first three in words and the rest counted."""
+    """Each bad item is one validation error: of the 10,000 the limits let through, the first
+    three are described in words and the rest counted (how long it takes: make bench)."""
     urls: list[Any] = [1] * get_settings().max_urls_per_visit
     body = job(*(visit(urls) for _ in range(10)))
-    started = time.perf_counter()
     error = assert_400(submit(body), "visits[0].image_url[0] must be a string")
-    assert time.perf_counter() - started < 10
     assert error.endswith("; and 9997 more")
 
 
@@ -401,23 +398,21 @@ def test_a_body_of_millions_of_bad_items_is_a_quick_400(
     aws: Any, visit_count: int, urls: int, words: str
 ) -> None:
     """Under MAX_BODY_BYTES, yet millions of items, each a validation error: the limits
-    are checked before any item, so this is a 400 in well under API Gateway's 29 s."""
+    are checked before any item (the answer names the limit, not an item), so this is a 400
+    in well under API Gateway's 29 s."""
     bad_visit = '{"image_url": [' + ",".join(["1"] * urls) + "]}" if urls else "{}"
     body = '{"count": 1, "visits": [' + ",".join([bad_visit] * visit_count) + "]}"
     assert len(body) <= get_settings().max_body_bytes
-    started = time.perf_counter()
-    assert_400(submit(body), words)
-    assert time.perf_counter() - started < 10
+    error = assert_400(submit(body), words)
+    assert "visits[" not in error  # no item was described
 
 
-def test_describing_validation_errors_is_linear() -> None:
+def test_describing_many_validation_errors_words_three_and_counts_the_rest() -> None:
     errors = [
         {"type": "string_type", "loc": ("body", "visits", 0, "image_url", i), "msg": "x"}
         for i in range(200_000)
     ]
-    started = time.perf_counter()
-    text = describe_validation_errors(errors)
-    assert time.perf_counter() - started < 5  # quadratic, it took minutes
+    text = describe_validation_errors(errors)  # how long: python -m bench.validation_errors
     assert text == (
         "visits[0].image_url[0] must be a string; visits[0].image_url[1] must be a string; "
         "visits[0].image_url[2] must be a string; and 199997 more"

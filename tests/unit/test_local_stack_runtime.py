@@ -230,10 +230,8 @@ def test_failing_or_malformed_function_is_502(running: Running, path: str) -> No
 
 
 def test_timeout_kills_and_replaces_the_worker(running: Running) -> None:
-    started = time.monotonic()
     response = requests.get(running.api + "/slow", timeout=30)
     assert response.status_code == 502
-    assert time.monotonic() - started < 10
     assert "Task timed out after 1.00 seconds" in running.log.getvalue()
     # A fresh environment serves the next request (and times out the same way).
     assert requests.get(running.api + "/slow", timeout=30).status_code == 502
