@@ -89,7 +89,7 @@ def test_an_uploaded_job_is_submitted_by_its_id_and_made_at_once(aws, stores, ca
         "ingesting": True,
         "progress": {"total": 0, "succeeded": 0, "failed": 0},
     }
-    assert ingest_messages(aws) == [{"job_id": job_id, "tenant": "default"}]
+    assert ingest_messages(aws) == [{"job_id": job_id, "tenant": "default", "kind": "ingest"}]
     assert aws.receive() == []  # no image message before the ingest reads the upload
 
 
