@@ -411,3 +411,29 @@ def test_an_export_that_keeps_dying_fails_says_why_and_drops_its_parts(
     assert (again.status_code, again.body["state"]) == (202, "writing")
     run_exports(aws)
     assert ask(call_api, "GET", finished_job).status_code == 303
+
+
+@pytest.mark.parametrize(("file_format", "expected"), [("csv", HEADER + "\r\n"), ("jsonl", "")])
+def test_a_job_without_images_exports_an_empty_file(aws, call_api, file_format, expected):
+    """An upload refused before any image (the job failed with none): the CSV is its header
+    alone, the JSON Lines file empty; both are written (one part, the last may be empty)."""
+    create_job(
+        Job(
+            job_id="empty",
+            tenant=A,
+            total=0,
+            succeeded=0,
+            failed=0,
+            visit_count=0,
+            created_at=datetime.now(UTC),
+        ),
+        [],
+    )
+    finish_job("empty")
+    assert ask(call_api, "POST", "empty", format=file_format).status_code == 202
+    run_exports(aws)
+
+    ready = ask(call_api, "GET", "empty", format=file_format)
+
+    assert (ready.status_code, ready.body["rows"]) == (303, 0)
+    assert download(ready.headers["Location"]).text == expected
