@@ -30,7 +30,8 @@ def main() -> None:
     small, large = _seconds(20_000), _seconds(200_000)
     print(
         f"validation_errors_200k_ms={large * 1000:.1f} "
-        f"validation_errors_scaling={large / small:.1f} (20k -> 200k errors: ~10 would be linear, ~100 quadratic)"
+        f"validation_errors_scaling={large / small:.1f} "
+        "(20k -> 200k errors: ~10 would be linear, ~100 quadratic)"
     )
 
 
