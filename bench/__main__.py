@@ -42,7 +42,6 @@ from bench.costs import TERMS, AwsUsage, LambdaUsage, price, requests_difference
 from bench.counter import counter_ceiling
 from bench.images import LARGE_NAME, PHOTO_SIZES, ImageHost, ensure_images
 from bench.stack import ROOT, RunningStack, start_stack
-from local_stack.dynamodb_local import DynamoDbLocalUnavailable, ensure_jar
 from local_stack.template import load_template
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -143,25 +142,6 @@ def warm_up(stack: RunningStack, host: ImageHost, concurrency: int) -> None:
     time.sleep(SETTLE_S)  # its last REPORT and usage lines belong to no measured job
 
 
-def _stack_env(backend: str) -> dict[str, str]:
-    return {"LOCAL_DYNAMODB": backend}
-
-
-def _backend(requested: str) -> str:
-    """DynamoDB Local when asked (the default) and possible; else moto, said out loud."""
-    if requested == "dynamodb-local":
-        try:
-            ensure_jar()
-        except DynamoDbLocalUnavailable as why:
-            print(
-                f"bench: {why}; DynamoDB runs on moto, whose consumed capacity is not "
-                "DynamoDB's (no transaction or index units): the WRU and RRU are NOT measured",
-                flush=True,
-            )
-            return "moto"
-    return requested
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="jobs of 1 and 100 images only")
@@ -170,12 +150,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pollers", type=int, default=4, help="process pollers (default 4)")
     parser.add_argument("--no-memory", action="store_true", help="skip the 20 MB batch run")
-    parser.add_argument(
-        "--dynamodb",
-        choices=("dynamodb-local", "moto"),
-        default="dynamodb-local",
-        help="DynamoDB behind the local stack (default dynamodb-local: DynamoDB's own capacity)",
-    )
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results")
     parser.add_argument(
         "--no-ingest", action="store_true", help="skip bench.ingest (10,000 and 100,000 images)"
@@ -192,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = int(template_default("ProcessBatchSize"))
     window_s = float(template_default("ProcessBatchingWindowSeconds"))
     concurrency = args.pollers * batch_size
-    backend = _backend(args.dynamodb)
+    backend = "dynamodb-local"  # the local stack's DynamoDB, always (local_stack/aws.py)
     load_before = _load()
     print(
         f"bench: sizes {list(sizes)}, concurrency {concurrency} ({args.pollers} pollers x batch "
@@ -214,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "image_bytes": host.sizes,
     }
     try:
-        stack = start_stack(host.host_port, pollers=args.pollers, extra_env=_stack_env(backend))
+        stack = start_stack(host.host_port, pollers=args.pollers)
         print(f"local stack ready in {stack.ready_s:.1f} s at {stack.api_url}", flush=True)
         try:
             warm_up(stack, host, concurrency)
@@ -242,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     "large_images": large["images"],
                 }
-            if backend == "dynamodb-local":
-                results["counter_ceiling"] = counter_ceiling(stack.aws_endpoint_url)
+            results["counter_ceiling"] = counter_ceiling(stack.dynamodb_endpoint_url)
             if not args.no_memory:
                 results["memory_20mb_batch"] = memory_run(stack, host, args.pollers, batch_size)
         finally:

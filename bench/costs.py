@@ -5,8 +5,7 @@
 - DynamoDB and the functions' SQS requests: each invocation's "aws_usage" (the EMF blob its
   clients' botocore hooks fill, retail_pulse/metering.py): every request sent, and the
   ConsumedCapacity DynamoDB answered with (ReturnConsumedCapacity=INDEXES), index writes
-  included. Those are DynamoDB's own figures only when the stack runs DynamoDB Local
-  (LOCAL_DYNAMODB=dynamodb-local): moto reports none for transactions and indexes.
+  included: DynamoDB Local's own figures, the local stack's DynamoDB.
 - The event source's SQS requests (its receives and deletes, Lambda's pollers in AWS) from
   the local stack's pollers' own clients (GET /local/event-source-requests).
 - API Gateway: the requests a client makes (a submit and one final status read per job).

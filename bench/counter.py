@@ -1,8 +1,8 @@
 """How fast one job takes results: per-image transactions against batch filings.
 
 Every result moves its job's counter, so a job's item is the one hot item of the design
-(docs/capacity.md). This measures, on the local stack's DynamoDB (DynamoDB Local behind its
-router), `writers` concurrent filers putting `images` results into one job with the
+(docs/capacity.md). This measures, on the local stack's DynamoDB (DynamoDB Local, at its own
+endpoint), `writers` concurrent filers putting `images` results into one job with the
 service's two shapes (data/jobs.py): per image, one transaction of the image's conditional
 write and the job's counter (2 items); per batch of 100, the filing opened on the job's item,
 one plain conditional write per image, and the filing closed with the counters moved (two

@@ -65,6 +65,7 @@ class Target:
 
     api_url: str
     aws_endpoint_url: str
+    dynamodb_endpoint_url: str
     queue_url: str
     jobs_table: str
     images_table: str
@@ -148,7 +149,7 @@ def _clients(target: Target) -> tuple[Any, Any]:
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )
     return (
-        session.client("dynamodb", endpoint_url=target.aws_endpoint_url),
+        session.client("dynamodb", endpoint_url=target.dynamodb_endpoint_url),
         session.client("sqs", endpoint_url=target.aws_endpoint_url),
     )
 
@@ -311,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             target = Target(
                 api_url=endpoints.api_url,
                 aws_endpoint_url=endpoints.aws_endpoint_url,
+                dynamodb_endpoint_url=endpoints.dynamodb_endpoint_url,
                 queue_url=endpoints.queues["ImageQueue"],
                 jobs_table=endpoints.tables["JobsTable"],
                 images_table=endpoints.tables["ImagesTable"],

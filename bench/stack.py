@@ -31,10 +31,11 @@ TERMINAL = {"completed", "failed"}
 
 @dataclass
 class RunningStack:
-    """A started local stack: its API, moto endpoint, log and the subprocess itself."""
+    """A started local stack: its API, AWS endpoints, log and the subprocess itself."""
 
     api_url: str
-    aws_endpoint_url: str
+    aws_endpoint_url: str  # MiniStack
+    dynamodb_endpoint_url: str  # DynamoDB Local
     log_path: Path
     process: subprocess.Popen[bytes]
     ready_s: float
@@ -126,7 +127,7 @@ def start_stack(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             # --verbose: the full log on stdout, where the REPORT lines are read from.
-            [sys.executable, "-m", "local_stack", "--port", "0", "--moto-port", "0", "--verbose"]
+            [sys.executable, "-m", "local_stack", "--port", "0", "--aws-port", "0", "--verbose"]
             + [f"--parameter={key}={value}" for key, value in (parameters or {}).items()],
             cwd=ROOT,
             env=env,
@@ -147,6 +148,7 @@ def start_stack(
     return RunningStack(
         api_url=match.group(1),
         aws_endpoint_url=state["aws_endpoint_url"],
+        dynamodb_endpoint_url=state["dynamodb_endpoint_url"],
         log_path=log_path,
         process=process,
         ready_s=time.monotonic() - started,

@@ -69,10 +69,10 @@ def parse_args(argv: list[str] | None) -> tuple[StackConfig, Output]:
         help="API port on 127.0.0.1; 0 picks a free one (env PORT, 3000)",
     )
     parser.add_argument(
-        "--moto-port",
+        "--aws-port",
         type=int,
-        default=config.moto_port,
-        help="moto port; 0 picks a free one (env MOTO_PORT, 0)",
+        default=config.aws_port,
+        help="the AWS endpoint's port (MiniStack); 0 picks a free one (env LOCAL_AWS_PORT, 0)",
     )
     parser.add_argument(
         "--pollers",
@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None) -> tuple[StackConfig, Output]:
         help="override a template parameter (repeatable)",
     )
     args = parser.parse_args(argv)
-    config.port, config.moto_port, config.pollers = args.port, args.moto_port, args.pollers
+    config.port, config.aws_port, config.pollers = args.port, args.aws_port, args.pollers
     config.api_workers, config.template, config.state_file = (
         args.api_workers,
         args.template.resolve(),
@@ -191,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             sink.raw(f"{FULL_LOG_PREFIX}{log_path}")
         return 1
     api = endpoints.api_url
-    sink.raw(f"{READY_PREFIX}{api} (AWS endpoint {endpoints.aws_endpoint_url})")
+    sink.raw(
+        f"{READY_PREFIX}{api} (AWS endpoint {endpoints.aws_endpoint_url}, "
+        f"DynamoDB {endpoints.dynamodb_endpoint_url})"
+    )
     sink.raw(
         f"  curl -s -X POST {api}/api/submit/ -H 'Content-Type: application/json' -d "
         f'\'{{"count": 1, "visits": [{{"store_id": "{EXAMPLE_STORE}", '

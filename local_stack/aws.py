@@ -1,20 +1,29 @@
-"""DynamoDB and SQS on loopback: moto in server mode, with the template's tables and queues.
+"""The AWS behind the local stack: two emulators as they ship, each a child process on
+127.0.0.1, with the template's tables, queues, buckets and secrets.
 
-moto runs as a child process (not a thread) so the functions' boto3 clients, the pollers
-and the stack's own clients all talk to it over HTTP exactly as they would to AWS, and so
-it cannot be slowed by the stack's own threads holding the GIL.
+- DynamoDB: Amazon's DynamoDB Local (Java 17; local_stack/dynamodb_local.py installs the
+  jar): conditional writes, transactions, TTL, indexes and ConsumedCapacity as DynamoDB
+  has them, and each request atomic.
+- SQS, EventBridge, CloudWatch Logs, S3 and Secrets Manager: MiniStack's services (PyPI
+  `ministack`, in a virtualenv of its own, .venv-ministack, since it pins its own botocore;
+  `make run` creates it). MiniStack's SQS stays O(1) per request at any queue length, and
+  its EventBridge delivers to SQS targets. Its DynamoDB is not used.
+
+Neither is patched or wrapped: the functions reach each at its own endpoint (the
+template's AwsEndpointUrl and AwsDynamoDbEndpointUrl), as they reach AWS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,18 +32,22 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from local_stack import dynamodb_local
 from local_stack.model import BUCKET_PROPERTIES_IGNORED_LOCALLY, StackModel
-from local_stack.template import REGION
+from local_stack.template import ACCOUNT_ID, REGION
 
 log = logging.getLogger("local_stack")
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
-MOTO_START_TIMEOUT_S = 30.0
-DYNAMODB_LOCAL_START_TIMEOUT_S = 90.0
+MINISTACK_START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 5.0
+# What the template's resources and the functions use of MiniStack; it loads no other.
+MINISTACK_SERVICES = "sqs,events,logs,s3,secretsmanager"
 
 # CloudFormation queue properties that are also SQS queue attributes, under the same name.
 _QUEUE_ATTRIBUTES = [
@@ -56,8 +69,12 @@ _QUEUE_ATTRIBUTES = [
 _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
 
 
+class EmulatorUnavailable(RuntimeError):
+    """An emulator cannot run here: the message says what to install."""
+
+
 def client(service: str, endpoint_url: str, **config: Any) -> Any:
-    """A boto3 client for moto: dummy credentials, us-east-1, no profile or real endpoint."""
+    """A boto3 client for an emulator: dummy credentials, us-east-1, no profile."""
     return boto3.session.Session(
         aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -72,112 +89,177 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class MotoServer:
-    """moto's server as a child process on 127.0.0.1:`port` (0: a free port)."""
+def ministack_python() -> Path:
+    """MiniStack's interpreter: MINISTACK_VENV (default .venv-ministack) of this checkout."""
+    venv = Path(os.environ.get("MINISTACK_VENV") or REPO_ROOT / ".venv-ministack")
+    python = (venv if venv.is_absolute() else REPO_ROOT / venv) / "bin" / "python"
+    if not python.exists():
+        raise EmulatorUnavailable(
+            f"MiniStack is not installed ({python} is missing): `make run` installs it "
+            "(make .venv-ministack/.installed-<version>), with python3.13 or else python3"
+        )
+    return python
 
-    def __init__(
-        self, port: int = 0, log_path: Path | None = None, dynamodb_local_jar: Path | None = None
-    ) -> None:
-        self.requested_port = port
-        self.port = 0
+
+class Emulators:
+    """DynamoDB Local and MiniStack, started together (`start`), stopped together (`stop`).
+
+    `port`: MiniStack's (the AWS endpoint); `dynamodb_port`: DynamoDB Local's; 0 picks a
+    free one. Both emulators' output goes to one log file (`log_path`, else a temporary
+    file kept while they run)."""
+
+    def __init__(self, port: int = 0, dynamodb_port: int = 0, log_path: Path | None = None):
+        self.requested = (port, dynamodb_port)
+        self.port = self.dynamodb_port = 0
         self.log_path = log_path
-        # With a jar, DynamoDB requests are answered by DynamoDB Local (dynamodb_local.py),
-        # on a port chosen here so the functions can be pointed at it.
-        self.dynamodb_local_jar = dynamodb_local_jar
-        self.dynamodb_port = 0
-        self._process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
+        self._ministack: subprocess.Popen[bytes] | None = None
+        self._dynamodb: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:
+        """MiniStack: SQS, EventBridge, Logs, S3, Secrets Manager."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def dynamodb_local_url(self) -> str | None:
-        """DynamoDB Local's own endpoint, when it answers for DynamoDB (else None)."""
-        return f"http://127.0.0.1:{self.dynamodb_port}" if self.dynamodb_port else None
+    def dynamodb_url(self) -> str:
+        return f"http://127.0.0.1:{self.dynamodb_port}"
 
-    def start(self) -> str:
-        # A free port found here can be taken before moto binds it: retry with another.
-        attempts = 1 if self.requested_port else 3
-        failure = ""
-        for attempt in range(attempts):
-            self.port = self.requested_port or free_port()
-            failure = self._launch()
-            if not failure:
-                log.info("moto listening at %s (log: %s)", self.url, self._log_file.name)
-                return self.url
-            log.warning("moto did not start on port %s (attempt %d)", self.port, attempt + 1)
-        raise RuntimeError(f"moto server failed to start on {self.url}:\n{failure}")
-
-    def _launch(self) -> str:
-        """Start moto and wait until it answers: '' when it does, else its log's tail."""
+    def start(self) -> None:
+        """Both emulators, started side by side (the JVM takes the longer), until both
+        answer; on failure, both stopped and the log's tail in the error."""
+        jar = dynamodb_local.ensure_jar()  # DynamoDbLocalUnavailable says what to install
+        python = ministack_python()
         if self.log_path is not None:
-            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives with the child
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives with the children
         else:
             self._log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115
-                prefix="local-stack-moto-", suffix=".log", delete=False
+                prefix="local-stack-aws-", suffix=".log", delete=False
             )
-        env = {**os.environ, **DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": REGION}
-        env.pop("AWS_ENDPOINT_URL", None)
-        timeout_s = MOTO_START_TIMEOUT_S
-        if self.dynamodb_local_jar is not None:
-            self.dynamodb_port = free_port()
-            env["LOCAL_DYNAMODB_JAR"] = str(self.dynamodb_local_jar)
-            env["LOCAL_DYNAMODB_PORT"] = str(self.dynamodb_port)
-            env["LOCAL_DYNAMODB_LOG"] = self._log_file.name  # its lines beside moto's
-            timeout_s += DYNAMODB_LOCAL_START_TIMEOUT_S  # a JVM starts first
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack.moto_process", str(os.getpid()), str(self.port)],
+        try:
+            self.dynamodb_port = self.requested[1] or free_port()
+            self._dynamodb = dynamodb_local.start(
+                jar, self.dynamodb_port, Path(self._log_file.name)
+            )
+            self._start_ministack(python)
+            self._wait_ministack()
+            dynamodb_local.wait_ready(
+                self.dynamodb_port, self._dynamodb, dynamodb_local.START_TIMEOUT_S
+            )
+        except BaseException as error:
+            tail = Path(self._log_file.name).read_text(errors="replace")[-2000:]
+            self.stop()
+            if isinstance(error, RuntimeError):
+                raise RuntimeError(f"{error}\n{tail}") from error
+            raise
+        log.info(
+            "AWS: MiniStack at %s, DynamoDB Local at %s (log: %s)",
+            self.url,
+            self.dynamodb_url,
+            self._log_file.name,
+        )
+
+    def _start_ministack(self, python: Path) -> None:
+        self.port = self.requested[0] or free_port()
+        self._workdir = tempfile.TemporaryDirectory(prefix="local-stack-ministack-")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "TMPDIR": self._workdir.name,  # its pid file
+            "BIND_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.port),
+            "IOT_MTLS_ENABLED": "0",
+            "SFTP_ENABLED": "0",
+            "SERVICES": MINISTACK_SERVICES,
+            "MINISTACK_REGION": REGION,
+            # Queue URLs on the address it listens on; ARNs in the account the template's
+            # resolver (local_stack/template.py) gives the resources.
+            "MINISTACK_HOST": "127.0.0.1",
+            "MINISTACK_ACCOUNT_ID": ACCOUNT_ID,
+            "LOG_LEVEL": "WARNING",
+        }
+        # Its own process group: `stop` ends the group, whatever workers it started.
+        self._ministack = subprocess.Popen(
+            [str(python), "-m", "ministack"],
+            cwd=self._workdir.name,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            env=env,
+            start_new_session=True,
+            preexec_fn=dynamodb_local.die_with_this_process,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self._process.poll() is None:
-            if self._answers():
-                return ""
-            time.sleep(0.1)
-        tail = Path(self._log_file.name).read_text(errors="replace")[-2000:]
-        self.stop()
-        return tail or "(no output)"
 
-    def _answers(self) -> bool:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-        try:
-            connection.request("GET", "/moto-api/data.json")
-            return connection.getresponse().status < 500
-        except OSError:
-            return False
-        finally:
-            connection.close()
+    def _wait_ministack(self) -> None:
+        deadline = time.monotonic() + MINISTACK_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self._ministack is not None
+            if self._ministack.poll() is not None:
+                raise RuntimeError(f"MiniStack exited with {self._ministack.returncode}")
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                connection.request("GET", "/_ministack/ready")
+                if connection.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            finally:
+                connection.close()
+            time.sleep(0.1)
+        raise RuntimeError(f"MiniStack did not answer within {MINISTACK_START_TIMEOUT_S:.0f} s")
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
+        if self._ministack is not None:
+            _stop_group(self._ministack)
+            self._ministack = None
+        if self._dynamodb is not None:
+            _stop(self._dynamodb)
+            self._dynamodb = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
         if self._log_file is not None:
             self._log_file.close()
-            if self.log_path is None:  # our temporary file: only kept while moto runs
+            if self.log_path is None:  # our temporary file: only kept while they run
                 Path(self._log_file.name).unlink(missing_ok=True)
             self._log_file = None
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """TERM MiniStack's process group, then KILL what is left: its workers outlive it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_TIMEOUT_S)
+    process.wait()
+
+
 def create_resources(
-    model: StackModel, endpoint_url: str, visibility_timeout_s: int | None = None
+    model: StackModel, aws: Emulators, visibility_timeout_s: int | None = None
 ) -> None:
-    """Create every table and queue of the template in moto; tell the model the queue URLs.
+    """Create the template's tables (DynamoDB Local), secrets, buckets and queues
+    (MiniStack); tell the model the queue URLs.
 
     `visibility_timeout_s` replaces every queue's VisibilityTimeout, so tests can see a
     failed message come back (and reach its dead-letter queue) in seconds, not minutes.
     """
-    dynamodb = client("dynamodb", endpoint_url)
+    endpoint_url = aws.url
+    dynamodb = client("dynamodb", aws.dynamodb_url)
     for table in model.tables:
         dynamodb.create_table(**table_request(table.name, table.properties))
         ttl = table.properties.get("TimeToLiveSpecification")
@@ -240,8 +322,8 @@ def table_request(name: str, properties: dict[str, Any]) -> dict[str, Any]:
             ]
     sse = properties.get("SSESpecification")
     if sse and sse.get("SSEEnabled"):
-        # Encrypted at rest as the template says: moto keeps it (a KMS key of its own, in
-        # the table's description); DynamoDB Local accepts it and keeps tables in memory.
+        # Encrypted at rest as the template says: DynamoDB Local accepts it and keeps
+        # tables in memory.
         request["SSESpecification"] = {"Enabled": True, "SSEType": sse.get("SSEType", "KMS")}
         if sse.get("KMSMasterKeyId"):
             request["SSESpecification"]["KMSMasterKeyId"] = sse["KMSMasterKeyId"]

@@ -1,6 +1,6 @@
 """What every child process of the local stack does first: die with its parent.
 
-Workers and moto are children of the stack; if the stack is killed with SIGKILL they
+Workers are children of the stack; if the stack is killed with SIGKILL they
 must not linger. A thread polls the parent pid (PR_SET_PDEATHSIG would fire when the
 *thread* that spawned the child exits, and workers are respawned from short-lived
 threads). SIGINT is ignored so that Ctrl-C in a terminal, which reaches the whole process

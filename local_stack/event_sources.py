@@ -1,11 +1,16 @@
 """Lambda's event sources, emulated: SQS event source mappings and EventBridge schedules.
 
+The local stack's own because no emulator gives them: batches of up to 100 gathered for a
+window, ReportBatchItemFailures, bounded pollers per function, fair-queue order per tenant
+and a request count per poller (MiniStack's event source mappings have none of these, and
+run functions its own way). The queues themselves are MiniStack's SQS, as it ships.
+
 An SQS event source does what Lambda's does: receive the queue, hand a batch to the
 function as an `aws:sqs` event, then delete what succeeded. With ReportBatchItemFailures the
 ids in `batchItemFailures` stay on the queue; a function error or timeout leaves the whole
 batch. Left messages come back after the visibility timeout and, past the queue's
-maxReceiveCount, moto moves them to the dead-letter queue on the next receive, as SQS does
-(moto 5 does this in server mode; the event source does not reimplement it).
+maxReceiveCount, MiniStack's SQS moves them to the dead-letter queue, as SQS does (the
+event source does not reimplement it).
 
 The queues are SQS fair queues, as in AWS: each source's feeder receives ahead of its
 pollers into a fair pool, and a tenant (MessageGroupId) with more than its share of
@@ -241,7 +246,7 @@ class SqsEventSource:
         with self._visibility:  # after any hold of these the feeder has under way
             now = self.clock()
             # Held (hidden for longer than the queue's timeout), or with less than half of
-            # it left: set. Each change costs moto a scan of the queue, so a message with
+            # it left: set. Each change is a request, so a message with
             # most of its timeout left keeps it (a failure comes back a little early).
             held = [
                 w

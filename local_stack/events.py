@@ -1,23 +1,18 @@
-"""The EventBridge events the functions publish, shown in the stack's log; and EventBridge's
-size limit, which moto does not have.
+"""The EventBridge events the functions publish, shown in the stack's console.
 
 In AWS a rule sends them on to whatever subscribes; locally nothing does, so at start a rule
 on the default bus matching the service's source sends them to a queue of the stack's own,
-and a thread prints each one as `[EventBridge] <detail-type> <detail JSON>`. moto delivers
-PutEvents to SQS targets itself, so what is shown is what a rule in AWS would have matched.
-
-AWS refuses a PutEvents request whose entries total 256 KB or more (`limit_entry_size`,
-applied to moto by local_stack.moto_locking.patch_moto, in the stack and in the tests): an
-event that grows with its job fails here as it would in AWS, not first in production.
+and a thread prints each one as `[EventBridge] <detail-type> <detail JSON>`. MiniStack's
+EventBridge delivers PutEvents to SQS targets itself, so what is shown is what a rule in AWS
+would have matched. (EventBridge's 256 KB limit on a request's entries, which no emulator
+enforces, is checked by the service's own publish code: retail_pulse/data/events.py.)
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from local_stack.aws import client
@@ -31,7 +26,7 @@ EVENT_BUS = "default"
 
 
 class EventLog(threading.Thread):
-    """Create the rule and its queue in moto (`create`), then print what arrives until
+    """Create the rule and its queue in MiniStack (`create`), then print what arrives until
     `stopping` is set."""
 
     def __init__(
@@ -88,48 +83,3 @@ def describe(body: str) -> str:
     except (ValueError, KeyError, TypeError):
         return f"[EventBridge] (unreadable) {body[:500]}"
     return f"[EventBridge] {detail_type} {json.dumps(detail, separators=(',', ':'))}"
-
-
-# "The total entry size must be less than 256KB" (EventBridge User Guide, "Calculating
-# PutEvents event entry size"); AWS answers a request at or over it with a ValidationException.
-MAX_ENTRIES_BYTES = 256 * 1024
-TOO_LARGE = "Total size of the entries in the request is over the limit."
-_TIME_BYTES = 14  # an entry's Time counts 14 bytes, whatever its value
-
-
-def entry_size(entry: Mapping[str, Any]) -> int:
-    """One PutEvents entry's size as EventBridge computes it: Time 14 bytes if present;
-    Source, DetailType, Detail and each of Resources their UTF-8 bytes."""
-    size = _TIME_BYTES if entry.get("Time") is not None else 0
-    for name in ("Source", "DetailType", "Detail"):
-        size += len(str(entry.get(name) or "").encode())
-    size += sum(len(str(resource).encode()) for resource in entry.get("Resources") or ())
-    return size
-
-
-def entries_size(entries: Iterable[Mapping[str, Any]]) -> int:
-    return sum(entry_size(entry) for entry in entries)
-
-
-_limited = False
-
-
-def limit_entry_size() -> None:
-    """Idempotent: make moto's PutEvents refuse entries of 256 KB or more in all, as AWS
-    does, with AWS's error (ValidationException, nothing published)."""
-    global _limited
-    if _limited:
-        return
-    from moto.events.exceptions import ValidationException
-    from moto.events.models import EventsBackend
-
-    original = EventsBackend.put_events
-
-    @functools.wraps(original)
-    def put_events(self: EventsBackend, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if entries_size(events) >= MAX_ENTRIES_BYTES:
-            raise ValidationException(TOO_LARGE)
-        return original(self, events)
-
-    EventsBackend.put_events = put_events  # type: ignore[method-assign]
-    _limited = True

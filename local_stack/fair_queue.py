@@ -1,4 +1,4 @@
-"""Amazon SQS fair queues, for the local stack's SQS event sources (moto does not have them).
+"""Amazon SQS fair queues, for the local stack's SQS event sources (no emulator has them).
 
 What AWS documents (Amazon SQS Developer Guide, "How Amazon SQS fair queues work"): on a
 standard queue, the messages of one MessageGroupId are one tenant's, and a message without
@@ -10,15 +10,15 @@ neither dropped nor throttled, they are received as usual when no quiet tenant's
 waits, the noisy tenant with the fewest in flight first. Quiet tenants are served in
 arrival order (not a round robin), and the queue's throughput does not change.
 
-moto hands out a standard queue's messages oldest first whatever their group, so a quiet
-client's messages would wait behind a flood. The local event source therefore receives
-the queue ahead of its pollers into a FairPool (up to `capacity` messages waiting, held
-invisible on the queue) and its pollers take their batches from the pool in the order
-above. "In flight" here is what AWS counts for an event source: handed to an invocation
-and not yet finished by it. Not emulated: the processing-time share (a tenant with few but
-slow messages), and how long a tenant stays noisy: AWS keeps it so until its backlog has
-drained or it has sent nothing for 5 minutes, here it is quiet again as soon as its count
-in flight falls under the thresholds.
+An emulator's SQS (MiniStack's, moto's) hands out a standard queue's messages oldest first
+whatever their group, so a quiet client's messages would wait behind a flood. The local
+event source therefore receives the queue ahead of its pollers into a FairPool (up to
+`capacity` messages waiting, held invisible on the queue) and its pollers take their
+batches from the pool in the order above. "In flight" here is what AWS counts for an event
+source: handed to an invocation and not yet finished by it. Not emulated: the processing-
+time share (a tenant with few but slow messages), and how long a tenant stays noisy: AWS
+keeps it so until its backlog has drained or it has sent nothing for 5 minutes, here it is
+quiet again as soon as its count in flight falls under the thresholds.
 
 `FairPool(fair=False)` hands messages over in the order the queue delivered them, as the
 event source did before it emulated fair queues (LOCAL_FAIR_QUEUES=0): the comparison that

@@ -1,7 +1,7 @@
 """What the template declares, in the few shapes the local stack acts on.
 
 Tables and queues are named `<stack>-<LogicalId>` (or their explicit TableName/QueueName)
-and get the ARNs moto gives them, so `Ref`, `!GetAtt X.Arn` and `!Sub` resolve to the
+and get the ARNs the emulators give them, so `Ref`, `!GetAtt X.Arn` and `!Sub` resolve to the
 resources that really exist on loopback. Functions are read after the queues exist,
 because their environment holds queue URLs.
 """
@@ -38,15 +38,15 @@ DEFAULT_SQS_BATCH_SIZE = 10
 
 
 BUCKET = "AWS::S3::Bucket"
-# What the local stack makes of an AWS::S3::Bucket: the bucket on moto's S3, versioned when
+# What the local stack makes of an AWS::S3::Bucket: the bucket on MiniStack's S3, versioned when
 # the template says so (the ingest reads the version its submit found). The properties
 # below are AWS's business and ignored here, each for its reason; an AWS::S3::BucketPolicy
 # is ignored as a whole (its one rule, TLS only, cannot hold on loopback's plain http).
 BUCKET_PROPERTIES_IGNORED_LOCALLY = {
-    "BucketEncryption": "moto keeps objects in memory: nothing is at rest to encrypt",
+    "BucketEncryption": "the emulator keeps objects on loopback: nothing is at rest in AWS",
     "PublicAccessBlockConfiguration": "nothing on loopback is public",
     "OwnershipControls": "nothing uses ACLs",
-    "LifecycleConfiguration": "moto expires no object; a local stack lives hours, not a day",
+    "LifecycleConfiguration": "a local stack lives hours, not the rule's day",
 }
 
 

@@ -1,5 +1,5 @@
-"""The whole service on one machine: moto, the template's resources, function workers,
-API Gateway, SQS pollers and schedules, wired from template.yaml alone.
+"""The whole service on one machine: the AWS emulators (aws.py), the template's resources,
+function workers, API Gateway, SQS pollers and schedules, wired from template.yaml alone.
 
 `LocalStack(config).start()` brings everything up and returns its endpoints; `stop()`
 takes everything down, children first. Tests use it in-process or through
@@ -22,9 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local_stack import dynamodb_local
 from local_stack.api_gateway import ApiGateway, KeyThrottle, LocalEndpoint
-from local_stack.aws import DUMMY_CREDENTIALS, MotoServer, create_resources
+from local_stack.aws import DUMMY_CREDENTIALS, Emulators, create_resources
 from local_stack.event_sources import (
     RequestTally,
     Schedule,
@@ -61,7 +60,8 @@ class StackConfig:
 
     template: Path = REPO_ROOT / "template.yaml"
     port: int = 3000
-    moto_port: int = 0
+    aws_port: int = 0  # MiniStack's; 0 picks a free port
+    dynamodb_port: int = 0  # DynamoDB Local's
     pollers: int = 4  # for SQS sources on work queues; dead-letter consumers get 1
     api_workers: int = 2
     visibility_timeout_s: int | None = None
@@ -76,9 +76,6 @@ class StackConfig:
     # x-api-key values -> the client (tenant) each stands for: routes answer 403 without a
     # known key. None (neither LOCAL_API_KEYS nor LOCAL_API_KEY set) checks none.
     api_keys: dict[str, str | None] | None = None
-    # "moto", or "dynamodb-local": DynamoDB answered by Amazon's DynamoDB Local, whose
-    # consumed capacity is DynamoDB's own (the benchmark prices it); SQS stays on moto.
-    dynamodb: str = "moto"
     # New values for environment variables the template declares (LOCAL_FUNCTION_ENV), in
     # every function that declares them: tests scale deadlines down with it.
     function_environment: dict[str, str] = field(default_factory=dict)
@@ -93,7 +90,8 @@ class StackConfig:
         return cls(
             template=Path(env.get("LOCAL_TEMPLATE") or cls.template),
             port=_env_int("PORT", 3000) or 0,
-            moto_port=_env_int("MOTO_PORT", 0) or 0,
+            aws_port=_env_int("LOCAL_AWS_PORT", 0) or 0,
+            dynamodb_port=_env_int("LOCAL_DYNAMODB_PORT", 0) or 0,
             pollers=_env_int("LOCAL_PROCESS_POLLERS", 4) or 1,
             api_workers=_env_int("LOCAL_API_WORKERS", 2) or 1,
             visibility_timeout_s=_env_int("LOCAL_VISIBILITY_TIMEOUT_S", None),
@@ -111,7 +109,6 @@ class StackConfig:
                 if key.startswith("LOCAL_POLLERS_") and value.strip()
             },
             api_keys=parse_api_keys(env.get("LOCAL_API_KEYS"), env.get("LOCAL_API_KEY")),
-            dynamodb=env.get("LOCAL_DYNAMODB") or cls.dynamodb,
             function_environment=parse_function_environment(env.get("LOCAL_FUNCTION_ENV")),
             fair_queues=env.get("LOCAL_FAIR_QUEUES", "1").strip().lower()
             not in ("0", "false", "off", "no"),
@@ -184,7 +181,8 @@ class StackEndpoints:
     """What a client of the local stack needs: written to the state file as JSON."""
 
     api_url: str
-    aws_endpoint_url: str
+    aws_endpoint_url: str  # MiniStack: SQS, EventBridge, Logs, S3, Secrets Manager
+    dynamodb_endpoint_url: str  # DynamoDB Local
     region: str
     queues: dict[str, str]  # logical id -> queue URL
     tables: dict[str, str]  # logical id -> table name
@@ -199,12 +197,7 @@ class LocalStack:
     def __init__(self, config: StackConfig | None = None, sink: LogSink | None = None) -> None:
         self.config = config or StackConfig()
         self.sink = sink or LogSink()
-        jar = None
-        if self.config.dynamodb == "dynamodb-local":
-            jar = dynamodb_local.ensure_jar()
-        elif self.config.dynamodb != "moto":
-            raise ValueError(f"LOCAL_DYNAMODB={self.config.dynamodb!r}: moto or dynamodb-local")
-        self.moto = MotoServer(self.config.moto_port, dynamodb_local_jar=jar)
+        self.aws = Emulators(self.config.aws_port, self.config.dynamodb_port)
         self.model: StackModel | None = None
         self.functions: dict[str, FunctionRuntime] = {}
         self.sqs_slots: dict[str, int] = {}
@@ -222,26 +215,21 @@ class LocalStack:
     # -- start ---------------------------------------------------------------------------
 
     def start_aws(self) -> StackModel:
-        """moto and the template's tables and queues only (what template tests need)."""
-        moto_url = self.moto.start()
-        self.model = StackModel(
-            self.config.template, self._overrides(moto_url), self.config.stack_name
-        )
-        create_resources(self.model, moto_url, self.config.visibility_timeout_s)
+        """The emulators and the template's resources only (what template tests need)."""
+        self.aws.start()
+        self.model = StackModel(self.config.template, self._overrides(), self.config.stack_name)
+        create_resources(self.model, self.aws, self.config.visibility_timeout_s)
         return self.model
 
-    def _overrides(self, moto_url: str) -> dict[str, str]:
+    def _overrides(self) -> dict[str, str]:
         from local_stack.template import load_template
 
         declared = (load_template(self.config.template).get("Parameters") or {}).keys()
         overrides = dict(self.config.parameter_overrides)
         if "AwsEndpointUrl" in declared:
-            overrides["AwsEndpointUrl"] = moto_url
-        if "AwsDynamoDbEndpointUrl" in declared and self.moto.dynamodb_local_url:
-            # The functions reach DynamoDB Local itself, not through moto's process: the
-            # router's hop cost each of their requests ~0.9 ms of CPU on the cores the
-            # functions share (local_stack/dynamodb_local.py).
-            overrides["AwsDynamoDbEndpointUrl"] = self.moto.dynamodb_local_url
+            overrides["AwsEndpointUrl"] = self.aws.url
+        if "AwsDynamoDbEndpointUrl" in declared:
+            overrides["AwsDynamoDbEndpointUrl"] = self.aws.dynamodb_url
         if "AllowedPrivateHosts" in declared:
             # Whatever the person running the stack allows, never more.
             overrides["AllowedPrivateHosts"] = self.config.allowed_private_hosts
@@ -290,7 +278,7 @@ class LocalStack:
                 thread.start()
             self._threads.extend(pollers)
             self._start_schedules(specs)
-            event_log = EventLog(self.moto.url, self.config.stack_name, self.sink, self._stopping)
+            event_log = EventLog(self.aws.url, self.config.stack_name, self.sink, self._stopping)
             event_log.create().start()
             self._threads.append(event_log)
         except BaseException:
@@ -298,7 +286,8 @@ class LocalStack:
             raise
         self.endpoints = StackEndpoints(
             api_url=api_url,
-            aws_endpoint_url=self.moto.url,
+            aws_endpoint_url=self.aws.url,
+            dynamodb_endpoint_url=self.aws.dynamodb_url,
             region=REGION,
             queues={q.logical_id: model.resolver.refs[q.logical_id] for q in model.queues},
             tables={t.logical_id: t.name for t in model.tables},
@@ -344,7 +333,7 @@ class LocalStack:
                 event_source = SqsEventSource(
                     source,
                     queue_urls[source.queue_arn],
-                    self.moto.url,
+                    self.aws.url,
                     self.config.poll_wait_s,
                     dead_letter_queue=source.queue_arn in dead_letter_arns,
                     tally=self.event_source_requests,
@@ -451,7 +440,7 @@ class LocalStack:
     # -- stop ----------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Pollers and schedules first (no new invocations), then HTTP, workers, moto."""
+        """Pollers and schedules first (no new invocations), then HTTP, workers, emulators."""
         self._stopping.set()
         deadline = time.monotonic() + POLLER_JOIN_S
         for thread in self._threads:
@@ -463,7 +452,7 @@ class LocalStack:
             with contextlib.suppress(Exception):
                 function.stop()
         self.functions.clear()
-        self.moto.stop()
+        self.aws.stop()
         if self.config.state_file and self.config.state_file.exists():
             self.config.state_file.unlink()
         log.info("stopped")

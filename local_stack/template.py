@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 REGION = "us-east-1"
-ACCOUNT_ID = "123456789012"  # moto's default account: its ARNs must match ours
+ACCOUNT_ID = "123456789012"  # MiniStack runs as it (MINISTACK_ACCOUNT_ID): ARNs match
 PARTITION = "aws"
 
 TABLE = "AWS::DynamoDB::Table"

@@ -51,9 +51,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local_stack.moto_locking import patch_moto
 from retail_pulse.settings import get_settings
 from tests.support.image_server import ImageServer
+from tests.support.moto_fixes import make_moto_like_aws
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_STORE_MASTER = ROOT.parent / "shared" / "data" / "StoreMasterAssignment.csv"
@@ -108,11 +108,11 @@ def create_idempotency_table(dynamodb: object, name: str = "Idempotency") -> Non
 
 
 @pytest.fixture
-def aws() -> Iterator[Aws]:
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     """Fresh moto DynamoDB tables (from the PynamoDB models) and SQS queues per test."""
     from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS, ExportRecord, UploadRecord
 
-    patch_moto()  # atomic DynamoDB, SQS sends O(1) in queue length, as in AWS
+    make_moto_like_aws(monkeypatch)  # atomic DynamoDB, SQS O(1) in queue length, as AWS
     with mock_aws():
         # The models keep their connections from test to test: a client made under one mock
         # is served by the next (moto's hook is in every botocore client made after moto is

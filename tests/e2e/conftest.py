@@ -55,6 +55,8 @@ STATE_ENV = "RETAIL_PULSE_STACK_STATE"
 class Stack:
     api_url: str
     aws_endpoint_url: str
+    # DynamoDB's endpoint: DynamoDB Local's on the local stack, MiniStack's when deployed.
+    dynamodb_endpoint_url: str
     queues: dict[str, str]
     tables: dict[str, str]
     images: ImageServer
@@ -133,7 +135,9 @@ class Stack:
     def client(self, service: str) -> Any:
         return boto3.client(
             service,
-            endpoint_url=self.aws_endpoint_url,
+            endpoint_url=self.dynamodb_endpoint_url
+            if service == "dynamodb"
+            else self.aws_endpoint_url,
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
@@ -176,6 +180,7 @@ def _deployed_stack(state_path: Path) -> Iterator[Stack]:
         yield Stack(
             api_url=state["api_url"],
             aws_endpoint_url=state["aws_endpoint_url"],
+            dynamodb_endpoint_url=state["aws_endpoint_url"],
             queues=state["queues"],
             tables=state["tables"],
             images=images,
@@ -200,7 +205,8 @@ def _local_stack(
     inherited = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("LOCAL_API_KEY", "LOCAL_API_KEYS", "PORT", "MOTO_PORT")
+        if k not in ("LOCAL_API_KEY", "LOCAL_API_KEYS", "PORT", "LOCAL_AWS_PORT")
+        and k != "LOCAL_DYNAMODB_PORT"
     }
     env = {
         **inherited,
@@ -215,7 +221,7 @@ def _local_stack(
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             # --verbose: the full log on stdout, where function_lines() reads it.
-            [sys.executable, "-m", "local_stack", "--port", "0", "--moto-port", "0", "--verbose"],
+            [sys.executable, "-m", "local_stack", "--port", "0", "--aws-port", "0", "--verbose"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -227,6 +233,7 @@ def _local_stack(
         yield Stack(
             api_url=api_url,
             aws_endpoint_url=state["aws_endpoint_url"],
+            dynamodb_endpoint_url=state["dynamodb_endpoint_url"],
             queues=state["queues"],
             tables=state["tables"],
             images=images,

@@ -73,7 +73,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     }
     with stdout.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "local_stack", "--port", "0", "--moto-port", "0"],
+            [sys.executable, "-m", "local_stack", "--port", "0", "--aws-port", "0"],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -19,6 +19,7 @@ def test_300_images_with_flaky_bad_and_duplicate_deliveries_all_end_correctly(
     target = Target(
         api_url=stack.api_url,
         aws_endpoint_url=stack.aws_endpoint_url,
+        dynamodb_endpoint_url=stack.dynamodb_endpoint_url,
         queue_url=stack.queue_url(),
         jobs_table=stack.tables["JobsTable"],
         images_table=stack.tables["ImagesTable"],

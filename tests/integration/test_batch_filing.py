@@ -5,15 +5,13 @@ is counted as DynamoDB and SQS bill it.
 
 The accounting runs on both backends: moto for the request counts, DynamoDB Local for the
 consumed capacity (moto reports none for a transaction and none for index writes, so only
-DynamoDB Local's units are asserted), reached through the local stack's router, which sums
-a multi-item transaction's figures where DynamoDB Local alone would not
-(local_stack/dynamodb_capacity.py).
+DynamoDB Local's units are asserted), reached at its own endpoint as the local stack's
+functions reach it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -21,11 +19,9 @@ from typing import Any
 
 import pytest
 from botocore.client import BaseClient
-from werkzeug.serving import make_server
 
-from local_stack.dynamodb_local import DynamoDbRouter
 from retail_pulse.data.manifest import submitted_images
-from retail_pulse.data.models import ALL_MODELS, FAILED, SUCCEEDED, ImageRecord, JobRecord
+from retail_pulse.data.models import FAILED, SUCCEEDED, ImageRecord, JobRecord
 from retail_pulse.domain import ImageSuccess
 from retail_pulse.metering import usage
 from tests.integration.conftest import job, visit
@@ -200,34 +196,12 @@ def test_a_failed_end_check_fails_only_that_jobs_records(aws, call_api, image_se
         assert (record.succeeded, record.failed) == (total, 0)
 
 
-@pytest.fixture
-def through_the_router(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """On DynamoDB Local, the models' clients reach it through the local stack's router, as
-    the local stack's functions do; the backend's name."""
-    backend_name = request.node.callspec.params["backend"]
-    if backend_name != "dynamodb-local":
-        return backend_name
-    port = int(os.environ["AWS_ENDPOINT_URL_DYNAMODB"].rsplit(":", 1)[1])
-    server = make_server("127.0.0.1", 0, DynamoDbRouter(_not_dynamodb, port), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    request.addfinalizer(server.shutdown)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{server.server_port}")
-    for model in ALL_MODELS:
-        model._connection = None  # new clients, at the router's address
-    return backend_name
-
-
-def _not_dynamodb(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    start_response("404 Not Found", [("Content-Length", "0")])
-    return []
-
-
 def test_consumed_capacity_is_counted_with_index_writes(
     aws,
     call_api,
     image_server,
     sent,
-    through_the_router,
+    backend,  # noqa: F811 - the fixture imported above
 ):
     """What the hooks count equals what botocore sent; on DynamoDB Local the write units
     are DynamoDB's own: a plain write is 1 unit per item and per index entry."""
@@ -245,7 +219,7 @@ def test_consumed_capacity_is_counted_with_index_writes(
     assert dynamodb == {op: n for op, n in sent.items() if op not in not_dynamodb and " " not in op}
     assert summary["sqs_requests"] == 0
     assert_accounted(job_id)
-    if through_the_router != "dynamodb-local":
+    if backend != "dynamodb-local":
         return  # moto's units are not DynamoDB's
     # Submit: the job (1, and its keys in OngoingJobs and TenantJobs) and its manifest, one
     # compressed slice of 20 images (1); no record per image.

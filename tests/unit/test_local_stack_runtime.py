@@ -2,7 +2,7 @@
 
 A small template and handler module in a temporary folder exercise what the real
 handlers rarely do: timeouts, crashes, malformed responses, partial batch failures,
-binary bodies. The stack runs in-process here (moto and workers are still processes).
+binary bodies. The stack runs in-process here (its emulators and workers are processes).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ Resources:
 @dataclass
 class Running:
     api: str
-    moto: str
+    aws: str  # MiniStack's endpoint
     queues: dict[str, str]
     log: io.StringIO
 
@@ -152,7 +152,6 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         StackConfig(
             template=root / "template.yaml",
             port=0,
-            moto_port=0,
             pollers=1,
             visibility_timeout_s=1,
             store_master_csv=None,
@@ -194,7 +193,7 @@ def test_proxy_event_context_and_environment(running: Running) -> None:
     assert context["invoked_function_arn"].endswith(":function:retail-pulse-local-Echo")
     assert context["log_group_name"] == "/aws/lambda/retail-pulse-local-Echo"
     assert 0 < context["remaining_ms"] <= 5000
-    assert env["AWS_ENDPOINT_URL"] == running.moto
+    assert env["AWS_ENDPOINT_URL"] == running.aws
     assert env["WORK_QUEUE_URL"] == running.queues["Work"]
     assert env["OWN"] == "mine"
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
@@ -251,7 +250,7 @@ def test_body_over_10_mb_is_413(running: Running) -> None:
 
 
 def test_sqs_partial_failures_stay_and_reach_the_dead_letter_queue(running: Running) -> None:
-    sqs = client("sqs", running.moto)
+    sqs = client("sqs", running.aws)
     sqs.send_message(
         QueueUrl=running.queues["Work"],
         MessageBody="ok",

@@ -1,7 +1,8 @@
 """The local stack reads template.yaml as CloudFormation and SAM would.
 
 Checked two ways: against the template parsed independently (cfn-lint's decoder), and
-against the tables and queues the stack really creates in a running moto. Then the
+against the tables and queues the stack really creates in its running emulators (DynamoDB
+Local, MiniStack). Then the
 intrinsic functions, one by one, on small inline templates.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode
 
-from local_stack.aws import client
+from local_stack.aws import Emulators, client
 from local_stack.model import StackModel
 from local_stack.stack import LocalStack, StackConfig
 from local_stack.template import (
@@ -55,12 +56,12 @@ def _of_type(raw: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def running() -> Iterator[tuple[StackModel, str]]:
-    """moto with the template's tables and queues; no functions."""
-    stack = LocalStack(StackConfig(moto_port=0, allowed_private_hosts="127.0.0.1:9"))
+def running() -> Iterator[tuple[StackModel, Emulators]]:
+    """The emulators with the template's tables and queues; no functions."""
+    stack = LocalStack(StackConfig(allowed_private_hosts="127.0.0.1:9"))
     try:
         model = stack.start_aws()
-        yield model, stack.moto.url
+        yield model, stack.aws
     finally:
         stack.stop()
 
@@ -70,10 +71,10 @@ def test_loader_agrees_with_cfn_lint(raw: dict[str, Any]) -> None:
 
 
 def test_every_table_exists_with_its_keys_and_indexes(
-    raw: dict[str, Any], running: tuple[StackModel, str]
+    raw: dict[str, Any], running: tuple[StackModel, Emulators]
 ) -> None:
-    model, moto_url = running
-    dynamodb = client("dynamodb", moto_url)
+    model, aws = running
+    dynamodb = client("dynamodb", aws.dynamodb_url)
     tables = _of_type(raw, "AWS::DynamoDB::Table")
     assert {t.logical_id for t in model.tables} == set(tables)
     assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(t.name for t in model.tables)
@@ -84,7 +85,9 @@ def test_every_table_exists_with_its_keys_and_indexes(
         assert sorted(described["AttributeDefinitions"], key=str) == sorted(
             declared["AttributeDefinitions"], key=str
         )
-        assert described["TableArn"] == table.arn
+        # DynamoDB Local's ARNs are its own (region ddblocal, account 000000000000): only
+        # the table part is the template's; nothing the functions run reads a table's ARN.
+        assert described["TableArn"].split(":")[-1] == table.arn.split(":")[-1]
         if "BillingMode" in declared:
             assert described["BillingModeSummary"]["BillingMode"] == declared["BillingMode"]
         for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
@@ -98,17 +101,15 @@ def test_every_table_exists_with_its_keys_and_indexes(
         if ttl:
             status = dynamodb.describe_time_to_live(TableName=table.name)
             assert status["TimeToLiveDescription"]["AttributeName"] == ttl["AttributeName"]
-        sse = declared.get("SSESpecification")
-        if sse and sse["SSEEnabled"]:  # WebhookSecretsTable: KMS at rest, as the template says
-            assert described["SSEDescription"]["SSEType"] == sse["SSEType"]
-            assert described["SSEDescription"]["Status"] == "ENABLED"
+        # (SSESpecification: DynamoDB Local takes it and describes none; the template's
+        # KMS at rest is checked by tests/unit/test_template.py.)
 
 
 def test_every_queue_exists_with_visibility_retention_and_redrive(
-    raw: dict[str, Any], running: tuple[StackModel, str]
+    raw: dict[str, Any], running: tuple[StackModel, Emulators]
 ) -> None:
-    model, moto_url = running
-    sqs = client("sqs", moto_url)
+    model, aws = running
+    sqs = client("sqs", aws.url)
     queues = _of_type(raw, "AWS::SQS::Queue")
     by_id = {q.logical_id: q for q in model.queues}
     assert set(by_id) == set(queues)
@@ -135,13 +136,15 @@ def test_every_queue_exists_with_visibility_retention_and_redrive(
             assert order.index(target) < order.index(logical_id)
 
 
-def _expected_env_value(raw: dict[str, Any], value: Any, model: StackModel, moto_url: str) -> str:
+def _expected_env_value(raw: dict[str, Any], value: Any, model: StackModel, aws: Emulators) -> str:
     """What an environment value of the template must become, worked out independently."""
     if isinstance(value, str):
         return value
     name = value["Ref"]
     if name == "AwsEndpointUrl":
-        return moto_url
+        return aws.url
+    if name == "AwsDynamoDbEndpointUrl":
+        return aws.dynamodb_url
     if name == "AllowedPrivateHosts":
         return "127.0.0.1:9"  # exactly what the person running the stack allowed
     if name in raw.get("Parameters", {}):
@@ -150,7 +153,7 @@ def _expected_env_value(raw: dict[str, Any], value: Any, model: StackModel, moto
     if kind == "AWS::DynamoDB::Table":
         return f"{model.stack_name}-{name}"
     if kind == "AWS::SQS::Queue":
-        return f"{moto_url}/123456789012/{model.stack_name}-{name}"
+        return f"{aws.url}/123456789012/{model.stack_name}-{name}"
     if kind == "AWS::SecretsManager::Secret":
         return f"{model.stack_name}-{name}"  # the name the local stack creates it under
     if kind == "AWS::S3::Bucket":
@@ -159,9 +162,9 @@ def _expected_env_value(raw: dict[str, Any], value: Any, model: StackModel, moto
 
 
 def test_every_function_has_its_merged_resolved_environment(
-    raw: dict[str, Any], running: tuple[StackModel, str]
+    raw: dict[str, Any], running: tuple[StackModel, Emulators]
 ) -> None:
-    model, moto_url = running
+    model, aws = running
     functions = _of_type(raw, "AWS::Serverless::Function")
     specs = {f.logical_id: f for f in model.functions()}
     assert set(specs) == set(functions)
@@ -172,14 +175,14 @@ def test_every_function_has_its_merged_resolved_environment(
         spec = specs[logical_id]
         declared = {**global_env, **props.get("Environment", {}).get("Variables", {})}
         assert spec.environment == {
-            k: _expected_env_value(raw, v, model, moto_url) for k, v in declared.items()
+            k: _expected_env_value(raw, v, model, aws) for k, v in declared.items()
         }
         assert spec.code_dir == (ROOT / props["CodeUri"]).resolve()
         assert spec.handler == props["Handler"]
         assert spec.timeout_s == props.get("Timeout", globals_.get("Timeout", 3))
         assert spec.memory_mb == props.get("MemorySize", globals_.get("MemorySize", 128))
-    queue_urls = set(client("sqs", moto_url).list_queues()["QueueUrls"])
-    table_names = set(client("dynamodb", moto_url).list_tables()["TableNames"])
+    queue_urls = set(client("sqs", aws.url).list_queues()["QueueUrls"])
+    table_names = set(client("dynamodb", aws.dynamodb_url).list_tables()["TableNames"])
     for spec in specs.values():
         for key, value in spec.environment.items():
             if key.endswith("_QUEUE_URL"):
@@ -196,7 +199,7 @@ def _parameter_value(raw: dict[str, Any], value: Any) -> Any:
 
 
 def test_every_api_route_and_sqs_source(
-    raw: dict[str, Any], running: tuple[StackModel, str]
+    raw: dict[str, Any], running: tuple[StackModel, Emulators]
 ) -> None:
     model, _ = running
     want_routes, want_sources = set(), set()

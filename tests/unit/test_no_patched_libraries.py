@@ -36,34 +36,9 @@ FIRST_PARTY = frozenset(
 PATCHING = ("unittest.mock.patch", "mock.patch")
 
 # (module, what it patches): the offences still there. Strike an entry when its patch goes.
-_MOTO_LOCKING = "local_stack/moto_locking.py"
-_MOTO_TRANSACTIONS = "local_stack/moto_transactions.py"
-ALLOWED: dict[tuple[str, str], str] = {
-    # Issue 25 point 2 (DynamoDB and SQS from an emulator as it ships: DynamoDB Local in
-    # every mode, moto's server or MiniStack unpatched) removes moto_locking.py's patches:
-    # the lock around DynamoDB, and SQS made O(1) in the queue's length.
-    (_MOTO_LOCKING, "moto.dynamodb.responses.DynamoHandler.call_action"): "issue 25.2",
-    (_MOTO_LOCKING, "moto.sqs.models.Message.visible"): "issue 25.2",
-    (_MOTO_LOCKING, "moto.sqs.models.Message.delayed"): "issue 25.2",
-    (_MOTO_LOCKING, "moto.sqs.models.Queue.attributes"): "issue 25.2",
-    (_MOTO_LOCKING, "moto.sqs.models.SQSBackend.send_message"): "issue 25.2",
-    (
-        _MOTO_LOCKING,
-        "moto.sqs.models.SQSBackend.is_message_valid_based_on_retention_period",
-    ): "issue 25.2",
-    (_MOTO_LOCKING, "moto.sqs.models.Queue.delete_message"): "issue 25.2",
-    # Issue 25 point 2 too: moto's transactions (its deep copy, its TransactWriteItems).
-    (_MOTO_TRANSACTIONS, "moto.dynamodb.models.copy"): "issue 25.2",
-    (_MOTO_TRANSACTIONS, "moto.dynamodb.models.DynamoDBBackend.transact_write_items"): (
-        "issue 25.2"
-    ),
-    # Issue 25 point 2: moto's server with its own run_simple (the DynamoDB router that
-    # rewrites ConsumedCapacity and x-amz-crc32 goes with DynamoDB Local in every mode).
-    ("local_stack/dynamodb_local.py", "moto.server.run_simple"): "issue 25.2",
-    # Issue 25 point 2 (EventBridge as it ships): moto's PutEvents wrapped for the 256 KB
-    # entry limit.
-    ("local_stack/events.py", "moto.events.models.EventsBackend.put_events"): "issue 25.2",
-}
+# Empty since issue 25: the local stack's AWS is DynamoDB Local and MiniStack as they ship
+# (local_stack/aws.py), and the download deadline uses urllib3's public interface.
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
