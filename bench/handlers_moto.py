@@ -35,7 +35,6 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 import boto3
 from moto import mock_aws
 
-from local_stack.moto_locking import patch_moto
 from retail_pulse.settings import get_settings
 from tests.support.events import api_event, sqs_event
 from tests.support.handlers import FakeContext, load_handler
@@ -99,7 +98,6 @@ def batch_of_ten(server: ImageServer) -> tuple[float, float]:
 
 
 def main() -> None:
-    patch_moto()
     server = ImageServer().start()
     os.environ["ALLOWED_PRIVATE_HOSTS"] = server.host_port
     get_settings.cache_clear()

@@ -1,7 +1,8 @@
 """`python -m bench.ingest`: the ingest function's memory and speed on an upload job of
 10,000 and 100,000 images with 1.3 KB presigned-style URLs (a 130 MB body at 100,000).
 
-For each size: a fresh moto server (S3, SQS, DynamoDB) in this process; the body written to
+For each size: fresh emulators, as the local stack runs them (local_stack/aws.py: MiniStack
+for S3 and SQS, DynamoDB Local); the body written to
 a file and uploaded with the presigned POST POST /api/uploads gives (jobs/uploads.py), then
 submitted by its upload_id; then the ingest function's handler runs in a subprocess of its
 own, as Lambda runs it, and reports its peak RSS (VmHWM: the function's memory, not the
@@ -173,16 +174,12 @@ def _rss_now_mb(field: str = "VmRSS") -> float:
 
 
 def run_size(images: int, workdir: Path) -> dict[str, Any]:
-    from moto.server import ThreadedMotoServer
+    from local_stack.aws import Emulators
 
-    from local_stack.moto_locking import patch_moto
-
-    patch_moto()  # as the local stack's moto: atomic DynamoDB, SQS sends O(1) in queue length
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = Emulators()
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    os.environ.update(ENV, AWS_ENDPOINT_URL=endpoint)
+    endpoint = server.url
+    os.environ.update(ENV, AWS_ENDPOINT_URL=endpoint, AWS_ENDPOINT_URL_DYNAMODB=server.dynamodb_url)
     for variable, name in QUEUES.items():
         os.environ[variable] = f"{endpoint}/123456789012/{name}"
     try:

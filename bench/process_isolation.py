@@ -65,9 +65,6 @@ class Moto:
         import boto3
         from moto import mock_aws
 
-        from local_stack.moto_locking import patch_moto
-
-        patch_moto()
         self._mock = mock_aws()
         self._mock.start()
         from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS, StoreRecord

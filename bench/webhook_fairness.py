@@ -168,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     from moto import mock_aws
 
     from local_stack.event_sources import sqs_record
-    from local_stack.moto_locking import patch_moto
     from retail_pulse.settings import get_settings
     from tests.support.handlers import FakeContext
     from tests.support.webhook_receiver import HangingReceiver, Receiver
@@ -181,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
         "Receiver": Receiver,
     }
     with mock_aws():
-        patch_moto()  # atomic DynamoDB requests, as in AWS and the tests
         sqs = _create_resources(boto3)
         app = _load_webhook_function(root)
         warm_up(app, sqs, support)
