@@ -179,6 +179,9 @@ class Emulators:
             "MINISTACK_HOST": "127.0.0.1",
             "MINISTACK_ACCOUNT_ID": ACCOUNT_ID,
             "LOG_LEVEL": "WARNING",
+            # Its root caller's keys: it checks presigned S3 URLs (the exports' downloads)
+            # against them, and the functions sign with these.
+            **DUMMY_CREDENTIALS,
         }
         # Its own process group: `stop` ends the group, whatever workers it started.
         self._ministack = subprocess.Popen(
