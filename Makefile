@@ -20,7 +20,7 @@ SAM := $(SAM_VENV)/bin/sam
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 PYTEST_WORKERS ?= 2
 
-.PHONY: install sam ministack java run test test-deployed test-e2e-local test-fast lint format check-template openapi bench soak clean
+.PHONY: install venvs sam ministack java run test test-deployed test-e2e-local test-fast lint format check-template openapi bench soak clean
 
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,18 +81,23 @@ format: install
 check-template: install $(SAM) $(CHECKOV)
 	SAM=$(SAM) VENV=$(VENV) CHECKOV=$(CHECKOV) scripts/check_template.sh
 
-# Unit and integration tests in parallel, then each end-to-end test once: the whole suite
-# against the template deployed onto MiniStack, and on the local stack those of what only it
-# has (marked local_stack). Without python3.13 the whole suite runs on the local stack.
-# pytest exits 5 when it collects nothing, which fails the target.
-test: install ministack java $(SAM) lint
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not e2e"
+# Every virtualenv the tests need, made side by side: each is mostly waiting on downloads.
+venvs:
+	$(MAKE) --no-print-directory -j4 --output-sync=target install ministack $(SAM) $(CHECKOV)
+
+# The virtualenvs, lint; unit and integration tests in parallel, side by side with the
+# template checks (sam build waits on downloads); then each end-to-end test once: the whole
+# suite against the template deployed onto MiniStack, and on the local stack those of what
+# only it has (marked local_stack). Without python3.13 the whole suite runs on the local
+# stack. pytest exits 5 when it collects nothing, which fails the target.
+test: java venvs
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-fast check-template
 ifeq ($(PYTHON313),)
 	$(PY) -m pytest -m e2e
 else
 	$(PY) -m pytest -m "e2e and local_stack"
 endif
-	$(MAKE) --no-print-directory check-template
 	$(MAKE) --no-print-directory test-deployed
 
 # The whole end-to-end suite on the local stack (make test runs most of it on MiniStack).
