@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from retail_pulse.data.models import JobRecord, connection
+from retail_pulse.data.recount import recount_job
 from retail_pulse.jobs import ingest as ingest_use_case
 from retail_pulse.jobs.reconcile import reconcile
 from retail_pulse.settings import get_settings
@@ -306,3 +307,70 @@ def test_an_ingest_whose_message_was_lost_goes_on_where_it_stopped(aws, call_api
     assert run_ingest(aws) == 1
     assert image_indexes(aws) == Counter(range(1_000, 2_500))
     assert JobRecord.get(job_id, consistent_read=True).ingesting is None
+
+
+def lost_count(call_api: Any, aws: Any, image_server: Any) -> tuple[str, list[Any]]:
+    """A job of 10 whose first 8 images succeeded but whose counter lost 3 of them (a
+    filing gone when it closed, marked for a recount); its last 2 deliveries, unprocessed."""
+    urls = [image_server.url(f"/img/{100 + i}x50.jpg") for i in range(10)]
+    result = call_api("POST", "/api/submit/", body=job(visit(BHARAT, urls)))
+    assert result.status_code == 201, result.body
+    job_id = str(result.body["job_id"])
+    pipeline = Pipeline(aws)
+    deliveries = pipeline.receive()
+    index = {json.loads(d.body)["image_index"]: d for d in deliveries}
+    pipeline.drain([index[i] for i in range(8)])
+    connection().client.update_item(
+        TableName=get_settings().jobs_table,
+        Key={"job_id": {"S": job_id}},
+        UpdateExpression="SET succeeded = :lost, recount_due = :now",
+        ExpressionAttributeValues={":lost": {"N": "5"}, ":now": {"S": "2026-12-07T00:00:00"}},
+    )
+    age_job(job_id, created_ago=SOFT, progressed_ago=timedelta(0))
+    return job_id, [index[8], index[9]]
+
+
+def test_a_recount_goes_page_by_page_and_a_death_between_pages_counts_nothing_twice(
+    aws, call_api, image_server
+):
+    job_id, rest = lost_count(call_api, aws, image_server)
+
+    # The pass's look at its clock before the job, before page one, then it dies before two.
+    with pytest.raises(InvocationDied):
+        reconcile(time_left_s=DiesAt(checks=3))
+    half = JobRecord.get(job_id, consistent_read=True)
+    assert half.succeeded == 5  # not corrected before the whole recount is over
+    item = connection().client.get_item(
+        TableName=get_settings().jobs_table, Key={"job_id": {"S": job_id}}, ConsistentRead=True
+    )["Item"]
+    assert (item["recount_next"]["N"], item["recount_succeeded"]["N"]) == (str(PAGE), str(PAGE))
+
+    report = reconcile(time_left_s=DiesAt())  # goes on from page two
+
+    assert (report.recounted_jobs, report.recount_correction) == (1, 3)
+    assert JobRecord.get(job_id, consistent_read=True).succeeded == 8
+    assert reconcile().recounted_jobs == 0  # its mark is off: nothing more to repair
+    Pipeline(aws).drain(rest)
+    record = assert_accounted(job_id)
+    assert (record.succeeded, record.failed) == (10, 0)
+
+
+def test_a_recount_whose_job_moves_between_pages_begins_again(aws, call_api, image_server):
+    job_id, rest = lost_count(call_api, aws, image_server)
+    looks = 0
+
+    def an_image_filed_between_pages() -> bool:
+        nonlocal looks
+        looks += 1
+        if looks == 2:  # after page one: image 9 filed, the job's books move
+            Pipeline(aws).drain([rest[1]])
+        return False
+
+    assert recount_job(job_id, an_image_filed_between_pages) is None
+    assert JobRecord.get(job_id, consistent_read=True).succeeded == 6  # left as it was
+
+    assert recount_job(job_id) == 3  # from the first page again: 9 final records
+    assert JobRecord.get(job_id, consistent_read=True).succeeded == 9
+    Pipeline(aws).drain([rest[0]])
+    record = assert_accounted(job_id)
+    assert (record.succeeded, record.failed) == (10, 0)

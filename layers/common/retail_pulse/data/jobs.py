@@ -11,7 +11,7 @@ import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -549,7 +549,7 @@ def _filing_gone(job_id: str, filing_id: str, tally: Tally, residual: Sequence[i
         logger.exception("job not marked for a recount", extra={"job_id": job_id})
 
 
-# Set on a job whose counters may have missed a filing (_filing_gone): recount_job clears it.
+# Set on a job whose counters may have missed a filing (_filing_gone): data/recount.py clears it.
 _RECOUNT_DUE = "recount_due"
 
 
@@ -560,7 +560,7 @@ class Upkeep:
     job: Job | None  # as it stands after (None: no such job)
     counted: int = 0  # images of dead invocations' filings, counted now
     open_filings: int = 0  # filings left open on it (their invocations may still run)
-    recount_due: bool = False  # a filing was gone when it closed: recount_job it
+    recount_due: bool = False  # a filing was gone when it closed: recount it (data/recount.py)
 
 
 def close_stale_filings(job_id: str, opened_before: datetime) -> Upkeep:
@@ -602,98 +602,6 @@ def close_stale_filings(job_id: str, opened_before: datetime) -> Upkeep:
     if closed:
         return Upkeep(get_job(job_id), counted, still_open, due)
     return Upkeep(_job(JobRecord.from_raw_data(item)) if item else None, counted, still_open, due)
-
-
-def _books(item: dict[str, Any]) -> tuple[Tally, dict[str, str]]:
-    """A job item's counters and its open filings (each filing's images)."""
-    tally = Tally(
-        int(item.get("succeeded", {}).get("N", 0)),
-        int(item.get("failed", {}).get("N", 0)),
-        int(item.get("cancelled", {}).get("N", 0)),
-    )
-    filings = {
-        name: value["M"]["images"]["S"]
-        for name, value in item.items()
-        if name.startswith(_FILING_PREFIX)
-    }
-    return tally, filings
-
-
-def recount_job(job_id: str) -> int | None:
-    """Set the job's counters to what its image records say: every final record counts,
-    but those an open filing wrote and has not counted yet (its close will). The repair of
-    a count a filing lost (_filing_gone). Returns how many images that added (negative if
-    it took some away), or None when the job changed during the recount (try again later).
-
-    Consistent without a lock: the job is read before and after its records, and must not
-    have changed between (no count moved, no filing opened or closed); the new counters are
-    written only if the counters and open filings are still those read. A record written
-    after the records were read belongs to a filing opened after the first read (then the
-    two reads differ), or to one still open (not counted here either).
-    """
-    before = _raw_job(job_id)
-    if not before:
-        return 0
-    records = list(
-        ImageRecord.query(
-            job_id,
-            range_key_condition=ImageRecord.image_index >= 0,
-            consistent_read=True,
-            attributes_to_get=["job_id", "image_index", "state", "filed_by"],
-        )
-    )
-    after = _raw_job(job_id)
-    counted, filings = _books(after)
-    if not after or _books(before) != (counted, filings):
-        return None
-    waiting = {
-        (name[len(_FILING_PREFIX) :], index)
-        for name, images in filings.items()
-        for index in parse_index_ranges(images)
-    }
-    found = Tally.of(
-        cast(ImageState, record.state)
-        for record in records
-        if record.state != PENDING and (record.filed_by, int(record.image_index)) not in waiting
-    )
-    if found == counted and _RECOUNT_DUE not in after:
-        return 0
-    if not _set_counters(job_id, found, counted, filings):
-        return None
-    return sum(astuple(found)) - sum(astuple(counted))
-
-
-def _set_counters(job_id: str, found: Tally, counted: Tally, filings: dict[str, str]) -> bool:
-    """Set the job's counters to `found` (and clear its recount mark) if its counters are
-    still `counted` and its open filings still `filings`; False if they moved."""
-    names = {"#due": _RECOUNT_DUE}
-    values: dict[str, Any] = {}
-    conditions = []
-    for field_name in ("succeeded", "failed", "cancelled"):
-        now_n, was_n = getattr(found, field_name), getattr(counted, field_name)
-        values[f":{field_name}"] = {"N": str(now_n)}
-        values[f":{field_name}_was"] = {"N": str(was_n)}
-        was = f"{field_name} = :{field_name}_was"
-        conditions.append(f"({was} OR attribute_not_exists({field_name}))" if not was_n else was)
-    for i, (name, images) in enumerate(filings.items()):
-        names[f"#f{i}"] = name
-        values[f":f{i}"] = {"S": images}
-        conditions.append(f"#f{i}.images = :f{i}")
-    try:
-        connection().client.update_item(
-            TableName=get_settings().jobs_table,
-            Key={"job_id": {"S": job_id}},
-            UpdateExpression="SET succeeded = :succeeded, failed = :failed, "
-            "cancelled = :cancelled REMOVE #due",
-            ConditionExpression="attribute_exists(job_id) AND " + " AND ".join(conditions),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
 
 
 def index_ranges(indexes: Iterable[int]) -> str:

@@ -41,11 +41,11 @@ from retail_pulse.data.jobs import (
     mark_finished,
     note_requeued,
     record_outcome,
-    recount_job,
     settle,
     unfinished_jobs,
 )
 from retail_pulse.data.queue import enqueue_images
+from retail_pulse.data.recount import recount_job
 from retail_pulse.domain import Image, ImageCancelled, ImageFailure, ImageResult, Job
 from retail_pulse.jobs.finish import emit_job_finished, finish_job
 from retail_pulse.jobs.messages import ImageMessage, is_express
@@ -116,6 +116,7 @@ class _Pass:
     soft_cutoff: datetime
     hard_cutoff: datetime
     report: ReconcileReport
+    out_of_time: Callable[[], bool]
     sweeps: list[tuple[Job, str, int]] = field(default_factory=list)
 
 
@@ -129,13 +130,14 @@ def reconcile(
     soft_cutoff = now - timedelta(seconds=settings.reconcile_after_s)
     hard_cutoff = now - timedelta(seconds=settings.job_hard_deadline_s)
     report = ReconcileReport()
-    run = _Pass(now, soft_cutoff, hard_cutoff, report)
     owed: list[Job] = []
 
     def out_of_time() -> bool:
         if time_left_s is not None and time_left_s() < _RESERVE_S:
             report.out_of_time = True
         return report.out_of_time
+
+    run = _Pass(now, soft_cutoff, hard_cutoff, report, out_of_time)
 
     rotation = int(now.timestamp() // _PASS_S)
     for job_id in unfinished_jobs(created_before=soft_cutoff, rotation=rotation):
@@ -164,7 +166,7 @@ def _visit(job_id: str, run: _Pass) -> Job | None:
         logger.warning("stale filing counted", extra={"job_id": job_id, "images": upkeep.counted})
     job = upkeep.job
     if upkeep.recount_due:
-        job = _recount(job_id, "a filing was gone when it closed", report) or job
+        job = _recount(job_id, "a filing was gone when it closed", run) or job
     if job is None:
         return None
     if job.finished_at is not None:
@@ -234,7 +236,7 @@ def _sweep_step(run: _Pass, job: Job, kind: str, open_filings: int) -> bool:
         done = step(job, kind, _requeue_page)
         report.requeued_images += done.acted
         if done.total is not None:
-            _requeued(job, done.total, open_filings, report)
+            _requeued(job, done.total, open_filings, run)
     elif kind == EXPIRE:
         done = step(job, kind, _expire_page)
         report.expired_images += done.acted
@@ -249,12 +251,14 @@ def _sweep_step(run: _Pass, job: Job, kind: str, open_filings: int) -> bool:
     return done.more
 
 
-def _recount(job_id: str, why: str, report: ReconcileReport) -> Job | None:
-    """Set the job's counters from its records; the job as it stands then, or None if it
-    changed meanwhile (the next pass tries again)."""
-    correction = recount_job(job_id)
+def _recount(job_id: str, why: str, run: _Pass) -> Job | None:
+    """Set the job's counters from its records, page by page while the pass has time; the
+    job as it stands then, or None if the recount is not over (the job moved meanwhile, or
+    the time ran out: the next pass begins again, or goes on from its place)."""
+    report = run.report
+    correction = recount_job(job_id, run.out_of_time)
     if correction is None:
-        logger.info("job recount deferred: the job is moving", extra={"job_id": job_id})
+        logger.info("job recount not over: moving, or out of time", extra={"job_id": job_id})
         return None
     if correction:
         report.recounted_jobs += 1
@@ -376,13 +380,13 @@ def _requeue_page(job: Job, page: PendingPage, first: int, last: int) -> int:
     return len(page.pending)
 
 
-def _requeued(job: Job, images: int, open_filings: int, report: ReconcileReport) -> None:
+def _requeued(job: Job, images: int, open_filings: int, run: _Pass) -> None:
     """A stuck job's requeue is over, all its pages: the next waits a whole soft deadline.
     Short of its total with nothing pending and nothing open: a count was lost."""
     note_requeued(job.job_id)
     logger.warning("stuck job requeued", extra={"job_id": job.job_id, "images": images})
     if not images and not open_filings:
-        _recount(job.job_id, "stuck with no image pending", report)
+        _recount(job.job_id, "stuck with no image pending", run)
 
 
 def _expire_page(job: Job, page: PendingPage, first: int, last: int) -> int:
