@@ -104,7 +104,8 @@ def _reads(call: Any) -> tuple[Any, float, dict[str, int]]:
 
 
 def measure(name: str, images: int, error_of: Any) -> dict[str, Any]:
-    from retail_pulse.data.jobs import failed_images, get_job
+    from retail_pulse.data.image_records import failed_images
+    from retail_pulse.data.jobs import get_job
     from retail_pulse.jobs.status import status_document, status_of
 
     job_id = _failed_job(images, error_of)

@@ -29,13 +29,7 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from retail_pulse.data.jobs import (
-    STALE_FILING_S,
-    Filed,
-    Filing,
-    file_outcomes,
-    parse_index_ranges,
-)
+from retail_pulse.data.filing import STALE_FILING_S, Filed, Filing, file_outcomes
 from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import (
     CANCELLED,
@@ -46,6 +40,7 @@ from retail_pulse.data.models import (
     JobRecord,
     connection,
 )
+from retail_pulse.data.ranges import parse_index_ranges
 from retail_pulse.domain import ImageSuccess
 from retail_pulse.jobs.reconcile import reconcile
 from retail_pulse.settings import get_settings
@@ -427,12 +422,12 @@ def test_a_crash_between_the_image_writes_and_the_close_is_counted_by_the_reconc
     batch comes back and finds every image filed (duplicates, not counted again), so the job
     stays short until the reconciler closes the filing; and not before it is STALE_FILING_S
     old, since its invocation might still be running until then."""
-    from retail_pulse.data import jobs
+    from retail_pulse.data import filing
 
     job_id = submit(call_api, urls(image_server, 5)).body["job_id"]
     batch = Pipeline(aws).receive()
     with monkeypatch.context() as patch:
-        patch.setattr(jobs, "_close_filing", dies)
+        patch.setattr(filing, "_close_filing", dies)
         invoke_process(batch)  # its answer is lost with the environment
     ((filing_id, (opened, held)),) = filings_open(job_id).items()
     assert held == [0, 1, 2, 3, 4]
@@ -479,12 +474,12 @@ def test_a_crash_between_the_image_writes_and_the_close_is_counted_by_the_reconc
 def test_a_fault_closing_a_stale_filing_is_retried_by_the_next_pass_and_counted_once(
     aws, stores, call_api, image_server, monkeypatch, fault
 ):
-    from retail_pulse.data import jobs
+    from retail_pulse.data import filing
 
     job_id = submit(call_api, urls(image_server, 5)).body["job_id"]
     batch = Pipeline(aws).receive()
     with monkeypatch.context() as patch:
-        patch.setattr(jobs, "_close_filing", dies)
+        patch.setattr(filing, "_close_filing", dies)
         invoke_process(batch)  # died before closing its filing
     ((_, (opened, _)),) = filings_open(job_id).items()
     age_job(job_id, created_ago=timedelta(seconds=get_settings().reconcile_after_s + 60))
@@ -568,13 +563,13 @@ def test_a_redelivery_while_the_first_delivery_runs_counts_once(
     """SQS redelivers a message whose first delivery is still running (a visibility timeout
     shorter than the work): both invocations measure the image, both write it at the same
     moment. One write wins; the other finds it a duplicate."""
-    from retail_pulse.data import jobs
+    from retail_pulse.data import filing
 
     job_id = submit(call_api, urls(image_server, 1)).body["job_id"]
     (delivery,) = Pipeline(aws).receive()
     both_measured = threading.Barrier(2, timeout=30)
     written: list[str] = []
-    real_write = jobs._file_image
+    real_write = filing._file_image
 
     def at_the_same_moment(filing: Filing, *args: Any) -> str:
         both_measured.wait()
@@ -582,7 +577,7 @@ def test_a_redelivery_while_the_first_delivery_runs_counts_once(
         written.append(result)
         return result
 
-    monkeypatch.setattr(jobs, "_file_image", at_the_same_moment)
+    monkeypatch.setattr(filing, "_file_image", at_the_same_moment)
     answers: list[list[Delivery]] = []
     threads = [
         threading.Thread(target=lambda d=d: answers.append(invoke_process([d])))
@@ -603,7 +598,7 @@ def test_a_batch_redelivered_while_its_first_delivery_runs_counts_once(
     """Two invocations hold the same batch (a visibility timeout shorter than the work) and
     file it at once: for every image, both filings' writes are sent at the same moment. One
     write of each wins; the other filing finds it a duplicate. Counted once, finished once."""
-    from retail_pulse.data import jobs
+    from retail_pulse.data import filing
     from retail_pulse.jobs import process
 
     job_id = submit(call_api, urls(image_server, 5)).body["job_id"]
@@ -611,7 +606,7 @@ def test_a_batch_redelivered_while_its_first_delivery_runs_counts_once(
     copies = [Delivery(d.body, receive_count=2) for d in batch]
     side_by_side = {index: threading.Barrier(2, timeout=30) for index in range(5)}
     results: list[Filed] = []
-    real_write, real_file = jobs._file_image, process.file_outcomes
+    real_write, real_file = filing._file_image, process.file_outcomes
 
     def write(filing: Filing, *args: Any) -> str:
         side_by_side[filing.image.image_index].wait()
@@ -622,7 +617,7 @@ def test_a_batch_redelivered_while_its_first_delivery_runs_counts_once(
         results.append(filed)
         return filed
 
-    monkeypatch.setattr(jobs, "_file_image", write)
+    monkeypatch.setattr(filing, "_file_image", write)
     monkeypatch.setattr(process, "file_outcomes", file)
     answers: list[list[Delivery]] = []
     threads = [

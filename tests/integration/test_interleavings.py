@@ -35,11 +35,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from retail_pulse.data import jobs as jobs_data
+from retail_pulse.data import filing as filing_data
 from retail_pulse.data.events import PublishError
-from retail_pulse.data.jobs import Filing, create_job, file_outcomes, get_job, parse_index_ranges
+from retail_pulse.data.filing import Filing, file_outcomes
+from retail_pulse.data.jobs import create_job, get_job
 from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import PENDING, ImageRecord, connection
+from retail_pulse.data.ranges import parse_index_ranges
 from retail_pulse.domain import (
     DEFAULT_TENANT,
     Image,
@@ -159,9 +161,9 @@ class JobInterleavings(RuleBasedStateMachine):
     def _dying_at(self, crash: str) -> Iterator[None]:
         patches = []
         if crash == "opened":
-            patches.append(mock.patch.object(jobs_data, "_file_image", side_effect=Crash()))
+            patches.append(mock.patch.object(filing_data, "_file_image", side_effect=Crash()))
         elif crash == "written":
-            patches.append(mock.patch.object(jobs_data, "_close_filing", side_effect=Crash()))
+            patches.append(mock.patch.object(filing_data, "_close_filing", side_effect=Crash()))
         self.bus.crash = crash
         try:
             for patch in patches:

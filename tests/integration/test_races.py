@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from retail_pulse.data.jobs import STALE_FILING_S, Filing, create_job, file_outcomes, get_job
+from retail_pulse.data.filing import STALE_FILING_S, Filing, file_outcomes
+from retail_pulse.data.jobs import create_job, get_job
 from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import FAILED, JobRecord, connection
 from retail_pulse.data.queue import EnqueueError
@@ -226,7 +227,7 @@ def test_a_retry_racing_the_slow_emitter_of_the_failure_loses_no_count(
     """The invocation that failed the job publishes slowly. Meanwhile the client retries and
     the retried image is filed; the emitter then marks its event out while that image's
     filing is open. The filing must survive it, and its close count the image."""
-    from retail_pulse.data import jobs
+    from retail_pulse.data import filing
 
     job_id = submit(call_api, 2).body["job_id"]
     aws.queued_messages()
@@ -241,14 +242,14 @@ def test_a_retry_racing_the_slow_emitter_of_the_failure_loses_no_count(
     assert len(aws.queued_messages()) == 1
 
     written, close = threading.Event(), threading.Event()
-    real_close = jobs._close_filing
+    real_close = filing._close_filing
 
     def close_later(*args: Any, **kwargs: Any) -> Any:
         written.set()
         assert close.wait(30)
         return real_close(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "_close_filing", close_later)
+    monkeypatch.setattr(filing, "_close_filing", close_later)
     retry_delivery = threading.Thread(target=lambda: file(job_id, {1: success()}))
     retry_delivery.start()
     reach(written, "the retried image written, its filing open")
@@ -259,7 +260,7 @@ def test_a_retry_racing_the_slow_emitter_of_the_failure_loses_no_count(
     assert len(open_filings(job_id)) == 1, "the emitter removed a filing it did not open"
     close.set()
     retry_delivery.join(30)
-    monkeypatch.setattr(jobs, "_close_filing", real_close)
+    monkeypatch.setattr(filing, "_close_filing", real_close)
     finish_job(job_id)
 
     record = assert_accounted(job_id)
@@ -430,14 +431,14 @@ def test_a_filing_closed_under_its_invocation_is_reported_and_recounted(
     passed) between the invocation's first and second image write. The invocation then
     writes the second image and closes: the filing is gone, its count would be lost. The
     close says so, and the next pass recounts the job from its records."""
-    from retail_pulse.data import jobs
+    from retail_pulse.data import filing
 
     job_id = submit(call_api, 2).body["job_id"]
     aws.queued_messages()
     age_job(job_id, created_ago=timedelta(minutes=30))
     images = submitted_images(job_id)
     first_written, second = threading.Event(), threading.Event()
-    real_write = jobs._file_image
+    real_write = filing._file_image
 
     def write(filing: Filing, *args: Any) -> str:
         if filing.image.image_index == 1:
@@ -445,7 +446,7 @@ def test_a_filing_closed_under_its_invocation_is_reported_and_recounted(
             assert second.wait(30)
         return real_write(filing, *args)
 
-    monkeypatch.setattr(jobs, "_file_image", write)
+    monkeypatch.setattr(filing, "_file_image", write)
     delivery = threading.Thread(
         target=lambda: file_outcomes(job_id, [Filing(images[i], success(), 1) for i in (0, 1)])
     )

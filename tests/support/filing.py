@@ -3,7 +3,7 @@ its job's manifest holds it (submit writes no record for an image it enqueues)."
 
 from __future__ import annotations
 
-from retail_pulse.data.jobs import record_outcome
+from retail_pulse.data.image_records import record_outcome
 from retail_pulse.data.manifest import submitted_images
 from retail_pulse.domain import ImageResult
 

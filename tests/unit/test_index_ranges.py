@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from retail_pulse.data.jobs import index_ranges, parse_index_ranges
+from retail_pulse.data.ranges import index_ranges, parse_index_ranges
 
 
 @pytest.mark.parametrize(

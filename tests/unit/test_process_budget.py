@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from retail_pulse.data.jobs import Filed, Filing
+from retail_pulse.data.filing import Filed, Filing
 from retail_pulse.domain import ImageCancelled, ImageSuccess
 from retail_pulse.imaging.download import FetchedImage
 from retail_pulse.jobs import process

@@ -1,7 +1,9 @@
 """Data access: the only code that talks to DynamoDB, SQS, S3 and EventBridge.
 
-Small repositories, one per thing stored: `jobs` (jobs and the hot path of their image
-records), `images` (the reconciler's image reads and repairs), `stores` (the store master),
+Small repositories, one per thing stored: `jobs` (the job repository), `image_records`
+(an image's record written and filed on its own), `filing` (a batch's results of one job
+filed together, and the filings left open closed), `ranges` (image indexes as text),
+`images` (the reconciler's image reads and repairs), `stores` (the store master),
 `visits` (results read back), `queue` (the image queue), `uploads` and `ingest` (large jobs
 sent as an upload), `events`, `webhook_secrets`. Each takes and returns retail_pulse.domain
 types; the PynamoDB records of `models`, every connection and client (`aws`) stay in this

@@ -3,8 +3,8 @@ at a time whatever the job's size: a stuck job's pending images (its manifest's 
 no result yet) and the images a submit that died part-way never wrote (the reconciler), and
 a retry's failed images back to pending (jobs/retry.py).
 
-Kept apart from data/jobs.py, which serves the hot path; everything here runs a few times
-an hour, on the few jobs that went wrong.
+Kept apart from data/image_records.py and data/filing.py, which serve the hot path;
+everything here runs a few times an hour, on the few jobs that went wrong.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
-from retail_pulse.data.jobs import transaction_chunks, visit_key
+from retail_pulse.data.image_records import visit_key
 from retail_pulse.data.manifest import submitted_images
 from retail_pulse.data.models import (
     FAILED,
@@ -29,7 +29,12 @@ from retail_pulse.data.models import (
     ongoing_shard,
 )
 from retail_pulse.data.record_keys import expiry, listed_as
-from retail_pulse.data.transactions import ConditionFailed, transact_write, update_if
+from retail_pulse.data.transactions import (
+    ConditionFailed,
+    transact_write,
+    transaction_chunks,
+    update_if,
+)
 from retail_pulse.domain import Image, ImageState, Job
 from retail_pulse.settings import get_settings
 

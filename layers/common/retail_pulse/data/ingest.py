@@ -28,7 +28,8 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from retail_pulse.data import aws
-from retail_pulse.data.jobs import _image_record, get_job
+from retail_pulse.data.image_records import _image_record
+from retail_pulse.data.jobs import get_job
 from retail_pulse.data.manifest import write_manifest
 from retail_pulse.data.models import ImageRecord, JobRecord, connection
 from retail_pulse.domain import FAILED, Image, Job

@@ -1,34 +1,29 @@
-"""Jobs and their image records in DynamoDB: the only code that reads or writes them.
-
-Takes and returns retail_pulse.domain types; the records stay inside this package.
-"""
+"""The job repository in DynamoDB: a job's record created, read, finished, cancelled and
+settled, its failure summary kept. Takes and returns retail_pulse.domain types; the records
+stay inside this package. An image's record is image_records.py's; a batch's results are
+filed by filing.py."""
 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
-from pynamodb.transactions import TransactWrite
 
-from retail_pulse.data import STORAGE_ERRORS
+from retail_pulse.data.image_records import _failed_records, _write_images, failed_images
 from retail_pulse.data.manifest import submitted_images, write_manifest
 from retail_pulse.data.models import (
-    CANCELLED,
     FAILED,
+    FILING_PREFIX,
     ONGOING_SHARDS,
-    PENDING,
-    SUCCEEDED,
     ImageRecord,
     JobRecord,
     OngoingJobsIndex,
@@ -36,55 +31,22 @@ from retail_pulse.data.models import (
     ongoing_shard,
 )
 from retail_pulse.data.record_keys import expiry, listed_as, status_partition
-from retail_pulse.data.transactions import ConditionFailed, transact_write, update_if, write_if
-from retail_pulse.data.visits import results_partition
+from retail_pulse.data.transactions import update_if
 from retail_pulse.domain import (
     DEFAULT_TENANT,
     FailedImage,
     FailureSummary,
     Image,
-    ImageCancelled,
-    ImageResult,
-    ImageState,
-    ImageSuccess,
     Job,
 )
-from retail_pulse.observability import logger
 from retail_pulse.settings import get_settings
 
 # BatchWriteItem takes 25 items; a thread per slice keeps a 10,000-image submit to a few
 # seconds (each thread's batch_write retries unprocessed items with backoff).
 _WRITE_SLICE = 500
+
+
 _WRITE_THREADS = 8
-
-
-def visit_key(visit_time: str, job_id: str, image_index: int) -> str:
-    """The visits indexes' sort key: time order first, unique per image."""
-    return f"{visit_time}#{job_id}#{image_index:05d}"
-
-
-def _image_record(image: Image) -> ImageRecord:
-    record = ImageRecord(
-        job_id=image.job_id,
-        image_index=image.image_index,
-        store_id=image.store_id,
-        area=image.area,
-        url=image.url,
-        visit_time=image.visit_time,
-        visit_key=visit_key(image.visit_time, image.job_id, image.image_index),
-        state=image.state,
-        expires_at=expiry(),
-    )
-    if image.state == FAILED:
-        record.error = image.error
-        record.failed_job_id = image.job_id  # the sparse FailedImages index
-    return record
-
-
-def _write_images(images: Sequence[Image]) -> None:
-    with ImageRecord.batch_write() as batch:
-        for image in images:
-            batch.save(_image_record(image))
 
 
 def _job(record: JobRecord) -> Job:
@@ -198,451 +160,6 @@ def get_job(job_id: str, consistent: bool = True) -> Job | None:
         return _job(JobRecord.get(job_id, consistent_read=consistent))
     except JobRecord.DoesNotExist:
         return None
-
-
-def _identity_actions(image: Image) -> list[Action]:
-    """What an image's record says of the image itself (its manifest entry, or the message
-    that carried it). A message sent before messages carried visit_time leaves the time and
-    visit_key its `pending` record was written with."""
-    actions: list[Action] = [
-        ImageRecord.store_id.set(image.store_id),
-        ImageRecord.url.set(image.url),
-        # A record a retry reopened keeps its job's retention; a new one gets its own,
-        # from now (within the job's few minutes of processing).
-        ImageRecord.expires_at.set(ImageRecord.expires_at | expiry()),
-    ]
-    if image.area is not None:
-        actions.append(ImageRecord.area.set(image.area))
-    if image.visit_time:
-        actions += [
-            ImageRecord.visit_time.set(image.visit_time),
-            ImageRecord.visit_key.set(visit_key(image.visit_time, image.job_id, image.image_index)),
-        ]
-    return actions
-
-
-def _image_actions(
-    image: Image, outcome: ImageResult, attempts: int, now: datetime, filed_by: str | None = None
-) -> list[Action]:
-    """What filing `outcome` writes on its image record (created by this very update when
-    the image has none yet)."""
-    common: list[Action] = [
-        *_identity_actions(image),
-        ImageRecord.attempts.set(attempts),
-        ImageRecord.finished_at.set(now),
-    ]
-    if filed_by is not None:
-        common.append(ImageRecord.filed_by.set(filed_by))
-    if isinstance(outcome, ImageCancelled):
-        return [ImageRecord.state.set(CANCELLED), *common]
-    if isinstance(outcome, ImageSuccess):
-        actions = [
-            ImageRecord.state.set(SUCCEEDED),
-            ImageRecord.perimeter.set(outcome.perimeter),
-            ImageRecord.width.set(outcome.width),
-            ImageRecord.height.set(outcome.height),
-            ImageRecord.result_store_id.set(results_partition(outcome.tenant, outcome.store_id)),
-            *common,
-        ]
-        if outcome.area:
-            actions.append(
-                ImageRecord.result_area.set(results_partition(outcome.tenant, outcome.area))
-            )
-        return actions
-    return [
-        ImageRecord.state.set(FAILED),
-        ImageRecord.error.set(outcome.error),
-        ImageRecord.failed_job_id.set(image.job_id),
-        *common,
-    ]
-
-
-# An image is pending while it has no record, or a record a retry put back to `pending`.
-_UNFILED = ImageRecord.job_id.does_not_exist() | (ImageRecord.state == PENDING)
-
-
-@dataclass(frozen=True)
-class Tally:
-    """What a filing adds to its job's counters."""
-
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-    @classmethod
-    def of(cls, outcomes: Iterable[ImageResult | ImageState]) -> Tally:
-        states = [_state(outcome) for outcome in outcomes]
-        return cls(states.count(SUCCEEDED), states.count(FAILED), states.count(CANCELLED))
-
-
-def _state(outcome: ImageResult | ImageState) -> str:
-    if isinstance(outcome, str):
-        return outcome
-    if isinstance(outcome, ImageSuccess):
-        return SUCCEEDED
-    return CANCELLED if isinstance(outcome, ImageCancelled) else FAILED
-
-
-def _count_actions(tally: Tally, now: datetime) -> list[Action]:
-    """What a filing adds to its job's counters (one update, whatever its number)."""
-    actions: list[Action] = [JobRecord.progressed_at.set(now)]
-    if tally.succeeded:
-        actions.append(JobRecord.succeeded.add(tally.succeeded))
-    if tally.failed:
-        actions.append(JobRecord.failed.add(tally.failed))
-    if tally.cancelled:
-        actions.append(JobRecord.cancelled.add(tally.cancelled))
-    return actions
-
-
-def record_outcome(image: Image, outcome: ImageResult, attempts: int) -> bool:
-    """File one image's result and count it on its job, in one transaction (FILING=
-    per_image, dead letters, the reconciler).
-
-    Returns False when the image had been filed already (a duplicate or late delivery) or
-    its job no longer exists: nothing changes then, so a job's counters always equal its
-    image records.
-    """
-    record = ImageRecord(job_id=image.job_id, image_index=image.image_index)
-    job = JobRecord(job_id=image.job_id)
-    now = datetime.now(UTC)
-    image_actions = _image_actions(image, outcome, attempts, now)
-    job_actions = _count_actions(Tally.of([outcome]), now)
-
-    def build(transaction: TransactWrite) -> None:
-        transaction.update(record, actions=image_actions, condition=_UNFILED)
-        transaction.update(job, actions=job_actions, condition=JobRecord.job_id.exists())
-
-    try:
-        transact_write(connection(), build)
-    except ConditionFailed:
-        return False  # the image filed already, or no job to count it on
-    return True
-
-
-@dataclass(frozen=True)
-class Filing:
-    """One image's result, to be filed: the image, its outcome, its attempts."""
-
-    image: Image
-    outcome: ImageResult
-    attempts: int
-
-
-@dataclass(frozen=True)
-class Filed:
-    """What file_outcomes did with each image, by position in its `filings`: filed now,
-    filed before (a duplicate, unchanged), or not known to be filed (its message should
-    come again; if its write landed after all, the reconciler counts it)."""
-
-    filed: list[int]
-    duplicates: list[int]
-    unsettled: list[int]
-    # False when the filing is left open (its closing update failed): counted later.
-    closed: bool = True
-
-
-# The process function's writers of image records: eight threads of their own. Not the
-# batch's download threads: once those had made requests, the memory of the bodies they
-# freed stayed with the process (1.2 GB of 512 MB with 20 MB images, against 274 MB with
-# the writes on one thread; docs/capacity.md).
-_WRITERS = 8
-_writer_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def image_writers() -> ThreadPoolExecutor:
-    """The image-record writers, started on first use."""
-    global _writer_pool
-    with _pool_lock:
-        if _writer_pool is None:
-            _writer_pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="image-writer")
-        return _writer_pool
-
-
-# An open filing older than this belongs to an invocation Lambda has ended (ten times the
-# process function's 60 s timeout): the reconciler may count it without racing its owner.
-STALE_FILING_S = 600
-_FILING_PREFIX = "filing_"
-
-
-def file_outcomes(job_id: str, filings: Sequence[Filing], writers: Executor | None = None) -> Filed:
-    """File the results of several images of one job (FILING=batch): one plain conditional
-    write per image, and one update of the job's counters by their totals. No transaction:
-    a transaction's writes cost twice a plain write's, its index entries too.
-
-    Exactly once without one: the job first records this filing as open (which images it
-    is about to write; one small update of the job's item). Each image's write succeeds
-    only if the image has no result yet, and stamps the filing's id on the record. Closing
-    the filing adds what it wrote to the counters and removes it from the job, in one
-    conditional update, so it counts once. If the invocation dies before closing, the filing
-    stays open on the job and the reconciler closes it (`close_stale_filings`), counting the
-    records that carry its id. A duplicate delivery finds the image filed by another filing
-    and changes nothing.
-
-    Each image's write is its own request (no batch write takes a condition): they run on
-    `writers`, or one by one without.
-    """
-    indexes = [filing.image.image_index for filing in filings]
-    if len(set(indexes)) != len(indexes):
-        raise ValueError("one filing names each image once")
-    filing_id = uuid.uuid4().hex
-    now = datetime.now(UTC)
-    attribute = _FILING_PREFIX + filing_id
-    if not _open_filing(job_id, attribute, indexes, now):
-        # Out of OngoingJobs: every image has its final record, counted (a retry puts the
-        # job back in the very write that reopens images). A late or repeated delivery:
-        # nothing to write, and no filing left on the ended job that nobody would close.
-        return Filed(filed=[], duplicates=list(range(len(filings))), unsettled=[], closed=True)
-
-    def write(filing: Filing) -> str:
-        return _file_image(filing, filing_id, now)
-
-    outcomes = list(writers.map(write, filings)) if writers else [write(f) for f in filings]
-    filed = [i for i, outcome in enumerate(outcomes) if outcome == "filed"]
-    unsettled = [i for i, outcome in enumerate(outcomes) if outcome == "unsettled"]
-    tally = Tally.of(filings[i].outcome for i in filed)
-    residual = [indexes[i] for i in unsettled]
-    closed = True
-    try:
-        found = _close_filing(job_id, attribute, tally, now, residual)
-    except STORAGE_ERRORS:
-        # Still open: the reconciler counts its records once its invocation is surely over.
-        closed = False
-    else:
-        if not found and (tally != Tally() or residual):
-            _filing_gone(job_id, filing_id, tally, residual)
-    return Filed(
-        filed=filed,
-        duplicates=[i for i, outcome in enumerate(outcomes) if outcome == "duplicate"],
-        unsettled=unsettled,
-        closed=closed,
-    )
-
-
-def _file_image(filing: Filing, filing_id: str, now: datetime) -> str:
-    image = filing.image
-    record = ImageRecord(job_id=image.job_id, image_index=image.image_index)
-    actions = _image_actions(image, filing.outcome, filing.attempts, now, filed_by=filing_id)
-    try:
-        write_if(record, actions, _UNFILED)
-        return "filed"
-    except UpdateError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            return "unsettled"  # it may yet have been written: left to the open filing
-    except STORAGE_ERRORS:
-        return "unsettled"
-    # Filed before; by this very filing when a retried request had already been applied.
-    try:
-        current = ImageRecord.get(
-            image.job_id,
-            image.image_index,
-            consistent_read=True,
-            # The keys too: an item read with none of the attributes asked for is "missing".
-            attributes_to_get=["job_id", "image_index", "filed_by"],
-        )
-    except STORAGE_ERRORS:
-        return "unsettled"
-    return "filed" if current.filed_by == filing_id else "duplicate"
-
-
-def _open_filing(job_id: str, attribute: str, indexes: Sequence[int], now: datetime) -> bool:
-    """Open the filing on a job still in OngoingJobs (where the reconciler finds a filing
-    its invocation never closed); False for a job that has left it. Raises for no job."""
-    try:
-        connection().client.update_item(
-            TableName=get_settings().jobs_table,
-            Key={"job_id": {"S": job_id}},
-            UpdateExpression="SET #filing = :filing",
-            ConditionExpression="attribute_exists(job_id) AND attribute_exists(ongoing_shard)",
-            ExpressionAttributeNames={"#filing": attribute},
-            ExpressionAttributeValues={
-                ":filing": {
-                    "M": {
-                        "at": {"S": now.isoformat()},
-                        "images": {"S": index_ranges(indexes)},
-                    }
-                }
-            },
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
-        if not _raw_job(job_id):
-            raise
-        return False
-    return True
-
-
-def _close_filing(
-    job_id: str, attribute: str, tally: Tally, now: datetime, residual: Sequence[int] = ()
-) -> bool:
-    """Count a filing on its job and remove it (or keep only its `residual` images open),
-    once: False when the filing is gone (its close applied already, by a request that was
-    sent again; or it was closed by another, which its caller must not take lightly)."""
-    names = {"#filing": attribute}
-    values: dict[str, Any] = {}
-    sets, adds = [], []
-    if tally.succeeded or tally.failed or tally.cancelled:
-        sets.append("progressed_at = :now")
-        values[":now"] = {"S": JobRecord.progressed_at.serialize(now)}
-    for name, amount in (
-        ("succeeded", tally.succeeded),
-        ("failed", tally.failed),
-        ("cancelled", tally.cancelled),
-    ):
-        if amount:
-            adds.append(f"{name} :{name}")
-            values[f":{name}"] = {"N": str(amount)}
-    if residual:
-        sets.append("#filing.images = :residual")
-        values[":residual"] = {"S": index_ranges(residual)}
-    clauses = []
-    if sets:
-        clauses.append("SET " + ", ".join(sets))
-    if adds:
-        clauses.append("ADD " + ", ".join(adds))
-    if not residual:
-        clauses.append("REMOVE #filing")
-    expression = " ".join(clauses)
-    optional: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
-    try:
-        connection().client.update_item(
-            TableName=get_settings().jobs_table,
-            Key={"job_id": {"S": job_id}},
-            UpdateExpression=expression,
-            ConditionExpression="attribute_exists(#filing)",
-            ExpressionAttributeNames=names,
-            **optional,
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
-
-
-def _filing_gone(job_id: str, filing_id: str, tally: Tally, residual: Sequence[int]) -> None:
-    """A filing that wrote records found itself gone when it closed: its count may be lost
-    (or its close was applied once already, by a request sent again). Never ignored: said,
-    and the job marked for the reconciler to recount from its records."""
-    logger.error(
-        "results filing was gone when it was closed; the reconciler recounts the job",
-        extra={
-            "job_id": job_id,
-            "filing": filing_id,
-            "images": tally.succeeded + tally.failed + tally.cancelled,
-            "unsettled": len(residual),
-        },
-    )
-    try:
-        connection().client.update_item(
-            TableName=get_settings().jobs_table,
-            Key={"job_id": {"S": job_id}},
-            UpdateExpression="SET #due = :now",
-            ConditionExpression="attribute_exists(job_id)",
-            ExpressionAttributeNames={"#due": _RECOUNT_DUE},
-            ExpressionAttributeValues={":now": {"S": datetime.now(UTC).isoformat()}},
-        )
-    except STORAGE_ERRORS:
-        # Then the job looks stuck with nothing pending, which the reconciler recounts too.
-        logger.exception("job not marked for a recount", extra={"job_id": job_id})
-
-
-# Set on a job whose counters may have missed a filing (_filing_gone): data/recount.py clears it.
-_RECOUNT_DUE = "recount_due"
-
-
-@dataclass(frozen=True)
-class Upkeep:
-    """What close_stale_filings found and did on one job."""
-
-    job: Job | None  # as it stands after (None: no such job)
-    counted: int = 0  # images of dead invocations' filings, counted now
-    open_filings: int = 0  # filings left open on it (their invocations may still run)
-    recount_due: bool = False  # a filing was gone when it closed: recount it (data/recount.py)
-
-
-def close_stale_filings(job_id: str, opened_before: datetime) -> Upkeep:
-    """Close the job's filings opened before `opened_before` whose invocations died before
-    closing them: count the records each wrote (they carry its id) and remove it. Returns
-    the job as it stands then (from the same read when nothing was closed), how many images
-    that counted, how many filings stay open, and whether the job awaits a recount."""
-    item = _raw_job(job_id)
-    counted = closed = still_open = 0
-    for attribute, value in item.items():
-        if not attribute.startswith(_FILING_PREFIX):
-            continue
-        opened = datetime.fromisoformat(value["M"]["at"]["S"])
-        if opened >= opened_before:
-            still_open += 1
-            continue
-        filing_id = attribute[len(_FILING_PREFIX) :]
-        indexes = parse_index_ranges(value["M"]["images"]["S"])
-        states = [
-            record.state
-            for record in ImageRecord.batch_get(
-                [(job_id, index) for index in indexes],
-                consistent_read=True,
-                attributes_to_get=["job_id", "image_index", "state", "filed_by"],
-            )
-            if record.filed_by == filing_id and record.state != PENDING
-        ]
-        tally = Tally.of(cast(list[ImageState], states))
-        if _close_filing(job_id, attribute, tally, datetime.now(UTC)):
-            counted += len(states)
-            closed += 1
-        else:
-            # Its invocation closed it after all, past STALE_FILING_S: its own count stands.
-            logger.warning(
-                "stale filing closed by its own invocation meanwhile",
-                extra={"job_id": job_id, "filing": filing_id},
-            )
-    due = _RECOUNT_DUE in item
-    if closed:
-        return Upkeep(get_job(job_id), counted, still_open, due)
-    return Upkeep(_job(JobRecord.from_raw_data(item)) if item else None, counted, still_open, due)
-
-
-def index_ranges(indexes: Iterable[int]) -> str:
-    """Image indexes as compact ranges ("0-40,42,50-98"): a batch's images of one job are
-    mostly consecutive, so an open filing stays a few bytes of its job's item."""
-    ordered = sorted(set(indexes))
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
-
-
-def parse_index_ranges(text: str) -> list[int]:
-    """The indexes `index_ranges` wrote."""
-    indexes: list[int] = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        indexes.extend(range(int(first), int(last or first) + 1))
-    return indexes
-
-
-T = TypeVar("T")
-
-# TransactWriteItems takes at most 100 items; one of them is the job's counter.
-MAX_TRANSACTION_ITEMS = 100
-IMAGES_PER_TRANSACTION = MAX_TRANSACTION_ITEMS - 1
-
-
-def transaction_chunks(items: Sequence[T]) -> list[Sequence[T]]:
-    """Images of one job cut into as few transactions as fit, of nearly equal sizes
-    (100 images are 50 + 50, not 99 + 1: the two then take about as long)."""
-    if not items:
-        return []
-    count = -(-len(items) // IMAGES_PER_TRANSACTION)
-    size = -(-len(items) // count)
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _terminal_actions(job: Job, now: datetime) -> list[Action]:
@@ -769,7 +286,7 @@ def _leftovers(job: Job) -> list[str] | None:
     assert job.finished_at is not None
     leftovers = []
     for name, value in _raw_job(job.job_id).items():
-        if not name.startswith(_FILING_PREFIX):
+        if not name.startswith(FILING_PREFIX):
             continue
         if datetime.fromisoformat(value["M"]["at"]["S"]) >= job.finished_at:
             return None
@@ -845,26 +362,6 @@ def _settle(job: Job) -> bool:
     if leftovers is None:
         return False
     return _remove_if_transition(job, ["ongoing_shard", *leftovers], pending=False)
-
-
-def failed_images(job_id: str) -> Iterator[FailedImage]:
-    """A failed job's failures only, in image order, through the sparse FailedImages index
-    (eventually consistent: a failure filed a moment ago may not be there yet)."""
-    for record in ImageRecord.failed_images.query(job_id):
-        yield FailedImage(store_id=record.store_id, error=record.error or "image failed")
-
-
-def _failed_records(job_id: str) -> Iterator[FailedImage]:
-    """The job's failures, in image order, from its own records (strongly consistent):
-    every record of the job is read, the failed ones kept."""
-    for record in ImageRecord.query(
-        job_id,
-        range_key_condition=ImageRecord.image_index >= 0,
-        filter_condition=ImageRecord.state == FAILED,
-        consistent_read=True,
-        attributes_to_get=["job_id", "image_index", "store_id", "error"],
-    ):
-        yield FailedImage(store_id=record.store_id, error=record.error or "image failed")
 
 
 def summarize_failures(job_id: str, failed: int) -> FailureSummary:

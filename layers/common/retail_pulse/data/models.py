@@ -222,7 +222,7 @@ class ImageRecord(Model):
     result_area = UnicodeAttribute(null=True)
     # DynamoDB deletes the image after this time (its job's retention, RETENTION_DAYS).
     expires_at = TTLAttribute(null=True)
-    # Which filing of a batch wrote the result (data/jobs.py file_outcomes): what counts it
+    # Which filing of a batch wrote the result (data/filing.py file_outcomes): what counts it
     # if that filing's invocation dies before the job's counters are moved.
     filed_by = UnicodeAttribute(null=True)
 
@@ -375,3 +375,8 @@ def reset_connections() -> None:
     (endpoint, region): for tests and tools that move between stacks."""
     for model in ALL_MODELS:
         model._connection = None
+
+
+# A job item's open filings (data/filing.py): one attribute filing_<id> each, naming the
+# images that filing is about to write.
+FILING_PREFIX = "filing_"

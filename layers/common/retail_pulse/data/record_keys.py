@@ -1,6 +1,7 @@
-"""What the writers of job and image records (data/jobs.py) put on them for the job list and
-for retention: the TenantJobs key and the DynamoDB TTL. Apart from data/job_list.py, which
-reads them back, so that data/jobs.py can import these without an import cycle.
+"""What the writers of job and image records (data/jobs.py, data/image_records.py) put on
+them for the job list and for retention: the TenantJobs key and the DynamoDB TTL. Apart from
+data/job_list.py, which reads them back, so that the writers can import these without an
+import cycle.
 
 TenantJobs (Jobs table, keys only) has one partition per client and status,
 `tenant_status` = "<tenant>#<status>", sorted by created_at. The key is written at submit

@@ -22,14 +22,11 @@ from typing import Any, cast
 
 from botocore.exceptions import ClientError
 
-from retail_pulse.data.jobs import (
-    _FILING_PREFIX,
-    _RECOUNT_DUE,
-    Tally,
-    _raw_job,
-    parse_index_ranges,
-)
-from retail_pulse.data.models import PENDING, ImageRecord, connection
+from retail_pulse.data.filing import _RECOUNT_DUE
+from retail_pulse.data.image_records import Tally
+from retail_pulse.data.jobs import _raw_job
+from retail_pulse.data.models import FILING_PREFIX, PENDING, ImageRecord, connection
+from retail_pulse.data.ranges import parse_index_ranges
 from retail_pulse.domain import ImageState
 from retail_pulse.settings import get_settings
 
@@ -56,7 +53,7 @@ def _books(item: dict[str, Any]) -> tuple[Tally, dict[str, str]]:
     filings = {
         name: value["M"]["images"]["S"]
         for name, value in item.items()
-        if name.startswith(_FILING_PREFIX)
+        if name.startswith(FILING_PREFIX)
     }
     return tally, filings
 
@@ -129,7 +126,7 @@ def _page(job_id: str, place: _Place, total: int) -> _Place | None:
     if _place(before) != place or _place(after) != place:
         return None
     waiting = {
-        (name[len(_FILING_PREFIX) :], index)
+        (name[len(FILING_PREFIX) :], index)
         for name, images in _books(after)[1].items()
         for index in parse_index_ranges(images)
     }

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from pynamodb.connection import Connection
 from pynamodb.constants import NONE
@@ -88,3 +89,23 @@ def write_if(record: Model, actions: list[Action], condition: Condition) -> None
     type(record)._get_connection().update_item(
         hash_key, range_key, actions=actions, condition=condition, return_values=NONE
     )
+
+
+T = TypeVar("T")
+
+
+# TransactWriteItems takes at most 100 items; one of them is the job's counter.
+MAX_TRANSACTION_ITEMS = 100
+
+
+IMAGES_PER_TRANSACTION = MAX_TRANSACTION_ITEMS - 1
+
+
+def transaction_chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    """Images of one job cut into as few transactions as fit, of nearly equal sizes
+    (100 images are 50 + 50, not 99 + 1: the two then take about as long)."""
+    if not items:
+        return []
+    count = -(-len(items) // IMAGES_PER_TRANSACTION)
+    size = -(-len(items) // count)
+    return [items[i : i + size] for i in range(0, len(items), size)]

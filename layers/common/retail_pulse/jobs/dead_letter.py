@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from retail_pulse.data.jobs import record_outcome
+from retail_pulse.data.image_records import record_outcome
 from retail_pulse.domain import ImageFailure
 from retail_pulse.jobs.finish import finish_job
 from retail_pulse.jobs.messages import ImageMessage

@@ -32,7 +32,8 @@ from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from retail_pulse.data.jobs import Filing, file_outcomes, image_writers, record_outcome
+from retail_pulse.data.filing import Filing, file_outcomes, image_writers
+from retail_pulse.data.image_records import record_outcome
 from retail_pulse.data.queue import delay_message, send_image_again
 from retail_pulse.domain import ImageCancelled, ImageFailure, ImageResult, ImageSuccess
 from retail_pulse.imaging.download import fetch

@@ -31,16 +31,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from retail_pulse.data import STORAGE_ERRORS
+from retail_pulse.data.filing import STALE_FILING_S, close_stale_filings
+from retail_pulse.data.image_records import record_outcome
 from retail_pulse.data.images import PendingPage, end_retry, record_unwritten_image
 from retail_pulse.data.ingest import enqueue_ingest, ingest_lease_held
 from retail_pulse.data.jobs import (
-    STALE_FILING_S,
-    close_stale_filings,
     event_failed,
     get_job,
     mark_finished,
     note_requeued,
-    record_outcome,
     settle,
     unfinished_jobs,
 )
