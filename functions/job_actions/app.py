@@ -10,13 +10,8 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from retail_pulse.api.models import (
-    INTERNAL_ERROR,
-    RETRY_AFTER_HEADER,
-    ErrorBody,
-    StatusResponse,
-    UnknownJobBody,
-)
+from retail_pulse.api.headers import RETRY_AFTER_HEADER
+from retail_pulse.api.models import INTERNAL_ERROR, ErrorBody, StatusResponse, UnknownJobBody
 from retail_pulse.api.resolver import caller_tenant, json_response, make_resolver
 from retail_pulse.domain import JobStatus
 from retail_pulse.entry import lambda_entry

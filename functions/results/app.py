@@ -13,12 +13,14 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from retail_pulse.api.models import (
+from retail_pulse.api.headers import (
     EXPORT_FILE_HEADER,
     EXPORT_POLL_HEADERS,
-    INTERNAL_ERROR,
     NEXT_HEADER,
     NEXT_PAGE_HEADER,
+)
+from retail_pulse.api.models import (
+    INTERNAL_ERROR,
     ErrorBody,
     ExportResponse,
     ResultRow,

@@ -17,9 +17,9 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from retail_pulse.api.errors import BadRequest
+from retail_pulse.api.headers import LOCATION_HEADER
 from retail_pulse.api.models import (
     INTERNAL_ERROR,
-    LOCATION_HEADER,
     ErrorBody,
     SubmitBody,
     SubmitResponse,
