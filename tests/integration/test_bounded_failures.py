@@ -14,7 +14,8 @@ import pytest
 
 from retail_pulse.data import events as event_bus
 from retail_pulse.data.models import ImageRecord, JobRecord, StoreRecord, connection
-from retail_pulse.domain import ELLIPSIS, MAX_ERROR_CHARS, ImageFailure, ImageSuccess
+from retail_pulse.domain import ImageFailure, ImageSuccess
+from retail_pulse.failure_summary import ELLIPSIS, MAX_ERROR_CHARS
 from retail_pulse.jobs.finish import finish_job
 from retail_pulse.jobs.submit import UNKNOWN_STORE
 from retail_pulse.metering import usage

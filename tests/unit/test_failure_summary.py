@@ -10,7 +10,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retail_pulse.domain import (
+from retail_pulse.failure_summary import (
     ELLIPSIS,
     MAX_ERROR_CHARS,
     MAX_LISTED_BYTES,

@@ -23,14 +23,8 @@ from retail_pulse.data.models import (
 from retail_pulse.data.record_keys import expiry
 from retail_pulse.data.transactions import ConditionFailed, transact_write
 from retail_pulse.data.visits import results_partition
-from retail_pulse.domain import (
-    FailedImage,
-    Image,
-    ImageCancelled,
-    ImageResult,
-    ImageState,
-    ImageSuccess,
-)
+from retail_pulse.domain import Image, ImageCancelled, ImageResult, ImageState, ImageSuccess
+from retail_pulse.failure_summary import FailedImage
 
 
 def visit_key(visit_time: str, job_id: str, image_index: int) -> str:

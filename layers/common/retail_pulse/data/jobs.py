@@ -32,13 +32,8 @@ from retail_pulse.data.models import (
 )
 from retail_pulse.data.record_keys import expiry, listed_as, status_partition
 from retail_pulse.data.transactions import update_if
-from retail_pulse.domain import (
-    DEFAULT_TENANT,
-    FailedImage,
-    FailureSummary,
-    Image,
-    Job,
-)
+from retail_pulse.domain import DEFAULT_TENANT, Image, Job
+from retail_pulse.failure_summary import FailedImage, FailureSummary
 from retail_pulse.settings import get_settings
 
 # BatchWriteItem takes 25 items; a thread per slice keeps a 10,000-image submit to a few

@@ -10,8 +10,9 @@ from typing import Any
 
 from retail_pulse.data import STORAGE_ERRORS
 from retail_pulse.data.jobs import get_job, keep_failure_summary, summarize_failures
-from retail_pulse.domain import FailedImage, FailureSummary, Job, JobStatus, UploadFailure
+from retail_pulse.domain import Job, JobStatus, UploadFailure
 from retail_pulse.errors import UnknownJob
+from retail_pulse.failure_summary import FailedImage, FailureSummary
 from retail_pulse.observability import logger
 
 # DynamoDB rejects keys over 2 KB; ids we issue are 36 characters.
