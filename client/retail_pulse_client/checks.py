@@ -2,8 +2,9 @@
 service package.
 
 A job file is checked on the desk, before anything is sent, against the same rules the
-service applies (retail_pulse.api.models, the SPEC's contract): a body that passes here is
-not turned away with a 400 later, short of the store ids, which only the service knows.
+service applies (retail_pulse.api.models and api.checks, the SPEC's contract): a body that
+passes here is not turned away with a 400 later, short of the store ids, which only the
+service knows.
 Two places state the rules, so tests hold them together: client/tests/test_client_checks.py
 gives the same inputs to both and fails when they disagree, and
 client/tests/test_client_contract.py checks the constants below against openapi.json.

@@ -457,7 +457,7 @@ def test_a_bad_callback_url_in_a_json_job_is_caught_too(service: FakeJobs, tmp_p
     ],
 )
 def test_the_callback_check_agrees_with_the_service(url: str | None) -> None:
-    """The desk check of callback_url is the service's (retail_pulse.api.models), restated."""
+    """The desk check of callback_url is the service's (retail_pulse.api.checks), restated."""
     body = {
         "count": 1,
         "visits": [

@@ -186,7 +186,7 @@ def unknown_job_400(call_api: Call, path: str, **_: Any) -> ApiResult:
 
 def internal_error(use_case: str) -> Callable[..., ApiResult]:
     """A bug in the route's use case: the route still answers JSON, a 500 with the request
-    id (the traceback is logged; tests/unit/test_hostile_requests.py checks that)."""
+    id (the traceback is logged; tests/unit/test_api_resolver.py checks that)."""
 
     def scenario(call_api: Call, path: str, monkeypatch: pytest.MonkeyPatch) -> ApiResult:
         function = function_for(path)

@@ -183,7 +183,7 @@ GOOD = visit("S00339218", [A])
         ),
         ({"count": 1, "visits": [visit("S00339218", [A], "2026-13-45T10:15:00Z")]}, ["visit_time"]),
         ({"count": 1, "visits": [visit("S00339218", [A], 1732788900)]}, ["visit_time", "string"]),
-        # Once 500s (tests/unit/test_hostile_requests.py has the rest of each kind).
+        # Once 500s (tests/unit/test_api_resolver.py has the rest of each kind).
         (
             {"count": 1, "visits": [visit("S00339218", [A], "9999-12-31T23:59:59-01:00")]},
             ["visits[0].visit_time: '9999-12-31T23:59:59-01:00' is out of range"],

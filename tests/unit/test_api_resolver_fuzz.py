@@ -7,7 +7,7 @@ the security headers, carry a status that openapi.json documents for the route, 
 it is a 400 or 413 with an `error`, say something a person can read and no traceback.
 
 The examples are the same on every run (derandomized) so CI is stable; explore further
-with `FUZZ_EXAMPLES=2000 pytest tests/unit/test_request_fuzz.py`, which draws new ones.
+with `FUZZ_EXAMPLES=2000 pytest tests/unit/test_api_resolver_fuzz.py`, which draws new ones.
 """
 
 from __future__ import annotations
