@@ -15,6 +15,12 @@ CHECKOV_VERSION ?= 3.3.30
 # deployed/ministack_compat.py names the version its workarounds are for; change both together.
 MINISTACK_VENV ?= .venv-ministack
 MINISTACK_VERSION ?= 1.5.33
+# SAM's translator, in the project's virtualenv for the local stack (local_stack/sam.py) and
+# the least-privilege test: the version SAM_CLI_VERSION bundles. It asks for pydantic 2.13,
+# the layer pins 2.14 (pyproject.toml) and the translator only uses pydantic.v1, the same in
+# both: so it is installed on its own, without its dependencies (all of them are already
+# there: boto3, jsonschema, pydantic, typing_extensions). Never part of the Lambda layer.
+SAM_TRANSLATOR_VERSION ?= 1.115.0
 PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
@@ -26,6 +32,10 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' && $(PY) -m pip install --quiet -e ./client
+	touch $@
+
+$(VENV)/.installed-sam-translator-$(SAM_TRANSLATOR_VERSION): $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps aws-sam-translator==$(SAM_TRANSLATOR_VERSION)
 	touch $@
 
 # SAM CLI pins its own boto3, so it lives in a virtualenv of its own.
@@ -52,7 +62,7 @@ $(MINISTACK_STAMP):
 	$(MINISTACK_VENV)/bin/pip install --quiet 'ministack[full]==$(MINISTACK_VERSION)'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/.installed-sam-translator-$(SAM_TRANSLATOR_VERSION)
 
 # MiniStack, the local stack's SQS, EventBridge, CloudWatch Logs, S3 and Secrets Manager.
 ministack: $(MINISTACK_STAMP)

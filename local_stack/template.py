@@ -6,8 +6,8 @@ here. This module loads the YAML (with the short-form tags), evaluates Condition
 intrinsic functions and merges `Globals.Function` into every `AWS::Serverless::Function`.
 It knows nothing about what the functions do.
 
-It is the one evaluator of the template's conditions: the SAM translation for the
-least-privilege checks (scripts/sam_translate.py) and the MiniStack deployment
+It is the one evaluator of the template's conditions: the SAM translation (local_stack/sam.py,
+which the least-privilege checks read too) and the MiniStack deployment
 (deployed/ministack_compat.py) decide the `Fn::If`s that AWS::LanguageExtensions decides
 with `decide_fn_if_in_sam_resources`.
 """

@@ -1,6 +1,6 @@
 """Every function may do exactly what this file lists to DynamoDB and SQS, and no more, as
-deployed: the checks read the template after the SAM transform (scripts/sam_translate.py,
-run with the SAM CLI's own translator), so what SAM adds by itself is checked too. (For a
+deployed: the checks read the template after the SAM transform (local_stack/sam.py, SAM's
+own translator, the local stack's reading too), so what SAM adds by itself is checked too. (For a
 function with an SQS event and a role SAM generates, SAM attaches the managed
 AWSLambdaSQSQueueExecutionRole: receive and delete on every queue of the account.)
 
@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from local_stack.sam import translate
 from local_stack.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
-SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
-TRANSLATE = ROOT / "scripts" / "sam_translate.py"
 SERVICES = ("dynamodb:", "sqs:", "events:", "s3:")
 # S3 grants name objects by key prefix, "UploadsBucket/uploads/*": the one wildcard allowed,
 # at the end of a named prefix, in statements of s3 actions only.
@@ -204,16 +200,7 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
 @cache
 def _translated(template: Path = TEMPLATE) -> dict[str, Any]:
     """The CloudFormation template SAM makes of `template` (what AWS provisions)."""
-    if not SAM_PYTHON.exists():
-        pytest.skip("the SAM CLI is not installed here (.venv-sam): run `make sam` first")
-    result = subprocess.run(
-        [str(SAM_PYTHON), str(TRANSLATE), str(template)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, f"SAM could not translate {template}:\n{result.stderr}"
-    return json.loads(result.stdout)
+    return translate(load_template(template))
 
 
 def _roles(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
