@@ -1,6 +1,7 @@
 """IngestQueue -> an upload job's body read from S3 as a stream into its manifest and image
 messages (retail_pulse.jobs.ingest), one message (one job) per invocation; or a large
-retry's pages reopened and enqueued (retail_pulse.jobs.retry)."""
+retry's pages reopened and enqueued (retail_pulse.jobs.retry); or a large failed job's
+failures summed up page by page (retail_pulse.jobs.summary)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from retail_pulse.data import connect
 from retail_pulse.entry import lambda_entry
 from retail_pulse.jobs.ingest import IngestMessage, ingest_upload
 from retail_pulse.jobs.retry import continue_retry
+from retail_pulse.jobs.summary import continue_summary
 
 connect()
 
@@ -30,6 +32,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> None:
         message = IngestMessage.model_validate_json(record.get("body") or "{}")
         if message.kind == "retry":
             continue_retry(message.job_id, message.tenant, time_left_s)
+            continue
+        if message.kind == "summary":
+            continue_summary(message.job_id, message.tenant, time_left_s)
             continue
         ingest_upload(
             message,

@@ -123,6 +123,10 @@ def test_a_job_of_3000_unknown_stores_fails_at_once_bounded_announced_retried_an
     # Submitted in reverse: the status lists stores in store id order, not submit order.
     body = job(*(visit(store, [urls[store]]) for store in stores[::-1]))
     job_id = submit(call_api, body | {"callback_url": HOOK})
+    # More failures than one invocation sums up (SUMMARY_INLINE_FAILURES): the ingest
+    # function sums them up page by page, then stamps the job (jobs/summary.py).
+    assert status(call_api, job_id).body["status"] == "ongoing"
+    assert run_ingest_queue(aws) == 1
 
     answer = status(call_api, job_id)
 
@@ -153,6 +157,7 @@ def test_a_job_of_3000_unknown_stores_fails_at_once_bounded_announced_retried_an
     # in AWS: the ingest function reopens the rest from the retry's cursor.
     run_ingest_queue(aws)
     Pipeline(aws).drain()
+    assert run_ingest_queue(aws) == 1  # its failures summed up again, page by page
 
     again = status(call_api, job_id)
 

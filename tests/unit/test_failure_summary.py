@@ -10,12 +10,14 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from retail_pulse.data.record_keys import failed_store_key
 from retail_pulse.failure_summary import (
     ELLIPSIS,
     MAX_ERROR_CHARS,
     MAX_LISTED_BYTES,
     MAX_LISTED_STORES,
     FailedImage,
+    FailuresSoFar,
     FailureSummary,
     listed_bytes,
     shorten_error,
@@ -170,3 +172,41 @@ def test_any_failures_give_a_bounded_summary_in_store_order(failures: list[Faile
     for item in summary.stores:
         whole = first[item.store_id]
         assert item.error == whole or ELLIPSIS in item.error
+
+
+# Store ids as a client may send them: any text (control characters, prefixes of each
+# other, non-ASCII), short enough that Hypothesis finds shared prefixes.
+store_ids = st.text(
+    alphabet=st.sampled_from(["\x00", "\x01", "\x02", "-", "0", "A", "a", "é", "\uffff", "😀"]),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(st.lists(st.tuples(store_ids, st.integers(0, 10**9)), min_size=2, max_size=40))
+def test_failedstores_keys_sort_by_store_id_then_image_index(images) -> None:
+    """FailedStores' sort key, compared as DynamoDB compares strings (UTF-8 bytes), orders
+    failures as the summary needs them: by store id as Python compares it, then by index."""
+    by_key = sorted(images, key=lambda i: failed_store_key(*i).encode("utf-8"))
+    assert by_key == sorted(images)
+
+
+@given(
+    st.lists(
+        st.tuples(store_ids, st.sampled_from(["e1", "e2", "x" * 600])), min_size=0, max_size=300
+    ),
+    st.integers(1, 50),
+)
+def test_failures_summed_up_in_pages_in_store_order_as_in_one_go(failures, page) -> None:
+    """The paged summary (FailuresSoFar fed FailedStores' order, a page at a time) says
+    exactly what FailureSummary.of says of the same failures in image order."""
+    in_image_order = [FailedImage(store, error) for store, error in failures]
+    in_store_order = [
+        in_image_order[i] for _, i in sorted((f.store_id, i) for i, f in enumerate(in_image_order))
+    ]
+    so_far = FailuresSoFar()
+    for start in range(0, len(in_store_order), page):
+        so_far = so_far.add(in_store_order[start : start + page])
+
+    assert so_far.read == len(failures)
+    assert so_far.summary() == FailureSummary.of(in_image_order)

@@ -35,12 +35,14 @@ ALLOWED_MANAGED_POLICIES = {
 POLLER = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 DEFAULT_BUS = "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"
 # What announcing a job's end takes (jobs/finish.py): its failures (summed up once from
-# FailedImages, or from the job's records while the index lags), its event, its webhook.
+# FailedImages, or from the job's records while the index lags), its event, its webhook; a
+# large failed job's paged summary handed on to the ingest function (jobs/summary.py).
 ANNOUNCE = {
     ("dynamodb:Query", "ImagesTable/index/FailedImages"),
     ("dynamodb:Query", "ImagesTable"),
     ("events:PutEvents", "default event bus"),
     ("sqs:SendMessage", "WebhookQueue"),
+    ("sqs:SendMessage", "IngestQueue"),
 }
 
 # Resources are written as the template names them: "JobsTable" is `!GetAtt JobsTable.Arn`,
@@ -80,6 +82,8 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:BatchWriteItem", "ImagesTable"),
         # A large retry's pages (jobs/retry.py): failed records back to pending.
         ("dynamodb:UpdateItem", "ImagesTable"),
+        # A large failed job's summary, page by page (jobs/summary.py).
+        ("dynamodb:Query", "ImagesTable/index/FailedStores"),
         ("dynamodb:BatchGetItem", "StoresTable"),
         ("sqs:SendMessage", "ImageQueue"),
         ("sqs:SendMessage", "ExpressImageQueue"),

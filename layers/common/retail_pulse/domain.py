@@ -78,6 +78,10 @@ class Job:
     # page starts at, and when the last one was (the job is not done meanwhile).
     retry_next: int | None = None
     retry_moved_at: datetime | None = None
+    # A failed job whose failures are summed up page by page (jobs/summary.py) before it is
+    # stamped, and when that last moved: `ongoing` meanwhile, though done.
+    summarizing: bool = False
+    summary_moved_at: datetime | None = None
 
     @property
     def done(self) -> bool:
@@ -93,7 +97,7 @@ class Job:
         A cancelled job is `cancelled` from the moment it was cancelled."""
         if self.cancelled_at is not None:
             return "cancelled"
-        if not self.done:
+        if not self.done or self.summarizing:
             return "ongoing"
         return "failed" if self.failed or self.ingest_error else "completed"
 

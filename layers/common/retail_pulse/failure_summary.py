@@ -140,3 +140,33 @@ def _within_bytes(stores: list[FailedImage]) -> list[FailedImage]:
     while fitted and listed_bytes(fitted) > MAX_LISTED_BYTES:
         fitted.pop()
     return fitted
+
+
+@dataclass(frozen=True)
+class FailuresSoFar:
+    """A failed job's failures summed up part of the way, read in store id order (each
+    store's in image order, data/failure_pass.py): how many were read, how many stores,
+    the last store read and the first failure of each of the first MAX_LISTED_STORES
+    stores. All a paged pass carries from page to page, whatever the number read."""
+
+    read: int = 0
+    store_count: int = 0
+    last_store: str | None = None
+    listed: tuple[FailedImage, ...] = ()
+
+    def add(self, failures: Iterable[FailedImage]) -> FailuresSoFar:
+        """These, the next failures in store id order, added (a store's first is listed)."""
+        read, count, last, listed = self.read, self.store_count, self.last_store, list(self.listed)
+        for failure in failures:
+            read += 1
+            if failure.store_id == last:
+                continue
+            count, last = count + 1, failure.store_id
+            if len(listed) < MAX_LISTED_STORES:
+                listed.append(FailedImage(failure.store_id, shorten_error(failure.error)))
+        return FailuresSoFar(read, count, last, tuple(listed))
+
+    def summary(self) -> FailureSummary:
+        """The summary, once every failure is added: as FailureSummary.of sums them up."""
+        stores = _within_bytes(list(self.listed))
+        return FailureSummary(stores=tuple(stores), store_count=self.store_count)

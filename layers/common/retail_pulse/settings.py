@@ -120,6 +120,12 @@ class Settings(BaseModel):
     # invocation does as many pages as its time allows and keeps its place on the job, so
     # the next goes on from there (a 1,000,000-image job is 100 pages).
     job_page_images: int = Field(10_000, alias="JOB_PAGE_IMAGES", ge=1)
+    # A failed job's failure summary: summed up in the invocation that finishes the job when
+    # it has at most SUMMARY_INLINE_FAILURES failures (one Query page of FailedImages: 1,000
+    # failures with errors of a few hundred bytes are under its 1 MB), else page by page in
+    # the ingest function, SUMMARY_PAGE_FAILURES per Query (jobs/summary.py).
+    summary_inline_failures: int = Field(1_000, alias="SUMMARY_INLINE_FAILURES", ge=0)
+    summary_page_failures: int = Field(5_000, alias="SUMMARY_PAGE_FAILURES", ge=1)
 
     # Retention: a job and its images carry a DynamoDB TTL of this many days after submit,
     # after which DynamoDB deletes them (README: "Retention").

@@ -1,6 +1,6 @@
 """Image records: written with their job, their result filed in one transaction with its
 job's counters (record_outcome: dead letters, the reconciler, a message repeated within one
-batch), and read back failed."""
+batch), and read back failed (a small failed job's summary: summarize_failures)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from retail_pulse.data.models import (
     JobRecord,
     connection,
 )
-from retail_pulse.data.record_keys import expiry
+from retail_pulse.data.record_keys import expiry, failed_store_key
 from retail_pulse.data.transactions import ConditionFailed, transact_write
 from retail_pulse.data.visits import results_partition
 from retail_pulse.domain import Image, ImageCancelled, ImageResult, ImageState, ImageSuccess
-from retail_pulse.failure_summary import FailedImage
+from retail_pulse.failure_summary import FailedImage, FailureSummary
+from retail_pulse.settings import get_settings
 
 
 def visit_key(visit_time: str, job_id: str, image_index: int) -> str:
@@ -46,7 +47,9 @@ def _image_record(image: Image) -> ImageRecord:
     )
     if image.state == FAILED:
         record.error = image.error
-        record.failed_job_id = image.job_id  # the sparse FailedImages index
+        # The sparse FailedImages and FailedStores indexes.
+        record.failed_job_id = image.job_id
+        record.failed_store_key = failed_store_key(image.store_id, image.image_index)
     return record
 
 
@@ -109,6 +112,7 @@ def _image_actions(
         ImageRecord.state.set(FAILED),
         ImageRecord.error.set(outcome.error),
         ImageRecord.failed_job_id.set(image.job_id),
+        ImageRecord.failed_store_key.set(failed_store_key(image.store_id, image.image_index)),
         *common,
     ]
 
@@ -194,3 +198,33 @@ def _failed_records(job_id: str) -> Iterator[FailedImage]:
         attributes_to_get=["job_id", "image_index", "store_id", "error"],
     ):
         yield FailedImage(store_id=record.store_id, error=record.error or "image failed")
+
+
+def summarize_failures(
+    job_id: str, failed: int, records: int | None = None
+) -> FailureSummary | None:
+    """The summary of a job's `failed` failures (its counter), read from the FailedImages
+    index, which holds only failures: None when there are more than SUMMARY_INLINE_FAILURES.
+    When the index does not hold exactly that many yet (it lags writes by a moment, and may
+    still list an image a retry reopened), from the job's own records instead, which are
+    exact: only when it has at most JOB_PAGE_IMAGES of them (its `records`; None: any
+    number), else None."""
+    settings = get_settings()
+    if records is not None and failed > settings.summary_inline_failures:
+        return None
+    read = 0
+
+    def counted(failures: Iterator[FailedImage]) -> Iterator[FailedImage]:
+        nonlocal read
+        for failure in failures:
+            read += 1
+            if read > failed:
+                return  # more than the job counts: no need to read on
+            yield failure
+
+    summary = FailureSummary.of(counted(failed_images(job_id)))
+    if read == failed:
+        return summary
+    if records is not None and records > settings.job_page_images:
+        return None
+    return FailureSummary.of(_failed_records(job_id))

@@ -28,7 +28,7 @@ from retail_pulse.data.models import (
     connection,
     ongoing_shard,
 )
-from retail_pulse.data.record_keys import expiry, listed_as
+from retail_pulse.data.record_keys import expiry, failed_store_key, listed_as
 from retail_pulse.data.transactions import (
     ConditionFailed,
     transact_write,
@@ -223,6 +223,7 @@ def _reopen_chunk(
                 ImageRecord.state.set(PENDING),
                 ImageRecord.error.remove(),
                 ImageRecord.failed_job_id.remove(),
+                ImageRecord.failed_store_key.remove(),
                 ImageRecord.finished_at.remove(),
                 ImageRecord.attempts.remove(),
                 ImageRecord.filed_by.remove(),
@@ -273,6 +274,7 @@ def record_unwritten_image(job_id: str, image_index: int, error: str) -> bool:
         attempts=0,
         finished_at=now,
         failed_job_id=job_id,
+        failed_store_key=failed_store_key("unknown", image_index),
         expires_at=expiry(),  # kept as long as the job's other images
     )
     job = JobRecord(job_id=job_id)

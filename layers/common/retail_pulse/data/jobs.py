@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
-from retail_pulse.data.image_records import _failed_records, _write_images, failed_images
+from retail_pulse.data.failure_pass import SummaryPass, begin_actions, pass_removals, still_at
+from retail_pulse.data.image_records import _write_images, summarize_failures
 from retail_pulse.data.manifest import submitted_images, write_manifest
 from retail_pulse.data.models import (
     FAILED,
@@ -70,6 +71,8 @@ def _job(record: JobRecord) -> Job:
         event_attempts=int(record.event_attempts or 0),
         event_retry_at=record.event_retry_at,
         failures=unpack_failures(record.failures) if record.failures else None,
+        summarizing=record.summary_pass is not None,
+        summary_moved_at=record.summary_moved_at,
     )
 
 
@@ -176,6 +179,11 @@ def mark_finished(job_id: str) -> Job | None:
     and duration metric are emitted once, whichever invocation finished it. The job stays
     in OngoingJobs until its event is out (`event_emitted`), so the reconciler emits it if
     this caller dies first.
+
+    A failed job with more failures than this invocation sums up (SUMMARY_INLINE_FAILURES)
+    is not stamped: its paged summary begins instead (data/failure_pass.py), and the job is
+    returned, `summarizing` and unstamped, to the one caller that began it, which hands the
+    pass on (jobs/finish.py); the pass stamps it when it ends (stamp_summarized).
     """
     try:
         record = JobRecord.get(job_id, consistent_read=True)
@@ -185,14 +193,40 @@ def mark_finished(job_id: str) -> Job | None:
     if job.finished_at is not None and job.cancelled_at is not None:
         # A cancelled job ends early; its last images were being filed `cancelled`.
         _settle(job)
-    if not job.done or job.finished_at is not None:
+    if not job.done or job.finished_at is not None or job.summarizing:
         return None
-    actions = _terminal_actions(job, datetime.now(UTC))
+    now = datetime.now(UTC)
+    actions = _terminal_actions(job, now)
     if job.state == "failed":
         # Its failures summed up once, here: every status poll and its event read only this.
-        summary = summarize_failures(job_id, job.failed)
+        summary = summarize_failures(job_id, job.failed, job.total)
+        if summary is None:
+            begun = update_if(record, begin_actions(now), _UNSTAMPED & _NO_PASS)
+            return _job(record) if begun else None
         actions.append(JobRecord.failures.set(pack_failures(summary)))
-    stamped = update_if(record, actions, JobRecord.finished_at.does_not_exist())
+    stamped = update_if(record, actions, _UNSTAMPED & _NO_PASS)
+    return _job(record) if stamped else None
+
+
+_UNSTAMPED = JobRecord.finished_at.does_not_exist()
+_NO_PASS = JobRecord.summary_pass.does_not_exist()
+
+
+def stamp_summarized(summary: SummaryPass, failures: FailureSummary) -> Job | None:
+    """Stamp a job whose paged summary has ended, as mark_finished stamps one, with its
+    failures kept and the pass taken off, conditional on the pass being where it was read.
+    Returns the job only to the one caller that stamped it."""
+    try:
+        record = JobRecord.get(summary.job_id, consistent_read=True)
+    except JobRecord.DoesNotExist:
+        return None
+    job = replace(_job(record), summarizing=False)
+    actions = [
+        *_terminal_actions(job, datetime.now(UTC)),
+        JobRecord.failures.set(pack_failures(failures)),
+        *pass_removals(),
+    ]
+    stamped = update_if(record, actions, _UNSTAMPED & still_at(summary))
     return _job(record) if stamped else None
 
 
@@ -357,25 +391,6 @@ def _settle(job: Job) -> bool:
     if leftovers is None:
         return False
     return _remove_if_transition(job, ["ongoing_shard", *leftovers], pending=False)
-
-
-def summarize_failures(job_id: str, failed: int) -> FailureSummary:
-    """The summary of a job's `failed` failures (its counter): read from the FailedImages
-    index, which holds only failures; when the index does not hold exactly that many yet
-    (it lags writes by a moment, and may still list an image a retry reopened), from the
-    job's own records instead, which are exact."""
-    read = 0
-
-    def counted(failures: Iterator[FailedImage]) -> Iterator[FailedImage]:
-        nonlocal read
-        for failure in failures:
-            read += 1
-            yield failure
-
-    summary = FailureSummary.of(counted(failed_images(job_id)))
-    if read != failed:
-        summary = FailureSummary.of(_failed_records(job_id))
-    return summary
 
 
 def keep_failure_summary(job: Job, summary: FailureSummary) -> bool:

@@ -154,6 +154,14 @@ class JobRecord(Model):
     sweep_kind = UnicodeAttribute(null=True)
     sweep_next = NumberAttribute(null=True)
     sweep_done = NumberAttribute(null=True)
+    # A failed job too large to sum up in one invocation (jobs/summary.py): its paged pass
+    # over FailedStores under way (absent: none), its try, the step its place is at, the
+    # place and tally so far (compressed JSON), and when it last moved. The job is not
+    # stamped, and its status is `ongoing`, until the pass ends.
+    summary_pass = UnicodeAttribute(null=True)
+    summary_step = NumberAttribute(null=True)
+    summary_state = BinaryAttribute(null=True, legacy_encoding=False)
+    summary_moved_at = UTCDateTimeAttribute(null=True)
 
     ongoing_jobs = OngoingJobsIndex()
     tenant_jobs = TenantJobsIndex()
@@ -169,6 +177,19 @@ class FailedImagesIndex(GlobalSecondaryIndex["ImageRecord"]):
 
     failed_job_id = UnicodeAttribute(hash_key=True)
     image_index = NumberAttribute(range_key=True)
+
+
+class FailedStoresIndex(GlobalSecondaryIndex["ImageRecord"]):
+    """Sparse like FailedImages, but in store id order, each store's failures in image
+    order (`failed_store_key`, record_keys.failed_store_key): a failed job's summary reads
+    it a page at a time, needing only the store it is in and the stores so far."""
+
+    class Meta:
+        index_name = "FailedStores"
+        projection = IncludeProjection(["store_id", "error"])
+
+    failed_job_id = UnicodeAttribute(hash_key=True)
+    failed_store_key = UnicodeAttribute(range_key=True)
 
 
 class StoreVisitsIndex(GlobalSecondaryIndex["ImageRecord"]):
@@ -218,6 +239,7 @@ class ImageRecord(Model):
     attempts = NumberAttribute(null=True)
     finished_at = UTCDateTimeAttribute(null=True)
     failed_job_id = UnicodeAttribute(null=True)
+    failed_store_key = UnicodeAttribute(null=True)
     result_store_id = UnicodeAttribute(null=True)
     result_area = UnicodeAttribute(null=True)
     # DynamoDB deletes the image after this time (its job's retention, RETENTION_DAYS).
@@ -227,6 +249,7 @@ class ImageRecord(Model):
     filed_by = UnicodeAttribute(null=True)
 
     failed_images = FailedImagesIndex()
+    failed_stores = FailedStoresIndex()
     store_visits = StoreVisitsIndex()
     area_visits = AreaVisitsIndex()
 

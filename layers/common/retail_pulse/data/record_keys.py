@@ -36,3 +36,18 @@ def expiry() -> datetime:
     """When a job or image record written now expires: RETENTION_DAYS from now. DynamoDB's
     TTL deletes it after that, usually within a few days."""
     return datetime.now(UTC) + timedelta(days=get_settings().retention_days)
+
+
+# FailedStores' sort key: the store id, escaped so that no character of it is below the
+# separator ("\x00" and "\x01" become "\x01\x02" and "\x01\x03"; store ids are any text),
+# the separator "\x01\x01", below every escaped character, then the image index, padded.
+# Sorted as DynamoDB sorts strings (by UTF-8 bytes, which is code point order, Python's),
+# keys run in store id order, a store's own in image order, and a store's keys all come
+# before those of any longer id it is a prefix of.
+_ESCAPES = str.maketrans({"\x00": "\x01\x02", "\x01": "\x01\x03"})
+_STORE_END = "\x01\x01"
+
+
+def failed_store_key(store_id: str, image_index: int) -> str:
+    """An image's place in FailedStores: by store id, then by image index."""
+    return f"{store_id.translate(_ESCAPES)}{_STORE_END}{image_index:010d}"

@@ -35,6 +35,11 @@ def cancel_job(tenant: str, job_id: str) -> JobStatus:
             raise WrongJobState(
                 "the job is already cancelled; only an ongoing job can be cancelled"
             )
+        if current.summarizing:
+            raise WrongJobState(
+                "every image of the job is done and its failures are being summed up; "
+                "only a job with images still to process can be cancelled"
+            )
         raise WrongJobState(
             f"the job has already finished (it is {current.state}); "
             "only an ongoing job can be cancelled"
@@ -55,6 +60,11 @@ def retry_job(tenant: str, job_id: str) -> JobStatus:
     if job.state != "failed":
         raise WrongJobState(f"the job is {job.state}; only a failed job can be retried")
     job = _announced(job)
+    if job.finished_at is None:
+        raise WrongJobState(
+            "the job's failures are being summed up (it is ongoing); "
+            "ask for its status, then retry once it says failed"
+        )
     page = failed_page(job.job_id, 0, get_settings().job_page_images)
     retried = runnable(page.images)
     if not retried and page.next is None:

@@ -15,7 +15,9 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from retail_pulse.data import STORAGE_ERRORS
 from retail_pulse.data.events import publish_job_finished
+from retail_pulse.data.ingest import enqueue_ingest
 from retail_pulse.data.jobs import event_emitted, mark_finished
 from retail_pulse.data.queue import enqueue_webhook
 from retail_pulse.domain import Job
@@ -33,12 +35,38 @@ from retail_pulse.timestamps import format_timestamp
 EVENT_TYPE = "job.finished"
 
 
+# The IngestQueue message kind that goes on with a failed job's paged summary.
+SUMMARY = "summary"
+
+
 def finish_job(job_id: str) -> None:
     """Finish a job whose images are all done, once, from whichever invocation filed its
-    last image; then announce it."""
+    last image; then announce it. A failed job with too many failures to sum up here has
+    its summary handed on instead (jobs/summary.py), which finishes it."""
     job = mark_finished(job_id)
     if job is None:
         return
+    if job.summarizing:
+        hand_on_summary(job.job_id, job.tenant)
+        return
+    finished(job)
+
+
+def hand_on_summary(job_id: str, tenant: str, delay_s: int = 0) -> None:
+    """Send the message that goes on with the job's paged summary. When it cannot be sent,
+    the reconciler sends it once the summary has stood still for RECONCILE_AFTER_S."""
+    try:
+        enqueue_ingest({"job_id": job_id, "tenant": tenant, "kind": SUMMARY}, delay_s)
+    except STORAGE_ERRORS:
+        logger.exception(
+            "failure summary not handed on; the reconciler will", extra={"job_id": job_id}
+        )
+
+
+def finished(job: Job) -> None:
+    """What follows the stamp of a job's end, from the one caller that stamped it: the log
+    line, the metrics, the event."""
+    job_id = job.job_id
     duration = (datetime.now(UTC) - job.created_at).total_seconds()
     logger.info(
         "job finished",

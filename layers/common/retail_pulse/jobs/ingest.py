@@ -51,13 +51,14 @@ MAX_ATTEMPTS = 3
 
 class IngestMessage(BaseModel):
     """One message of IngestQueue: read (or go on reading) this job's upload; or, of kind
-    "retry", go on reopening its retry's pages (jobs/retry.py)."""
+    "retry", go on reopening its retry's pages (jobs/retry.py); or, of kind "summary", go
+    on summing up its failures (jobs/summary.py)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     job_id: str
     tenant: str
-    kind: Literal["ingest", "retry"] = "ingest"
+    kind: Literal["ingest", "retry", "summary"] = "ingest"
 
 
 class JobBody(Protocol):

@@ -46,7 +46,7 @@ from retail_pulse.data.jobs import (
 from retail_pulse.data.queue import enqueue_images
 from retail_pulse.data.recount import recount_job
 from retail_pulse.domain import Image, ImageCancelled, ImageFailure, ImageResult, Job
-from retail_pulse.jobs.finish import emit_job_finished, finish_job
+from retail_pulse.jobs.finish import emit_job_finished, finish_job, hand_on_summary
 from retail_pulse.jobs.messages import ImageMessage, is_express
 from retail_pulse.jobs.retry import hand_on
 from retail_pulse.jobs.sweeps import CANCEL, EXPIRE, REQUEUE, step, under_way
@@ -99,9 +99,11 @@ class ReconcileReport:
     # Owed events tried and refused this pass; jobs with ALARM_AFTER_TRIES failures or more.
     events_failed: int = 0
     unannounced_jobs: int = 0
-    # Uploads whose ingest stopped, and retries whose pages stopped: their message sent again.
+    # Uploads whose ingest stopped, retries whose pages stopped, failure summaries that
+    # stopped: their message sent again.
     ingests_resent: int = 0
     retries_resent: int = 0
+    summaries_resent: int = 0
     # Jobs whose sweep (requeue, expiry, cancel) has pages left for the next pass.
     sweeps_left: int = 0
     out_of_time: bool = False
@@ -179,6 +181,9 @@ def _visit(job_id: str, run: _Pass) -> Job | None:
     if job.retry_next is not None and (job.retry_moved_at or job.created_at) <= run.soft_cutoff:
         hand_on(job)  # the retry's pages stopped: its message was lost
         report.retries_resent += 1
+    if job.summarizing:
+        _resend_lost_summary(job, run)
+        return None
     if job.done:
         # The last image's invocation died between its transaction and the stamp.
         finish_job(job_id)
@@ -203,6 +208,18 @@ def _resend_lost_ingest(job: Job, run: _Pass) -> None:
     note_requeued(job.job_id)  # the next resend waits a whole soft deadline
     run.report.ingests_resent += 1
     logger.warning("stopped ingest sent again", extra={"job_id": job.job_id})
+
+
+def _resend_lost_summary(job: Job, run: _Pass) -> None:
+    """A failed job's paged summary that stood still for RECONCILE_AFTER_S (its message
+    lost, or its tries at an index that lagged used up): its message is sent again; the
+    pass goes on from its place (one that was only late is harmless: its moves are
+    conditional)."""
+    if (job.summary_moved_at or job.created_at) > run.soft_cutoff:
+        return
+    hand_on_summary(job.job_id, job.tenant)
+    run.report.summaries_resent += 1
+    logger.warning("stopped failure summary sent again", extra={"job_id": job.job_id})
 
 
 def _sweep(run: _Pass, job: Job, kind: str, open_filings: int = 0) -> None:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from retail_pulse.data import STORAGE_ERRORS
-from retail_pulse.data.jobs import get_job, keep_failure_summary, summarize_failures
+from retail_pulse.data.image_records import summarize_failures
+from retail_pulse.data.jobs import get_job, keep_failure_summary
 from retail_pulse.domain import Job, JobStatus, UploadFailure
 from retail_pulse.errors import UnknownJob
 from retail_pulse.failure_summary import FailedImage, FailureSummary
@@ -27,10 +28,12 @@ RETRY_AFTER_UNSTARTED_S = 5
 def retry_after(job: Job, now: datetime) -> int:
     """When an ongoing job is worth asking about again: the time its remaining images take
     at the rate images have finished since submit, clamped to 1..60 s; 5 s while none has
-    finished, since there is no rate yet. A client that waits this long polls a short job
-    about once a second and a long one once a minute."""
+    finished, since there is no rate yet, and while its failures are summed up. A client
+    that waits this long polls a short job about once a second and a long one once a
+    minute."""
     done = job.succeeded + job.failed
-    if done <= 0:
+    if done <= 0 or job.done:
+        # No rate yet; or every image is done and its failures are being summed up.
         return RETRY_AFTER_UNSTARTED_S
     elapsed = max((now - job.created_at).total_seconds(), 0.001)
     remaining_s = max(job.total - done, 0) * elapsed / done
@@ -59,13 +62,7 @@ def status_of(job: Job) -> JobStatus:
     if job.state == "cancelled":
         return JobStatus(status="cancelled", job_id=job_id, progress=progress)
     if job.state == "ongoing":
-        return JobStatus(
-            status="ongoing",
-            job_id=job_id,
-            progress=progress,
-            retry_after_s=retry_after(job, datetime.now(UTC)),
-            ingesting=True if job.ingesting else None,
-        )
+        return _ongoing(job)
     if job.state == "completed":
         return JobStatus(status="completed", job_id=job_id, progress=progress)
     if job.ingest_error is not None and not job.failed:
@@ -79,6 +76,9 @@ def status_of(job: Job) -> JobStatus:
             error_truncated=False,
         )
     failures = job.failures if job.failures is not None else _summed_up(job)
+    if failures is None:
+        # Too many to sum up here: the paged summary (jobs/summary.py) stamps it when done.
+        return _ongoing(job)
     upload_error: list[FailedImage | UploadFailure] = (
         [UploadFailure(job.ingest_error)] if job.ingest_error is not None else []
     )
@@ -92,12 +92,26 @@ def status_of(job: Job) -> JobStatus:
     )
 
 
-def _summed_up(job: Job) -> FailureSummary:
+def _ongoing(job: Job) -> JobStatus:
+    return JobStatus(
+        status="ongoing",
+        job_id=job.job_id,
+        progress=job.progress,
+        retry_after_s=retry_after(job, datetime.now(UTC)),
+        ingesting=True if job.ingesting else None,
+    )
+
+
+def _summed_up(job: Job) -> FailureSummary | None:
     """The failures of a failed job that does not keep them: one whose counters say failed
     before its finish is stamped (which keeps them), or one that failed before summaries
-    were kept. The latter keeps it now, so this happens once per job."""
+    were kept. The former only when they are few (SUMMARY_INLINE_FAILURES; None otherwise:
+    its paged summary is on its way). The latter keeps it now, so this happens once per job
+    (such jobs predate uploads: MAX_IMAGES_PER_JOB images at most)."""
+    if job.finished_at is None:
+        return summarize_failures(job.job_id, job.failed, job.total)
     summary = summarize_failures(job.job_id, job.failed)
-    if job.finished_at is not None:
+    if summary is not None:
         try:
             keep_failure_summary(job, summary)
         except STORAGE_ERRORS:
