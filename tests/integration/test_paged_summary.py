@@ -30,6 +30,7 @@ from retail_pulse.jobs.reconcile import reconcile
 from retail_pulse.jobs.submit import UNKNOWN_STORE
 from retail_pulse.jobs.summary import continue_summary
 from retail_pulse.settings import get_settings
+from retail_pulse_admin.backfill_failed_stores import backfill_failed_stores
 from tests.integration.conftest import job, visit
 from tests.integration.test_bounded_failures import dynamodb_requests, published, status
 from tests.integration.test_paged_jobs import (
@@ -224,6 +225,31 @@ def test_a_pass_that_reads_fewer_failures_than_counted_begins_again_never_guesse
     assert deliver_ingest_queue(aws, DiesAfter()) == ["summary"]
     assert status(call_api, failed.job_id).body == failed.expected()
     assert len(published) == 1
+
+
+def test_failures_filed_before_failedstores_are_summed_up_once_the_backfill_runs(
+    aws, call_api, published, monkeypatch
+):
+    """Records failed before this version have no place in FailedStores: the pass reads
+    fewer failures than the job counts and never guesses; the one-off backfill puts them
+    there, and the pass's next try ends it."""
+    failed = FailedJob(call_api)
+    failures = [i for i in range(len(failed.images)) if i not in failed.succeeded]
+    for index in failures:  # as filed before FailedStores existed
+        ImageRecord(job_id=failed.job_id, image_index=index).update(
+            actions=[ImageRecord.failed_store_key.remove()]
+        )
+    monkeypatch.setattr(summary_use_case, "AGAIN_AFTER_S", 0)
+    finish_job(failed.job_id)
+    assert deliver_ingest_queue(aws, DiesAfter()) == ["summary"]
+    assert JobRecord.get(failed.job_id, consistent_read=True).finished_at is None
+
+    assert backfill_failed_stores() == len(failures)
+
+    assert deliver_ingest_queue(aws, DiesAfter()) == ["summary"]
+    assert status(call_api, failed.job_id).body == failed.expected()
+    assert len(published) == 1
+    assert backfill_failed_stores() == 0  # nothing left: safe to run again
 
 
 def unknown_stores_job(call_api: Any, images: int) -> str:
