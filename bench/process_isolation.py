@@ -67,15 +67,12 @@ class Moto:
 
         self._mock = mock_aws()
         self._mock.start()
-        from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS, StoreRecord
+        from retail_pulse.data.models import ALL_MODELS, StoreRecord
+        from tests.support.template import create_tables
 
         for model in ALL_MODELS:
             model._connection = None
-        for model in TABLE_MODELS:
-            model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
-        from tests.conftest import create_idempotency_table
-
-        create_idempotency_table(boto3.client("dynamodb", region_name=REGION))
+        create_tables(boto3.client("dynamodb", region_name=REGION), os.environ)
         boto3.client("secretsmanager", region_name=REGION).create_secret(
             Name=ENV["PAGE_TOKEN_SECRET_ARN"], SecretString="bench"
         )

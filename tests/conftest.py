@@ -54,6 +54,7 @@ from moto import mock_aws
 from retail_pulse.settings import get_settings
 from tests.support.image_server import ImageServer
 from tests.support.moto_fixes import make_moto_like_aws
+from tests.support.template import create_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_STORE_MASTER = ROOT.parent / "shared" / "data" / "StoreMasterAssignment.csv"
@@ -97,20 +98,10 @@ class Aws:
         return messages
 
 
-def create_idempotency_table(dynamodb: object, name: str = "Idempotency") -> None:
-    """The IdempotencyTable of template.yaml (Powertools' key `id`)."""
-    dynamodb.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-
-
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     """Fresh moto DynamoDB tables (from the PynamoDB models) and SQS queues per test."""
-    from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS, ExportRecord, UploadRecord
+    from retail_pulse.data.models import ALL_MODELS, ExportRecord, UploadRecord
 
     make_moto_like_aws(monkeypatch)  # atomic DynamoDB, SQS O(1) in queue length, as AWS
     with mock_aws():
@@ -121,9 +112,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         for model in (*ALL_MODELS, UploadRecord, ExportRecord):
             if model._connection is not None and model._connection.connection.host:
                 model._connection = None  # left pointing elsewhere (an endpoint) by a test
-        for model in TABLE_MODELS:
-            model.create_table(billing_mode="PAY_PER_REQUEST", wait=False)  # ACTIVE at once
-        create_idempotency_table(_client("dynamodb"))
+        create_tables(_client("dynamodb"), os.environ)  # ACTIVE at once
         _client("secretsmanager").create_secret(
             Name=os.environ["PAGE_TOKEN_SECRET_ARN"], SecretString="test-page-token-key"
         )
@@ -146,9 +135,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         assert express_url == os.environ["EXPRESS_QUEUE_URL"]
         webhook_url = sqs.create_queue(QueueName="Webhooks")["QueueUrl"]
         assert webhook_url == os.environ["WEBHOOK_QUEUE_URL"]
-        # Large jobs: the Uploads table, the uploads bucket (versioned, as the template's)
-        # and the ingest queue.
-        UploadRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
+        # Large jobs: the uploads bucket (versioned, as the template's) and the ingest queue.
         s3 = _client("s3")
         s3.create_bucket(Bucket=os.environ["UPLOADS_BUCKET"])
         s3.put_bucket_versioning(
@@ -156,8 +143,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         )
         ingest_url = sqs.create_queue(QueueName="Ingest")["QueueUrl"]
         assert ingest_url == os.environ["INGEST_QUEUE_URL"]
-        # Results exports: their records and the export function's queue.
-        ExportRecord.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
+        # Results exports: the export function's queue.
         export_url = sqs.create_queue(QueueName="Export")["QueueUrl"]
         assert export_url == os.environ["EXPORT_QUEUE_URL"]
         yield Aws(

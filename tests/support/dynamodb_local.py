@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import socket
 import subprocess
 import tempfile
@@ -33,6 +34,7 @@ from local_stack.dynamodb_local import (
     start,
     wait_ready,
 )
+from tests.support.template import create_tables
 
 BACKENDS = ["moto", "dynamodb-local"]
 
@@ -101,9 +103,8 @@ def backend(request: pytest.FixtureRequest, aws: Any, monkeypatch: pytest.Monkey
     """Run the test on moto, then on DynamoDB Local, each with fresh tables and moto SQS."""
     if request.param == "moto":
         return "moto"
-    from retail_pulse.data.models import ALL_MODELS, TABLE_MODELS
+    from retail_pulse.data.models import ALL_MODELS
     from retail_pulse.jobs import submit
-    from tests.conftest import create_idempotency_table
 
     url = dynamodb_local()
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", url)
@@ -115,10 +116,7 @@ def backend(request: pytest.FixtureRequest, aws: Any, monkeypatch: pytest.Monkey
         kept = _local_connections.get(model)
         # Only a connection to this DynamoDB Local (a test may have moved the endpoint).
         model._connection = kept if kept is not None and kept.connection.host == url else None
-    for model in TABLE_MODELS:
-        # DynamoDB Local creates tables ACTIVE at once; PynamoDB's wait would poll for 2 s.
-        model.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
-    create_idempotency_table(client)
+    create_tables(client, os.environ)  # ACTIVE at once on DynamoDB Local
     monkeypatch.setattr(submit.persistence, "client", client)
     monkeypatch.setattr(submit.recordings, "client", client)
 

@@ -3,6 +3,7 @@ the template against the code."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,3 +23,41 @@ def load_template() -> dict[str, Any]:
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     """The template's resources of one type, by logical id."""
     return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+# What CreateTable takes of an AWS::DynamoDB::Table's properties (the rest, TTL, point-in-time
+# recovery and encryption, are settings of a table made, which no test here relies on).
+_CREATE_TABLE_PROPERTIES = (
+    "AttributeDefinitions",
+    "KeySchema",
+    "GlobalSecondaryIndexes",
+    "LocalSecondaryIndexes",
+    "BillingMode",
+)
+
+
+@lru_cache(maxsize=1)
+def _table_definitions() -> tuple[tuple[str, dict[str, Any]], ...]:
+    template = load_template()
+    environment = template["Globals"]["Function"]["Environment"]["Variables"]
+    setting_of = {
+        value["Ref"]: name
+        for name, value in environment.items()
+        if isinstance(value, dict) and set(value) == {"Ref"}
+    }
+    return tuple(
+        (
+            setting_of[logical_id],
+            {k: v for k, v in table["Properties"].items() if k in _CREATE_TABLE_PROPERTIES},
+        )
+        for logical_id, table in resources(template, "AWS::DynamoDB::Table").items()
+    )
+
+
+def create_tables(dynamodb: Any, environ: Mapping[str, str]) -> None:
+    """The template's tables, each with one CreateTable request (keys, indexes as the template
+    has them), named as the functions' environment (`environ`) names them. Cheaper than
+    PynamoDB's create_table, which first asks whether the table exists: a test's setup made
+    7 tables in ~0.8 s of moto's time before, about half of an integration test's."""
+    for setting, definition in _table_definitions():
+        dynamodb.create_table(TableName=environ[setting], **definition)
