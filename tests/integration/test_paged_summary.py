@@ -126,9 +126,15 @@ class FailedJob:
 
 
 def assert_summing_up(call_api: Any, job_id: str, progress: dict[str, int]) -> None:
-    """Status while the summary is under way: ongoing, every image counted, one read."""
+    """Status while the summary is under way: ongoing, every image counted, saying why
+    (`summarizing`), one read."""
     answer = status(call_api, job_id)
-    assert answer.body == {"status": "ongoing", "job_id": job_id, "progress": progress}
+    assert answer.body == {
+        "status": "ongoing",
+        "job_id": job_id,
+        "summarizing": True,
+        "progress": progress,
+    }
     assert answer.headers["Retry-After"] == "5"
     assert dynamodb_requests() == {"dynamodb.GetItem": 1}
 

@@ -286,6 +286,8 @@ class JobStatus:
     retry_after_s: int | None = None
     # Only while an uploaded job's body is still being read (`progress.total` grows).
     ingesting: bool | None = None
+    # Only while a done job's failures are summed up page by page, before its stamp.
+    summarizing: bool | None = None
 
 
 @dataclass(frozen=True)

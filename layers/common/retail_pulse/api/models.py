@@ -291,6 +291,12 @@ class StatusResponse(BaseModel):
         description="Only while an uploaded job's body is still being read: true, and "
         "progress.total counts the images read so far",
     )
+    summarizing: bool | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Only while every image is done and the job's many failures are being "
+        "summed up before it is stamped failed: true (progress counts every image)",
+    )
     progress: Progress
 
 

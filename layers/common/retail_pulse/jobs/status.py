@@ -99,6 +99,7 @@ def _ongoing(job: Job) -> JobStatus:
         progress=job.progress,
         retry_after_s=retry_after(job, datetime.now(UTC)),
         ingesting=True if job.ingesting else None,
+        summarizing=True if job.done else None,
     )
 
 
