@@ -12,6 +12,17 @@ DynamoDB Local reports them (ReturnConsumedCapacity, metering.py), for two jobs:
 - 10,000 images of 10,000 stores whose ~2 KB presigned URLs answered 403 (each error names
   its URL).
 
+And what finishing such a job reads (issue 24). Before, the invocation that counted the
+job's last image read every failure (the FailedImages index) to sum them up, in one go;
+a job with more than SUMMARY_INLINE_FAILURES (1,000) now has them summed up page by page
+(jobs/summary.py: SUMMARY_PAGE_FAILURES a Query, each at most 1 MB, its place kept on the
+job between pages), and is polled meanwhile with one GetItem. Measured for the two jobs
+above and a third, 50,000 images failed over 5,000 stores: the read units and requests of
+each page (the largest is what any invocation reads between two checkpoints), of the whole
+pass, and of a status poll during it. The pass announces the job at its end: EventBridge
+and SQS are pointed at a closed port here, so that announcement fails (and is left to the
+reconciler), which costs no read.
+
 Scratch tables in an in-memory DynamoDB Local of its own; prints one JSON line per job.
 """
 
@@ -38,6 +49,13 @@ _ENV = {
     "STORES_TABLE": "FailedStatusBenchStores",
     "POWERTOOLS_SERVICE_NAME": "retail-pulse",
     "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "CRITICAL",
+    # Nothing listens there: the pass's announcement fails at once (see above).
+    "AWS_ENDPOINT_URL_EVENTS": "http://127.0.0.1:9",
+    "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:9",
+    "AWS_MAX_ATTEMPTS": "1",
+    "INGEST_QUEUE_URL": "http://127.0.0.1:9/000000000000/Ingest",
+    "WEBHOOK_QUEUE_URL": "http://127.0.0.1:9/000000000000/Webhooks",
 }
 
 
@@ -59,9 +77,10 @@ def _presigned(n: int) -> str:
     )
 
 
-def _failed_job(images: int, error_of: Any) -> str:
-    """A job whose every image failed, each of its own store, finished as the service
-    finishes it (mark_finished: the summary kept with the failed stamp)."""
+def _failed_job(images: int, error_of: Any, stores: int | None = None) -> str:
+    """A job whose every image failed, each of its own store (or of one of `stores`),
+    finished as the service finishes it (mark_finished: the summary kept with the failed
+    stamp, or, for more than SUMMARY_INLINE_FAILURES, its paged summary begun)."""
     from retail_pulse.data.jobs import create_job, mark_finished
     from retail_pulse.domain import FAILED, Image, Job
 
@@ -78,7 +97,7 @@ def _failed_job(images: int, error_of: Any) -> str:
         Image(
             job_id=job_id,
             image_index=n,
-            store_id=f"STORE-{n:07d}",
+            store_id=f"STORE-{n if stores is None else n % stores:07d}",
             area=None,
             url=f"https://images.example/{n}.jpg",
             visit_time="2026-11-28T10:15:00Z",
@@ -103,12 +122,45 @@ def _reads(call: Any) -> tuple[Any, float, dict[str, int]]:
     return result, round(sum(usage.read_units.values()), 1), requests
 
 
-def measure(name: str, images: int, error_of: Any) -> dict[str, Any]:
+def _paged_summary(job_id: str) -> dict[str, Any]:
+    """The job's paged summary run to its end in one invocation, each page's reads taken
+    at the clock it looks at between pages (so the first and last entries are the pass's
+    reads of the job around the pages)."""
+    from retail_pulse.jobs.summary import continue_summary
+    from retail_pulse.metering import usage
+
+    pages: list[float] = []
+
+    def clock() -> float:
+        pages.append(sum(usage.read_units.values()))
+        usage.reset()
+        return 900.0
+
+    usage.reset()
+    continue_summary(job_id, "default", clock)
+    last = round(sum(usage.read_units.values()), 1)
+    per_page = [round(units, 1) for units in pages[1:]] + [last]
+    return {
+        "pages": len(per_page),
+        "page_read_units_max": max(per_page),
+        "read_units": round(sum(pages) + last, 1),
+    }
+
+
+def measure(name: str, images: int, error_of: Any, stores: int | None = None) -> dict[str, Any]:
     from retail_pulse.data.image_records import failed_images
     from retail_pulse.data.jobs import get_job
     from retail_pulse.jobs.status import status_document, status_of
 
-    job_id = _failed_job(images, error_of)
+    job_id = _failed_job(images, error_of, stores)
+
+    def poll() -> dict[str, Any]:
+        job = get_job(job_id)
+        assert job is not None
+        return status_document(status_of(job))
+
+    during, during_units, during_requests = _reads(poll)
+    paged = _paged_summary(job_id) if during["status"] == "ongoing" else None
 
     def before() -> list[dict[str, str]]:
         get_job(job_id)
@@ -117,13 +169,8 @@ def measure(name: str, images: int, error_of: Any) -> dict[str, Any]:
             first.setdefault(failure.store_id, vars(failure))
         return list(first.values())
 
-    def after() -> dict[str, Any]:
-        job = get_job(job_id)
-        assert job is not None
-        return status_document(status_of(job))
-
     old, old_units, old_requests = _reads(before)
-    new, new_units, new_requests = _reads(after)
+    new, new_units, new_requests = _reads(poll)
     return {
         "job": name,
         "failed_images": images,
@@ -139,6 +186,13 @@ def measure(name: str, images: int, error_of: Any) -> dict[str, Any]:
             "listed": len(new["error"]),
             "error_count": new["error_count"],
         },
+        # Finishing it: before, `before`'s reads in the one invocation that stamped it.
+        "paged_summary": paged,
+        "poll_while_summing_up": {
+            "status": during["status"],
+            "read_units": during_units,
+            "requests": during_requests,
+        },
     }
 
 
@@ -153,6 +207,9 @@ def main() -> int:
         wait_ready(port, process, START_TIMEOUT_S)
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{port}"
         from retail_pulse.data.models import ImageRecord, JobRecord
+        from retail_pulse.metering import enable
+
+        enable()  # as lambda_entry does: count what the clients send
 
         for model in (JobRecord, ImageRecord):
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=False)
@@ -162,6 +219,12 @@ def main() -> int:
                 "10,000 stores, 2 KB presigned URLs answering 403",
                 10_000,
                 lambda n: f"image download failed: HTTP 403 for {_presigned(n)}",
+            ),
+            measure(
+                "50,000 images of 5,000 unknown stores",
+                50_000,
+                lambda n: "store_id not found in store master",
+                stores=5_000,
             ),
         ]
     finally:
