@@ -24,6 +24,7 @@ from retail_pulse.jobs import export as use_case
 from retail_pulse.jobs.finish import finish_job
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
+from tests.integration.test_ingest import run_ingest
 from tests.integration.test_results import ASHA, BHARAT, HEADER, UNKNOWN, measured, url
 from tests.support.dynamodb_local import backend  # noqa: F401
 from tests.support.filing import file_result
@@ -231,7 +232,7 @@ LONG = 3_900  # characters of a presigned-style URL and of an error: rows of abo
 IMAGES = 1_400
 
 
-def big_finished_job(images: int) -> str:
+def big_finished_job(aws: Any, images: int) -> str:
     """A finished job of `images` failed images with long URLs and errors, written as submit
     writes a job of unknown stores (its manifest and its failed records), then finished."""
     job_id = f"big-{images}"
@@ -261,6 +262,7 @@ def big_finished_job(images: int) -> str:
         ],
     )
     finish_job(job_id)
+    run_ingest(aws)  # its failures summed up in pages (more than SUMMARY_INLINE_FAILURES)
     return job_id
 
 
@@ -290,7 +292,7 @@ def parts_of(key: str) -> list[int]:
 @pytest.mark.usefixtures("backend")
 @pytest.mark.parametrize("backend", ["dynamodb-local"], indirect=True)
 def test_a_large_export_is_written_in_parts_of_at_least_5_mib(aws, call_api, small_parts):
-    job_id = big_finished_job(IMAGES)
+    job_id = big_finished_job(aws, IMAGES)
 
     assert ask(call_api, "POST", job_id).status_code == 202
     assert run_exports(aws) == 1
@@ -313,7 +315,7 @@ def test_a_large_export_is_written_in_parts_of_at_least_5_mib(aws, call_api, sma
 def test_an_export_out_of_time_hands_over_between_parts_and_no_row_is_twice_or_missing(
     aws, call_api, small_parts, monkeypatch
 ):
-    job_id = big_finished_job(IMAGES)
+    job_id = big_finished_job(aws, IMAGES)
     assert ask(call_api, "POST", job_id, format="jsonl").status_code == 202
     # The first invocation runs out of time right after its first part is recorded.
     recorded = export_store.part_done
@@ -357,7 +359,7 @@ def test_an_export_out_of_time_hands_over_between_parts_and_no_row_is_twice_or_m
 def test_an_invocation_that_dies_between_a_part_and_its_record_is_resumed_exactly(
     aws, call_api, small_parts, monkeypatch
 ):
-    job_id = big_finished_job(IMAGES)
+    job_id = big_finished_job(aws, IMAGES)
     assert ask(call_api, "POST", job_id).status_code == 202
     # Part 2 reaches S3, then the invocation dies before recording it.
     recorded = export_store.part_done
