@@ -32,7 +32,7 @@ SAM := $(SAM_VENV)/bin/sam
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 PYTEST_WORKERS ?= 2
 
-.PHONY: install venvs sam ministack java run test test-deployed test-e2e-local test-fast lint format check-template openapi bench soak clean
+.PHONY: install venvs sam ministack java run test test-e2e test-deployed test-e2e-local test-fast lint format check-template openapi bench soak clean
 
 $(UV):
 	$(PYTHON) -m venv $(UV_VENV)
@@ -104,20 +104,23 @@ check-template: install $(SAM) $(CHECKOV)
 venvs:
 	$(MAKE) --no-print-directory -j4 --output-sync=target install ministack $(SAM) $(CHECKOV)
 
-# The virtualenvs, lint; unit and integration tests in parallel, side by side with the
-# template checks (sam build waits on downloads); then each end-to-end test once: the whole
-# suite against the template deployed onto MiniStack, and on the local stack those of what
-# only it has (marked local_stack). Without python3.13 the whole suite runs on the local
-# stack. pytest exits 5 when it collects nothing, which fails the target.
+# The virtualenvs, then four things side by side, each mostly waiting on something else (a
+# download, a Lambda worker, DynamoDB Local): lint; the template checks; the unit and
+# integration tests in parallel; and each end-to-end test once (test-e2e). Output is shown
+# per target as each ends. pytest exits 5 when it collects nothing, which fails the target.
 test: java venvs
-	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-fast check-template
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint check-template test-fast test-e2e
+
+# Each end-to-end test once: the whole suite against the template deployed onto MiniStack, and
+# on the local stack those of what only it has (marked local_stack). Without python3.13 the
+# whole suite runs on the local stack.
+test-e2e: install ministack java
 ifeq ($(PYTHON313),)
 	$(PY) -m pytest -m e2e
 else
 	$(PY) -m pytest -m "e2e and local_stack"
-endif
 	$(MAKE) --no-print-directory test-deployed
+endif
 
 # The whole end-to-end suite on the local stack (make test runs most of it on MiniStack).
 test-e2e-local: install ministack java

@@ -38,7 +38,7 @@ from tests.support.image_server import ImageServer
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"^Retail Pulse local stack ready at (http://127\.0\.0\.1:\d+)", re.M)
-READY_TIMEOUT_S = 90
+READY_TIMEOUT_S = 300
 # Short, so failed messages come back in seconds; longer than a busy 2-core machine's
 # slowest batch, so messages still being processed are not delivered twice.
 VISIBILITY_TIMEOUT_S = 5
