@@ -8,7 +8,8 @@ Translation uses the parameters' defaults (what `sam deploy` uses unless told ot
 an override changes the values the Resolver puts in, not which resources SAM makes.
 Offline: managed policy names are not looked up (the template names none; SAM's own
 additions are ARNs it builds itself). The result is cached in .cache/sam/ by the
-template's text and the translator's version: translating takes a second or two.
+template's text and the translator's version: translating takes a second or two, which
+`make run` would otherwise add to every start.
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from local_stack import template as template_module
-from local_stack.template import REGION, decide_fn_if_in_sam_resources, make_resolver
+from local_stack.template import (
+    REGION,
+    TemplateError,
+    decide_fn_if_in_sam_resources,
+    load_template,
+    make_resolver,
+)
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "sam"
 # Code in S3, as `sam deploy` leaves it; SAM refuses a local folder. Nothing reads it: the
@@ -43,6 +51,7 @@ class _NoManagedPolicyNames:
 def translate(template: dict[str, Any]) -> dict[str, Any]:
     """The CloudFormation template SAM makes of `template` (loaded by load_template)."""
     import boto3
+    from samtranslator.model.exceptions import InvalidDocumentException
     from samtranslator.parser.parser import Parser
     from samtranslator.translator.translator import Translator
     from samtranslator.utils.py27hash_fix import (
@@ -58,31 +67,38 @@ def translate(template: dict[str, Any]) -> dict[str, Any]:
     parameters: dict[str, Any] = {}
     to_py27_compatible_template(template, parameters)
     translator = Translator(None, Parser(), boto_session=boto3.Session(region_name=REGION))
-    translated = translator.translate(
-        template, parameter_values=parameters, get_managed_policy_map=_NoManagedPolicyNames().load
-    )
+    try:
+        translated = translator.translate(
+            template,
+            parameter_values=parameters,
+            get_managed_policy_map=_NoManagedPolicyNames().load,
+        )
+    except InvalidDocumentException as error:
+        causes = "; ".join(cause.message for cause in error.causes)
+        raise TemplateError(f"SAM cannot translate the template: {causes}") from error
+    finally:
+        translator.metrics.publish()  # to SAM's no-op publisher: else it warns at exit
     result: dict[str, Any] = undo_mark_unicode_str_in_template(translated)
     return result
 
 
-def translate_cached(template: dict[str, Any]) -> dict[str, Any]:
-    """`translate(template)`, from .cache/sam/ when this template was translated before by
-    this translator and this code (this module and the evaluator it uses)."""
+def translated(template_path: Path) -> dict[str, Any]:
+    """`translate` of the template at `template_path`, from .cache/sam/ when this text was
+    translated before by this translator and this code (this module, the evaluator)."""
     digest = hashlib.sha256(version("aws-sam-translator").encode())
-    for module in (Path(__file__), Path(template_module.__file__ or "")):
-        digest.update(module.read_bytes())
-    digest.update(json.dumps(template, sort_keys=True, default=str).encode())
+    for source in (Path(__file__), Path(template_module.__file__ or ""), template_path):
+        digest.update(source.read_bytes())
     key = digest.hexdigest()
     path = CACHE / f"{key[:32]}.json"
     if path.exists():
         cached: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return cached
-    translated = translate(template)
+    result = translate(load_template(template_path))
     CACHE.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{key[32:40]}.tmp")
-    partial.write_text(json.dumps(translated), encoding="utf-8")
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(result), encoding="utf-8")
     partial.replace(path)  # whole or absent, whoever else translates at the same time
-    return translated
+    return result
 
 
 def _decide_language_extensions(template: dict[str, Any]) -> None:
@@ -96,11 +112,16 @@ def _decide_language_extensions(template: dict[str, Any]) -> None:
 
 
 def _stand_in_for_uploaded_code(template: dict[str, Any]) -> None:
-    """A local folder becomes s3://local-code/<folder> (what `sam validate` does too)."""
-    for resource in template.get("Resources", {}).values():
-        name = _CODE_URI.get(resource.get("Type"))
-        properties = resource.get("Properties") or {}
-        if name and isinstance(properties.get(name), str) and "://" not in properties[name]:
+    """A local folder becomes s3://local-code/<folder> (what `sam validate` does too), in
+    the resources and in Globals."""
+    function_globals = (template.get("Globals") or {}).get("Function") or {}
+    places = [(function_globals, "CodeUri")] + [
+        (resource.get("Properties") or {}, _CODE_URI[resource.get("Type")])
+        for resource in template.get("Resources", {}).values()
+        if resource.get("Type") in _CODE_URI
+    ]
+    for properties, name in places:
+        if isinstance(properties.get(name), str) and "://" not in properties[name]:
             properties[name] = f"s3://{CODE_BUCKET}/{properties[name]}"
 
 
@@ -114,8 +135,6 @@ def code_folder(root: Path, code: Any) -> Path | None:
 
 if __name__ == "__main__":  # pragma: no cover - a look at what SAM makes of a template
     import sys
-
-    from local_stack.template import load_template
 
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("template.yaml")
     json.dump(translate(load_template(path)), sys.stdout, indent=1)

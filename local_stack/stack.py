@@ -34,6 +34,7 @@ from local_stack.event_sources import (
 from local_stack.events import EventLog
 from local_stack.model import FunctionSpec, StackModel
 from local_stack.runtime import FunctionRuntime, Invocation, LogSink
+from local_stack.sam import translated
 from local_stack.template import REGION
 
 log = logging.getLogger("local_stack")
@@ -222,9 +223,7 @@ class LocalStack:
         return self.model
 
     def _overrides(self) -> dict[str, str]:
-        from local_stack.template import load_template
-
-        declared = (load_template(self.config.template).get("Parameters") or {}).keys()
+        declared = (translated(self.config.template).get("Parameters") or {}).keys()
         overrides = dict(self.config.parameter_overrides)
         if "AwsEndpointUrl" in declared:
             overrides["AwsEndpointUrl"] = self.aws.url
@@ -247,7 +246,7 @@ class LocalStack:
                     ", ".join(sorted(self.config.function_environment)),
                 )
             pollers = self._spawn_workers(model, specs)
-            import_process = self._start_store_import(model)
+            import_process = self._start_store_import(specs)
             with ThreadPoolExecutor(max_workers=max(1, len(self.functions))) as pool:
                 inits = dict(
                     zip(
@@ -376,7 +375,7 @@ class LocalStack:
                     self.config.schedule_period_s,
                 )
 
-    def _start_store_import(self, model: StackModel) -> subprocess.Popen[str] | None:
+    def _start_store_import(self, specs: list[FunctionSpec]) -> subprocess.Popen[str] | None:
         csv = self.config.store_master_csv
         if csv is None:
             log.info("store master: none (STORE_MASTER_CSV is empty)")
@@ -384,15 +383,23 @@ class LocalStack:
         if not csv.exists():
             log.error("store master: %s does not exist; the Stores table stays empty", csv)
             return None
-        globals_env = (model.template.get("Globals") or {}).get("Function") or {}
-        env = model.resolver.resolve((globals_env.get("Environment") or {}).get("Variables") or {})
+        # What every function's environment has (the template's Globals): tables, endpoints.
+        shared = (
+            {
+                k: v
+                for k, v in specs[0].environment.items()
+                if all(s.environment.get(k) == v for s in specs)
+            }
+            if specs
+            else {}
+        )
         env = {
             "PATH": os.environ.get("PATH", ""),
             **DUMMY_CREDENTIALS,
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
             "POWERTOOLS_TRACE_DISABLED": "true",
-            **{k: str(v) for k, v in env.items()},
+            **shared,
         }
         return subprocess.Popen(
             [*_IMPORT_COMMAND, str(csv.resolve())],

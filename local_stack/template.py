@@ -2,9 +2,9 @@
 
 The local stack derives everything (tables, queues, functions, routes, event sources) from
 the template itself, so a resource another engineer adds there runs locally with no change
-here. This module loads the YAML (with the short-form tags), evaluates Conditions, resolves
-intrinsic functions and merges `Globals.Function` into every `AWS::Serverless::Function`.
-It knows nothing about what the functions do.
+here. This module loads the YAML (with the short-form tags), evaluates Conditions and
+resolves intrinsic functions; SAM's translator (local_stack/sam.py) does the rest, Globals
+included. It knows nothing about what the functions do.
 
 It is the one evaluator of the template's conditions: the SAM translation (local_stack/sam.py,
 which the least-privilege checks read too) and the MiniStack deployment
@@ -15,7 +15,6 @@ with `decide_fn_if_in_sam_resources`.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -31,7 +30,6 @@ PARTITION = "aws"
 
 TABLE = "AWS::DynamoDB::Table"
 QUEUE = "AWS::SQS::Queue"
-FUNCTION = "AWS::Serverless::Function"
 
 # Short-form tag -> long-form key. `!GetAtt A.B` is special-cased (a dotted scalar).
 _TAGS = {
@@ -287,26 +285,6 @@ def active_resources(template: Mapping[str, Any], resolver: Resolver) -> dict[st
         for logical_id, resource in template["Resources"].items()
         if "Condition" not in resource or resolver.condition(resource["Condition"])
     }
-
-
-def merge_globals(template: Mapping[str, Any], properties: Mapping[str, Any]) -> dict[str, Any]:
-    """SAM's Globals rules: maps merge key by key, lists append, scalars are overridden."""
-    defaults = copy.deepcopy(((template.get("Globals") or {}).get("Function")) or {})
-    return _merge(defaults, copy.deepcopy(dict(properties)))
-
-
-def _merge(base: Any, override: Any) -> Any:
-    if isinstance(base, dict) and isinstance(override, dict):
-        # An intrinsic function is a value, not a map to merge into.
-        if len(override) == 1 and next(iter(override)) in _INTRINSICS:
-            return override
-        merged = dict(base)
-        for key, value in override.items():
-            merged[key] = _merge(base[key], value) if key in base else value
-        return merged
-    if isinstance(base, list) and isinstance(override, list):
-        return base + override
-    return override
 
 
 def decide_fn_if_in_sam_resources(template: dict[str, Any], resolver: Resolver) -> list[str]:

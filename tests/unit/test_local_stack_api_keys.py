@@ -39,7 +39,7 @@ GATEWAY_HEADERS = {"DEFAULT_4XX": {"X-Content-Type-Options": "nosniff"}}
 def _gateway(api_keys: dict[str, str | None] | None) -> tuple[ApiGateway, Recorder]:
     recorder = Recorder()
     gateway = ApiGateway(
-        [ApiRoute("StatusFunction", "Status", "/api/status", "GET")],
+        [ApiRoute("StatusFunction", "/api/status", "GET")],
         recorder,
         LogSink(io.StringIO()),
         port=0,

@@ -272,7 +272,7 @@ def answer(function: str, event: dict[str, Any]) -> Invocation:
 def gateway() -> Iterator[tuple[ApiGateway, Lines, io.StringIO]]:
     full, console = io.StringIO(), Lines()
     gateway = ApiGateway(
-        [ApiRoute("SubmitFunction", "Submit", "/api/submit/", "POST")],
+        [ApiRoute("SubmitFunction", "/api/submit/", "POST")],
         answer,
         LogSink(full, colour=False, console=console),
         port=0,

@@ -1,6 +1,7 @@
 """The local stack reads template.yaml as CloudFormation and SAM would.
 
-Checked two ways: against the template parsed independently (cfn-lint's decoder), and
+It reads SAM's translation; checked two ways: against the SAM source parsed independently
+(cfn-lint's decoder), and
 against the tables and queues the stack really creates in its running emulators (DynamoDB
 Local, MiniStack). Then the
 intrinsic functions, one by one, on small inline templates.
@@ -17,7 +18,8 @@ import pytest
 from cfnlint.decode import decode
 
 from local_stack.aws import Emulators, client
-from local_stack.model import StackModel
+from local_stack.model import EMULATED, NOT_EMULATED, StackModel
+from local_stack.sam import translated
 from local_stack.stack import LocalStack, StackConfig
 from local_stack.template import (
     Resolver,
@@ -25,7 +27,6 @@ from local_stack.template import (
     active_resources,
     load_template,
     make_resolver,
-    merge_globals,
     parameter_values,
 )
 
@@ -358,33 +359,6 @@ def test_resources_with_a_false_condition_are_left_out() -> None:
     assert set(active_resources(template, resolver)) == {"A", "B"}
 
 
-def test_globals_merge_like_sam() -> None:
-    template = {
-        "Globals": {
-            "Function": {
-                "Timeout": 10,
-                "MemorySize": 512,
-                "Layers": ["L1"],
-                "Environment": {"Variables": {"A": "global", "B": {"Ref": "P"}}},
-            }
-        }
-    }
-    merged = merge_globals(
-        template,
-        {
-            "Timeout": 60,
-            "Layers": ["L2"],
-            "Environment": {"Variables": {"B": "mine", "C": "new"}},
-        },
-    )
-    assert merged == {
-        "Timeout": 60,
-        "MemorySize": 512,
-        "Layers": ["L1", "L2"],
-        "Environment": {"Variables": {"A": "global", "B": "mine", "C": "new"}},
-    }
-
-
 def test_dead_letter_queues_are_created_before_their_sources(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
@@ -407,3 +381,43 @@ Resources:
     assert model.queues[1].dead_letter_arn == "arn:aws:sqs:us-east-1:123456789012:s-Dlq"
     assert model.dead_letter_arns == {model.queues[0].arn}
     assert [t.name for t in model.tables] == ["s-named"]
+
+
+def test_a_resource_type_the_stack_does_not_know_stops_the_start(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+  Stream:
+    Type: AWS::Kinesis::Stream
+    Properties: {ShardCount: 1}
+""",
+    )
+    with pytest.raises(TemplateError) as error:
+        StackModel(path, stack_name="s")
+    assert "Stream" in str(error.value)
+    assert "AWS::Kinesis::Stream" in str(error.value)
+    assert "NOT_EMULATED" in str(error.value)
+
+
+def test_every_type_of_the_translated_template_is_run_or_left_out_for_a_reason() -> None:
+    types = {resource["Type"] for resource in translated(TEMPLATE)["Resources"].values()}
+    assert types <= EMULATED | set(NOT_EMULATED)
+    assert all(reason.strip() for reason in NOT_EMULATED.values())
+
+
+def test_a_template_sam_refuses_stops_the_start_with_sams_reason(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties: {Handler: app.handler, Runtime: python3.13, CodeUri: [not, a, folder]}
+""",
+    )
+    with pytest.raises(TemplateError, match=r"SAM cannot translate.*\[Fn\].*CodeUri"):
+        StackModel(path, stack_name="s")
