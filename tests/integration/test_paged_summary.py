@@ -146,7 +146,13 @@ def test_a_large_failed_job_is_summed_up_page_by_page_exactly_and_announced_once
     expected = failed.expected()
     assert expected["progress"]["failed"] > INLINE
 
-    finish_job(failed.job_id)  # as the invocation that filed its last image does
+    # Every image counted, not stamped yet: too many failures to sum up in a poll.
+    assert_summing_up(call_api, failed.job_id, expected["progress"])
+    # A retry now finds it failed by its counters: it begins the summary (as the invocation
+    # that counted the last image is about to) and is refused until the stamp.
+    early = call_api("POST", "/api/retry", query={"jobid": failed.job_id})
+    assert early.status_code == 409 and "summed up" in early.body["error"]
+    finish_job(failed.job_id)  # the invocation that filed its last image: begun already
 
     record = JobRecord.get(failed.job_id, consistent_read=True)
     assert record.finished_at is None and record.summary_pass is not None
