@@ -172,6 +172,8 @@ def test_a_large_failed_job_is_summed_up_page_by_page_exactly_and_announced_once
     record = JobRecord.get(failed.job_id, consistent_read=True)
     assert record.summary_pass is None and record.summary_state is None
     assert [event["job"] for event in published] == [expected]
+    # Its event is out, and it has left OngoingJobs: nothing is owed on it.
+    assert not record.event_pending and record.ongoing_shard is None
     # Nothing is left to do: a duplicate of the message reads nothing.
     finish_job(failed.job_id)
     assert deliver_ingest_queue(aws, DiesAfter()) == []
