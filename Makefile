@@ -104,12 +104,15 @@ check-template: install $(SAM) $(CHECKOV)
 venvs:
 	$(MAKE) --no-print-directory -j4 --output-sync=target install ministack $(SAM) $(CHECKOV)
 
-# The virtualenvs, then four things side by side, each mostly waiting on something else (a
-# download, a Lambda worker, DynamoDB Local): lint; the template checks; the unit and
-# integration tests in parallel; and each end-to-end test once (test-e2e). Output is shown
-# per target as each ends. pytest exits 5 when it collects nothing, which fails the target.
+# The virtualenvs, lint; unit and integration tests in parallel, side by side with the
+# template checks (sam build waits on downloads); then the end-to-end tests (test-e2e). Not
+# all at once: on 2 cores the e2e tests' stacks then starve (a 7,000-image submit ran past
+# the function's 28 s timeout, and the local stack's e2e took 10 min 36 s, not 1 min 47 s).
+# pytest exits 5 when it collects nothing, which fails the target.
 test: java venvs
-	$(MAKE) --no-print-directory -j4 --output-sync=target lint check-template test-fast test-e2e
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-fast check-template
+	$(MAKE) --no-print-directory test-e2e
 
 # Each end-to-end test once: the whole suite against the template deployed onto MiniStack, and
 # on the local stack those of what only it has (marked local_stack). Without python3.13 the
