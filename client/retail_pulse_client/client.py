@@ -144,6 +144,9 @@ class JobStatus(_Model):
     error_truncated: bool | None = None
     # Only while an uploaded job's body is still being read (progress.total grows).
     ingesting: bool | None = None
+    # Only while a failed job of many failures has them summed up (every image counted, the
+    # job not yet failed): true.
+    summarizing: bool | None = None
 
     @field_validator("errors", mode="before")
     @classmethod

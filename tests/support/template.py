@@ -25,8 +25,9 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
 
 
-# What CreateTable takes of an AWS::DynamoDB::Table's properties (the rest, TTL, point-in-time
-# recovery and encryption, are settings of a table made, which no test here relies on).
+# What CreateTable takes of an AWS::DynamoDB::Table's properties (the rest, point-in-time
+# recovery and encryption, are settings of a table made, which no test here relies on; TTL is
+# one request more, below).
 _CREATE_TABLE_PROPERTIES = (
     "AttributeDefinitions",
     "KeySchema",
@@ -37,7 +38,7 @@ _CREATE_TABLE_PROPERTIES = (
 
 
 @lru_cache(maxsize=1)
-def _table_definitions() -> tuple[tuple[str, dict[str, Any]], ...]:
+def _table_definitions() -> tuple[tuple[str, dict[str, Any], dict[str, Any] | None], ...]:
     template = load_template()
     environment = template["Globals"]["Function"]["Environment"]["Variables"]
     setting_of = {
@@ -49,6 +50,7 @@ def _table_definitions() -> tuple[tuple[str, dict[str, Any]], ...]:
         (
             setting_of[logical_id],
             {k: v for k, v in table["Properties"].items() if k in _CREATE_TABLE_PROPERTIES},
+            table["Properties"].get("TimeToLiveSpecification"),
         )
         for logical_id, table in resources(template, "AWS::DynamoDB::Table").items()
     )
@@ -56,8 +58,11 @@ def _table_definitions() -> tuple[tuple[str, dict[str, Any]], ...]:
 
 def create_tables(dynamodb: Any, environ: Mapping[str, str]) -> None:
     """The template's tables, each with one CreateTable request (keys, indexes as the template
-    has them), named as the functions' environment (`environ`) names them. Cheaper than
-    PynamoDB's create_table, which first asks whether the table exists: a test's setup made
-    7 tables in ~0.8 s of moto's time before, about half of an integration test's."""
-    for setting, definition in _table_definitions():
+    has them) and its TTL, named as the functions' environment (`environ`) names them.
+    Cheaper than PynamoDB's create_table, which first asks whether the table exists: a
+    test's setup made 7 tables in ~0.8 s of moto's time before, about half of an integration
+    test's."""
+    for setting, definition, ttl in _table_definitions():
         dynamodb.create_table(TableName=environ[setting], **definition)
+        if ttl is not None:
+            dynamodb.update_time_to_live(TableName=environ[setting], TimeToLiveSpecification=ttl)
