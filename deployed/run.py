@@ -515,6 +515,18 @@ def installed_version(python: Path, package: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def remove_in_background(folder: Path) -> None:
+    """Delete `folder` in a process of its own that the run does not wait for: the functions'
+    unpacked copies are GBs of small files, ~50 s of deleting at the end of every run."""
+    subprocess.Popen(
+        ["rm", "-rf", "--", str(folder)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 # -- The run --------------------------------------------------------------------------------
 
 
@@ -709,10 +721,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{time.monotonic() - stopping:.1f} s: nothing of it left running"
                 )
         if code == 0:
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_in_background(workdir)
         else:
             # The logs and the state stay; the functions' unpacked copies (GBs) do not.
-            shutil.rmtree(workdir / "ministack-tmp", ignore_errors=True)
+            remove_in_background(workdir / "ministack-tmp")
             log(f"logs kept in {workdir}")
         log(
             f"total {time.monotonic() - started:.1f} s "
