@@ -31,6 +31,11 @@ PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 PYTEST_WORKERS ?= 2
+# Python's bytecode cache on, whatever the shell says: with PYTHONDONTWRITEBYTECODE set (some
+# CI images set it) every process (each pytest worker, each of the local stack's function
+# workers, each CLI test's subprocess) compiled boto3, moto and pydantic again from source,
+# about 4 s of CPU each.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install venvs sam ministack java run test test-e2e test-deployed test-e2e-local test-fast lint format check-template openapi bench soak clean
 
@@ -141,7 +146,7 @@ else
 endif
 
 test-fast: install ministack java
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not e2e"
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not e2e" --durations=30
 
 # openapi.json documents every route of every function; a test fails when it is stale.
 openapi: install
