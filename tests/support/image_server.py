@@ -25,9 +25,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from PIL import Image
+
+from tests.support.loopback import LoopbackServer
 
 # A trickle stops on its own after this long, so no server thread outlives its test for good.
 TRICKLE_MAX_S = 300
@@ -144,8 +146,7 @@ class ImageServer:
                     return
                 self._send(404, b"no such image", "text/plain")
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = LoopbackServer(("127.0.0.1", port), Handler)
         self.port = self._httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.host_port = f"127.0.0.1:{self.port}"

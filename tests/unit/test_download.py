@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,6 +30,7 @@ from retail_pulse.net import addresses, body, deadline, guard, transport
 from retail_pulse.settings import Settings, get_settings
 from tests.support.fake_dns import FakeDns
 from tests.support.image_server import ImageServer, make_image
+from tests.support.loopback import LoopbackServer
 
 # --- Local servers ----------------------------------------------------------------------
 
@@ -136,8 +137,7 @@ class ScriptedHandler(BaseHTTPRequestHandler):
 
 class ScriptedServer:
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedHandler)
-        self.httpd.daemon_threads = True
+        self.httpd = LoopbackServer(("127.0.0.1", 0), ScriptedHandler)
         self.httpd.seen_hosts = []  # type: ignore[attr-defined]
         if ssl_context is not None:
             self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
