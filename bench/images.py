@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from local_stack.loopback import LoopbackServer
+
 CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "bench-images"
 
 # (name, width, height): 0.3 to 12 megapixels, the range of field agents' phones.
@@ -98,16 +100,9 @@ def send_jpeg(handler: BaseHTTPRequestHandler, body: bytes) -> None:
     handler.wfile.write(body)
 
 
-class _LoopbackServer(ThreadingHTTPServer):
-    # socketserver's listen backlog is 5: the sixth of a batch's concurrent downloads had its
-    # SYN dropped and sent again a second later, which the figures counted as download time.
-    request_queue_size = 128
-    daemon_threads = True
-
-
 def serve_on_loopback(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
     """A threaded HTTP server on a free 127.0.0.1 port (not yet serving), and its host:port."""
-    httpd = _LoopbackServer(("127.0.0.1", 0), handler)
+    httpd = LoopbackServer(("127.0.0.1", 0), handler)
     return httpd, f"127.0.0.1:{httpd.server_address[1]}"
 
 

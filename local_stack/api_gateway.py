@@ -25,10 +25,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from local_stack.loopback import LoopbackServer
 from local_stack.model import ApiRoute
 from local_stack.runtime import Invocation, LogSink
 from local_stack.template import ACCOUNT_ID
@@ -138,11 +139,7 @@ class ApiGateway:
         class Handler(_RequestHandler):
             api = gateway
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 128
-
-        self._server = Server(("127.0.0.1", port), Handler)
+        self._server = LoopbackServer(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(

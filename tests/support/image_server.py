@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler
 
 from PIL import Image
 
-from tests.support.loopback import LoopbackServer
+from local_stack.loopback import LoopbackServer
 
 # A trickle stops on its own after this long, so no server thread outlives its test for good.
 TRICKLE_MAX_S = 300

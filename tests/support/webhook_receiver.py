@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
-from tests.support.loopback import LoopbackServer
+from local_stack.loopback import LoopbackServer
 
 
 @dataclass(frozen=True)

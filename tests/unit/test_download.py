@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from local_stack.loopback import LoopbackServer
 from retail_pulse.imaging.download import fetch
 from retail_pulse.imaging.errors import PermanentImageError, TransientImageError
 from retail_pulse.imaging.measure import measure_image
@@ -30,7 +31,6 @@ from retail_pulse.net import addresses, body, deadline, guard, transport
 from retail_pulse.settings import Settings, get_settings
 from tests.support.fake_dns import FakeDns
 from tests.support.image_server import ImageServer, make_image
-from tests.support.loopback import LoopbackServer
 
 # --- Local servers ----------------------------------------------------------------------
 
