@@ -302,26 +302,45 @@ class Worker:
 
 
 class Slot:
-    """A place for one execution environment, refilled when its worker dies or times out."""
+    """A place for one execution environment, started on its first invocation (as Lambda
+    starts one when a request or an event source's batch finds none free) and started again
+    when its worker dies or times out. A poller or a pool slot that is never used costs no
+    process, and the stack is ready before any function has been imported."""
 
     def __init__(self, spawn: Callable[[], Worker]) -> None:
         self._spawn = spawn
-        self.worker = spawn()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.worker: Worker | None = None
 
     def invoke(self, event: Any) -> Invocation:
-        if not self.worker.alive:
-            self.worker = self._spawn()  # a cold start, as after a Lambda timeout
-        return self.worker.invoke(event)
+        with self._lock:
+            if self._closed:  # stopping: start nothing the stop would miss
+                return Invocation(
+                    "",
+                    False,
+                    error={"errorType": "Runtime.Stopped", "errorMessage": "stack stopping"},
+                )
+            if self.worker is None or not self.worker.alive:
+                self.worker = self._spawn()  # a cold start
+            worker = self.worker
+        return worker.invoke(event)
+
+    def close(self) -> Worker | None:
+        """Start no environment from now on; the one it has, if any, for the caller to stop."""
+        with self._lock:
+            self._closed = True
+            return self.worker
 
 
 class FunctionRuntime:
     """A function's shared pool (API and schedule invocations) and its pollers' workers.
 
-    The pool starts with `warm` environments and, like Lambda scaling out, adds one (a cold
-    start) when a request finds them all busy, up to `pool_size`.
+    Like Lambda scaling out, the pool adds an environment (a cold start) when a request finds
+    them all busy, up to `pool_size`.
     """
 
-    def __init__(self, spec: FunctionSpec, sink: LogSink, pool_size: int, warm: int = 1) -> None:
+    def __init__(self, spec: FunctionSpec, sink: LogSink, pool_size: int) -> None:
         self.spec = spec
         self._env = worker_environment(spec)
         self._sink = sink
@@ -330,12 +349,6 @@ class FunctionRuntime:
         self._lock = threading.Lock()
         self._pool_size = pool_size
         self._pooled = 0
-        for _ in range(min(warm, pool_size)):
-            self._idle.put(self._new_pool_slot())
-
-    def _new_pool_slot(self) -> Slot:
-        self._pooled += 1
-        return self.new_slot()
 
     def new_slot(self) -> Slot:
         """A dedicated environment, e.g. for one SQS poller."""
@@ -343,11 +356,6 @@ class FunctionRuntime:
         with self._lock:
             self._slots.append(slot)
         return slot
-
-    def wait_init(self) -> bool:
-        with self._lock:
-            slots = list(self._slots)
-        return all(slot.worker.wait_init()["ok"] for slot in slots)
 
     def invoke(self, event: Any) -> Invocation:
         """Invoke on a free environment of the shared pool, scaling out or waiting if none."""
@@ -368,8 +376,9 @@ class FunctionRuntime:
         """Stop every worker; they all get the same `grace_s`, not one after another."""
         with self._lock:
             slots, self._slots = self._slots, []
-        for slot in slots:
-            slot.worker.begin_close()
+        workers = [worker for slot in slots if (worker := slot.close()) is not None]
+        for worker in workers:
+            worker.begin_close()
         deadline = time.monotonic() + grace_s
-        for slot in slots:
-            slot.worker.close(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            worker.close(max(0.0, deadline - time.monotonic()))

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,19 +244,8 @@ class LocalStack:
                     "LOCAL_FUNCTION_ENV replaces the template's %s",
                     ", ".join(sorted(self.config.function_environment)),
                 )
-            pollers = self._spawn_workers(model, specs)
+            pollers = self._event_sources(model, specs)
             import_process = self._start_store_import(specs)
-            with ThreadPoolExecutor(max_workers=max(1, len(self.functions))) as pool:
-                inits = dict(
-                    zip(
-                        self.functions,
-                        pool.map(FunctionRuntime.wait_init, self.functions.values()),
-                        strict=True,
-                    )
-                )
-            for name, ok in inits.items():
-                if not ok:
-                    log.error("%s failed to initialise; its invocations will fail", name)
             self._finish_store_import(import_process)
             self.api = ApiGateway(
                 [route for spec in specs for route in spec.api_routes],
@@ -300,11 +288,12 @@ class LocalStack:
         log.info("started in %.1f s", time.monotonic() - started)
         return self.endpoints
 
-    def _spawn_workers(
+    def _event_sources(
         self, model: StackModel, specs: list[FunctionSpec]
     ) -> list[threading.Thread]:
-        """Start every function's workers at once (their inits overlap); return the SQS
-        event sources' threads (a feeder and its pollers per source), not yet started."""
+        """Each function's runtime, its environments all cold (each starts on its first
+        invocation); return the SQS event sources' threads (a feeder and its pollers per
+        source), not yet started."""
         dead_letter_arns = model.dead_letter_arns
         queue_urls = {q.arn: model.resolver.refs[q.logical_id] for q in model.queues}
         pollers: list[threading.Thread] = []

@@ -21,7 +21,7 @@ import requests
 from local_stack.api_gateway import MAX_PAYLOAD_BYTES
 from local_stack.aws import client
 from local_stack.event_sources import succeeded_ids
-from local_stack.runtime import Invocation, LogSink
+from local_stack.runtime import Invocation, LogSink, Slot
 from local_stack.stack import LocalStack, StackConfig
 
 HANDLERS = """
@@ -333,3 +333,35 @@ def test_binary_message_attributes_are_base64() -> None:
     assert (
         record["messageAttributes"]["bin"]["binaryValue"] == base64.b64encode(b"\x00\x01").decode()
     )
+
+
+class _Environment:
+    """Stands in for a worker process: counts its invocations, can die."""
+
+    def __init__(self) -> None:
+        self.alive = True
+        self.invocations = 0
+
+    def invoke(self, event: object) -> Invocation:
+        self.invocations += 1
+        return Invocation("r", True, event)
+
+
+def test_an_environment_starts_on_its_first_invocation_and_again_after_it_dies() -> None:
+    started: list[_Environment] = []
+
+    def spawn() -> _Environment:
+        started.append(_Environment())
+        return started[-1]
+
+    slot = Slot(spawn)  # type: ignore[arg-type]
+    assert started == []  # a poller that never gets a batch costs no process
+    assert slot.invoke("a").payload == "a" and slot.invoke("b").payload == "b"
+    assert [e.invocations for e in started] == [2]  # started once, then reused
+    started[0].alive = False
+    assert slot.invoke("c").ok
+    assert [e.invocations for e in started] == [2, 1]  # a dead one is replaced
+    assert slot.close() is started[1]
+    stopped = slot.invoke("d")  # once closed, nothing new starts
+    assert not stopped.ok and stopped.error["errorType"] == "Runtime.Stopped"
+    assert [e.invocations for e in started] == [2, 1]
