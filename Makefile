@@ -109,25 +109,24 @@ check-template: install $(SAM) $(CHECKOV)
 venvs:
 	$(MAKE) --no-print-directory -j4 --output-sync=target install ministack $(SAM) $(CHECKOV)
 
-# The virtualenvs, lint; unit and integration tests in parallel, side by side with the
-# template checks (sam build waits on downloads); then the end-to-end tests (test-e2e). Not
-# all at once: on 2 cores the e2e tests' stacks then starve (a 7,000-image submit ran past
-# the function's 28 s timeout, and the local stack's e2e took 10 min 36 s, not 1 min 47 s).
-# pytest exits 5 when it collects nothing, which fails the target.
+# The virtualenvs; unit and integration tests in parallel, side by side with the template
+# checks (sam build waits on downloads) and then lint; then the end-to-end tests (test-e2e).
+# Not all at once: on 2 cores the e2e tests' stacks then starve (a 7,000-image submit ran
+# past the function's 28 s timeout, and the local stack's e2e took 10 min 36 s, not 1 min
+# 47 s). pytest exits 5 when it collects nothing, which fails the target.
 test: java venvs
-	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-fast check-template
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-fast check-template lint
 	$(MAKE) --no-print-directory test-e2e
 
 # Each end-to-end test once: the whole suite against the template deployed onto MiniStack, and
-# on the local stack those of what only it has (marked local_stack). Without python3.13 the
-# whole suite runs on the local stack.
+# on the local stack those of what only it has (marked local_stack), beside the deployed
+# stack's tests once it is up (those leave about one core idle, waiting on deadlines). Without
+# python3.13 the whole suite runs on the local stack.
 test-e2e: install ministack java
 ifeq ($(PYTHON313),)
 	$(PY) -m pytest -m e2e
 else
-	$(PY) -m pytest -m "e2e and local_stack"
-	$(MAKE) --no-print-directory test-deployed
+	$(MAKE) --no-print-directory test-deployed DEPLOYED_ARGS="--beside '$(PY) -m pytest -m \"e2e and local_stack\"'"
 endif
 
 # The whole end-to-end suite on the local stack (make test runs most of it on MiniStack).
@@ -142,7 +141,7 @@ ifeq ($(PYTHON313),)
 	@echo "skipped: make test-deployed (the template deployed onto MiniStack) needs python3.13, the template's runtime; none here (e.g. pyenv install 3.13)"
 else
 	$(MAKE) --no-print-directory ministack
-	PYTHON313=$(PYTHON313) SAM=$(SAM) MINISTACK_VENV=$(MINISTACK_VENV) $(PY) -m deployed
+	PYTHON313=$(PYTHON313) SAM=$(SAM) MINISTACK_VENV=$(MINISTACK_VENV) $(PY) -m deployed $(DEPLOYED_ARGS)
 endif
 
 test-fast: install ministack java

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -677,6 +678,63 @@ def run_tests(state_path: Path, pytest_args: Sequence[str]) -> int:
         return 1
 
 
+@dataclass
+class Beside:
+    """A command run beside the deployed stack's tests: the stack's build, deploy and warm-up
+    take both cores, its tests about one (waiting on deadlines, visibility timeouts and
+    trickling hosts), so `make test` runs the local stack's own e2e tests in the other."""
+
+    command: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started: float
+
+    @classmethod
+    def start(cls, command: str, workdir: Path) -> Beside:
+        log_path = workdir / "beside.log"
+        # Not the deployed stack's state: the command starts stacks of its own.
+        env = {k: v for k, v in os.environ.items() if k != "RETAIL_PULSE_STACK_STATE"}
+        with open(log_path, "wb") as output:
+            process = subprocess.Popen(
+                shlex.split(command),
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        log(f"beside the tests: {command} (output: {log_path})")
+        return cls(command, process, log_path, time.monotonic())
+
+    def finish(self) -> int:
+        """Wait for the command, print its output; its exit code (1 if it ran too long)."""
+        try:
+            code = self.process.wait(timeout=TESTS_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log(f"{self.command} was still running after {TESTS_TIMEOUT_S} s: stopped")
+            self.stop()
+            code = 1
+        print(self.log_path.read_text(errors="replace"), end="", flush=True)
+        log(
+            f"beside the tests: {self.command} exit {code} after "
+            f"{time.monotonic() - self.started:.1f} s"
+        )
+        return code
+
+    def stop(self) -> None:
+        """TERM its process group, then KILL: nothing of it outlives the run."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S * 3)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deployed", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -685,6 +743,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="after the tests, keep the stack up until Ctrl-C (prints its state file)",
     )
     parser.add_argument("--no-tests", action="store_true", help="deploy only (with --keep)")
+    parser.add_argument(
+        "--beside",
+        metavar="COMMAND",
+        help="run COMMAND (e.g. the local stack's e2e tests) beside the deployed stack's tests, "
+        "once the stack is deployed and warm; its output is printed after theirs, and the run "
+        "fails if it fails",
+    )
     parser.add_argument("pytest_args", nargs="*", help="tests to run (default: the e2e suite)")
     args = parser.parse_args(argv)
 
@@ -717,6 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"work folder {workdir}; MiniStack {version}; python3.13 {python313}")
     started = time.monotonic()
     ministack: MiniStack | None = None
+    beside: Beside | None = None
     code = 1
     try:
         ministack = MiniStack.start(ministack_python, workdir)
@@ -730,7 +796,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(MiniStack group {group_rss_mb(ministack.process.pid):.0f} MB RSS)"
         )
         testing = time.monotonic()
+        if args.beside and not args.no_tests:
+            beside = Beside.start(args.beside, workdir)
         code = 0 if args.no_tests else run_tests(state_path, args.pytest_args)
+        if beside is not None:
+            code = beside.finish() or code
         log(
             f"tests exit {code} after {time.monotonic() - testing:.1f} s; MiniStack group "
             f"{group_rss_mb(ministack.process.pid):.0f} MB "
@@ -750,6 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 130
     finally:
         stopping = time.monotonic()
+        if beside is not None:
+            beside.stop()
         if ministack is not None:
             left = ministack.stop()
             if left:

@@ -1,11 +1,14 @@
-"""The deployed run's clean-up: what it leaves in the temporary folder, and that it does not
-wait for it."""
+"""The deployed run's clean-up (what it leaves in the temporary folder, and that it does not
+wait for it) and the command it runs beside its tests."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from deployed.run import remove_in_background, wait_for
+import pytest
+
+from deployed.run import Beside, remove_in_background, wait_for
 
 
 def test_a_work_folder_is_deleted_by_a_process_of_its_own(tmp_path: Path) -> None:
@@ -20,3 +23,37 @@ def test_a_work_folder_is_deleted_by_a_process_of_its_own(tmp_path: Path) -> Non
 
     wait_for("the folder deleted", lambda: not folder.exists(), timeout_s=120)
     assert kept.read_text() == "log\n"  # only the folder named goes
+
+
+def test_a_command_beside_the_tests_gives_its_output_and_its_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = "import sys; print('local e2e: 1 failed'); sys.exit(3)"
+    beside = Beside.start(f'{sys.executable} -c "{script}"', tmp_path)
+
+    assert beside.finish() == 3  # so the run fails when it fails
+    assert "local e2e: 1 failed" in capsys.readouterr().out
+
+
+def test_stopping_the_command_beside_stops_what_it_started(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    beside = Beside.start(f"sh -c 'sleep 600 & echo $! > {pid_file}; wait'", tmp_path)
+    wait_for(
+        "the grandchild started",
+        lambda: pid_file.exists() and pid_file.read_text().strip() != "",
+        timeout_s=30,
+    )
+    grandchild = int(pid_file.read_text())
+
+    beside.stop()
+
+    assert beside.process.poll() is not None
+
+    def gone() -> bool:  # no such process, or one dead and not yet reaped
+        try:
+            stat = Path(f"/proc/{grandchild}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+    wait_for("the grandchild gone", gone, timeout_s=30)
