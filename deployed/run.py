@@ -52,8 +52,10 @@ from deployed.ministack_compat import (
     describe,
     parameter_values,
 )
+from local_stack.sam import translated
 
 ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
 STACK_NAME = "retail-pulse"
 STAGE = "Prod"
 REGION = "us-east-1"
@@ -353,7 +355,7 @@ def build(sam: str, python313: str, architecture: str, build_dir: Path, workdir:
             sam,
             "build",
             "--template",
-            str(ROOT / "template.yaml"),
+            str(TEMPLATE),
             "--build-dir",
             str(build_dir),
             "--parameter-overrides",
@@ -365,7 +367,66 @@ def build(sam: str, python313: str, architecture: str, build_dir: Path, workdir:
         BUILD_TIMEOUT_S,
         workdir / "sam-build.log",
     )
+    kept = trim_botocore_models(build_dir, services_the_functions_may_call(translated(TEMPLATE)))
+    if kept is not None:
+        log(f"botocore models kept in the layer: {', '.join(kept)} (no role may call the others)")
     compile_bytecode(python313, build_dir, workdir)
+
+
+# What the managed policies on the template's roles let a function call, by the policy's name.
+MANAGED_POLICY_SERVICES = {
+    "AWSLambdaBasicExecutionRole": {"logs"},
+    "AWSXrayWriteOnlyAccess": {"xray"},
+}
+
+
+def services_the_functions_may_call(template: Mapping[str, Any]) -> set[str] | None:
+    """The services the translated template's roles allow: the prefixes of their inline
+    policies' actions, and those of the managed policies in MANAGED_POLICY_SERVICES. None
+    (trim nothing) when a role has a managed policy not named there, or allows any service."""
+    services: set[str] = set()
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        properties = resource["Properties"]
+        for arn in properties.get("ManagedPolicyArns", []):
+            text = arn if isinstance(arn, str) else json.dumps(arn)
+            name = text.rsplit("/", 1)[-1].strip('"}')
+            if name not in MANAGED_POLICY_SERVICES:
+                return None
+            services |= MANAGED_POLICY_SERVICES[name]
+        for policy in properties.get("Policies", []):
+            statements = policy["PolicyDocument"]["Statement"]
+            for statement in statements if isinstance(statements, list) else [statements]:
+                if statement.get("Effect") != "Allow":
+                    continue
+                actions = statement.get("Action", [])
+                for action in [actions] if isinstance(actions, str) else actions:
+                    if not isinstance(action, str) or ":" not in action:
+                        return None  # "*", or an intrinsic: any service
+                    services.add(action.split(":", 1)[0].lower())
+    return services
+
+
+def trim_botocore_models(build_dir: Path, services: set[str] | None) -> list[str] | None:
+    """Remove from the built layer botocore's models of the services no function may call
+    (their IAM roles allow none of their actions): 2,000 of the layer's 3,250 files, which
+    MiniStack writes out and checks one by one for each execution environment it starts (half
+    of a worker's unpacking time). A call to a trimmed service could only be AccessDenied in
+    AWS; here it fails at once, naming the service. The endpoint and partition files stay.
+    Returns the services kept, or None when nothing was trimmed."""
+    if services is None:
+        return None
+    kept: set[str] = set()
+    for data in build_dir.glob("*/python/botocore/data"):
+        for model in data.iterdir():
+            if not model.is_dir():
+                continue
+            if model.name in services:
+                kept.add(model.name)
+            else:
+                shutil.rmtree(model)
+    return sorted(kept)
 
 
 def compile_bytecode(python313: str, build_dir: Path, workdir: Path) -> None:

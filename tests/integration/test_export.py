@@ -24,22 +24,15 @@ from retail_pulse.jobs import export as use_case
 from retail_pulse.jobs.finish import finish_job
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
-from tests.integration.test_ingest import run_ingest
 from tests.integration.test_results import ASHA, BHARAT, HEADER, UNKNOWN, measured, url
 from tests.support.dynamodb_local import backend  # noqa: F401
 from tests.support.filing import file_result
-from tests.support.handlers import FakeContext, load_handler
+from tests.support.handlers import FakeContext, LongContext, load_handler
+from tests.support.pipeline import run_ingest_queue
 
 A, B = "keyidaaaa1", "keyidbbbb2"
 EXPORT = "/api/results/export"
 MIB = 1024 * 1024
-
-
-class LongContext(FakeContext):
-    """An invocation with the export function's 15 minutes ahead of it."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
 
 
 def run_exports(aws: Any, context: FakeContext | None = None) -> int:
@@ -262,7 +255,7 @@ def big_finished_job(aws: Any, images: int) -> str:
         ],
     )
     finish_job(job_id)
-    run_ingest(aws)  # its failures summed up in pages (more than SUMMARY_INLINE_FAILURES)
+    run_ingest_queue(aws)  # its failures summed up in pages (more than SUMMARY_INLINE_FAILURES)
     return job_id
 
 

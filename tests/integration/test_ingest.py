@@ -15,16 +15,10 @@ from retail_pulse.data.models import JobRecord
 from retail_pulse.jobs import ingest as use_case
 from tests.integration.conftest import visit
 from tests.integration.test_uploads import ingest_messages, new_upload, send
-from tests.support.handlers import FakeContext, load_handler
+from tests.support.handlers import LongContext, load_handler
+from tests.support.pipeline import run_ingest_queue
 
 KNOWN = "S00339218"
-
-
-class LongContext(FakeContext):
-    """An invocation with the ingest function's 15 minutes ahead of it."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
 
 
 def body_of(images: int, per_visit: int = 3, store: str = KNOWN) -> dict[str, Any]:
@@ -44,20 +38,6 @@ def submitted_upload(call_api: Any, body: dict[str, Any] | bytes) -> str:
     return str(result.body["job_id"])
 
 
-def run_ingest(aws: Any) -> int:
-    """Deliver what IngestQueue holds to the ingest function, as Lambda's poller does;
-    returns how many messages were delivered."""
-    handler = load_handler("ingest").lambda_handler
-    delivered = 0
-    while messages := aws.sqs.receive_message(QueueUrl=aws.ingest_url).get("Messages", []):
-        for message in messages:
-            event = {"Records": [{"messageId": message["MessageId"], "body": message["Body"]}]}
-            handler(event, LongContext())
-            aws.sqs.delete_message(QueueUrl=aws.ingest_url, ReceiptHandle=message["ReceiptHandle"])
-            delivered += 1
-    return delivered
-
-
 def image_indexes(aws: Any) -> Counter[int]:
     return Counter(json.loads(m["Body"])["image_index"] for m in aws.queued_messages(100_000))
 
@@ -69,7 +49,7 @@ def status(call_api: Any, job_id: str) -> dict[str, Any]:
 def test_an_upload_becomes_its_manifest_and_one_message_per_image(aws, stores, call_api):
     job_id = submitted_upload(call_api, body_of(2_500))
 
-    assert run_ingest(aws) == 1
+    assert run_ingest_queue(aws) == 1
 
     assert image_indexes(aws) == Counter(range(2_500))
     images = submitted_images(job_id)
@@ -89,7 +69,7 @@ def test_images_of_unknown_stores_fail_at_once_as_at_submit(aws, stores, call_ap
     body["visits"][1]["store_id"] = "S99999999"
     job_id = submitted_upload(call_api, body)
 
-    run_ingest(aws)
+    run_ingest_queue(aws)
 
     assert image_indexes(aws) == Counter([0])
     assert status(call_api, job_id)["progress"] == {"total": 2, "succeeded": 0, "failed": 1}
@@ -100,7 +80,7 @@ def test_a_bad_url_fails_the_job_with_one_error_that_says_where(aws, stores, cal
     body["visits"][812]["image_url"][3] = "http://[::1/x.jpg"
     job_id = submitted_upload(call_api, body)
 
-    run_ingest(aws)
+    run_ingest_queue(aws)
 
     found = status(call_api, job_id)
     assert found["status"] == "failed"
@@ -134,7 +114,7 @@ def test_a_body_that_breaks_a_rule_fails_its_job_and_says_what(
 ):
     job_id = submitted_upload(call_api, body)
 
-    run_ingest(aws)
+    run_ingest_queue(aws)
 
     found = status(call_api, job_id)
     assert found["status"] == "failed"
@@ -151,7 +131,7 @@ def test_over_the_upload_limit_fails_the_job_naming_the_limit(aws, stores, call_
     job_id = submitted_upload(call_api, body_of(12))
 
     try:
-        run_ingest(aws)
+        run_ingest_queue(aws)
         [error] = status(call_api, job_id)["error"]
     finally:
         monkeypatch.undo()
@@ -235,7 +215,7 @@ def test_a_second_delivery_while_the_first_holds_the_lease_does_nothing(aws, sto
 
     assert checkpoint.acquire(job_id, "first", datetime.now(UTC), 600) is not None
 
-    run_ingest(aws)
+    run_ingest_queue(aws)
 
     assert image_indexes(aws) == Counter()
     assert JobRecord.get(job_id, consistent_read=True).ingesting is True
@@ -256,7 +236,7 @@ def test_a_job_cancelled_while_it_is_read_stops_with_the_images_sent_so_far(
 
     monkeypatch.setattr(use_case, "enqueue_images", enqueue_then_cancel)
 
-    run_ingest(aws)
+    run_ingest_queue(aws)
 
     record = JobRecord.get(job_id, consistent_read=True)
     assert (record.ingesting, record.total) == (None, 1_000)

@@ -21,9 +21,9 @@ from retail_pulse.jobs import ingest as ingest_use_case
 from retail_pulse.jobs.reconcile import reconcile
 from retail_pulse.settings import get_settings
 from tests.integration.conftest import job, visit
-from tests.integration.test_ingest import body_of, image_indexes, run_ingest, submitted_upload
+from tests.integration.test_ingest import body_of, image_indexes, submitted_upload
 from tests.support.handlers import FakeContext, load_handler
-from tests.support.pipeline import Pipeline, age_job, assert_accounted
+from tests.support.pipeline import Pipeline, age_job, assert_accounted, run_ingest_queue
 from tests.support.races import Budget
 
 BHARAT = "S00339218"
@@ -304,7 +304,7 @@ def test_an_ingest_whose_message_was_lost_goes_on_where_it_stopped(aws, call_api
 
     assert report.ingests_resent == 1
     assert report.stuck_jobs == 0  # nothing requeued or expired while it is read
-    assert run_ingest(aws) == 1
+    assert run_ingest_queue(aws) == 1
     assert image_indexes(aws) == Counter(range(1_000, 2_500))
     assert JobRecord.get(job_id, consistent_read=True).ingesting is None
 

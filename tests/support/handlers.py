@@ -48,3 +48,10 @@ class FakeContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 60_000
+
+
+class LongContext(FakeContext):
+    """An invocation with a 15-minute function's time ahead of it (ingest, export)."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000

@@ -30,7 +30,7 @@ from retail_pulse.data.models import (
 )
 from retail_pulse.settings import get_settings
 from tests.support.events import sqs_event
-from tests.support.handlers import FakeContext, load_handler
+from tests.support.handlers import FakeContext, LongContext, load_handler
 
 MAX_RECEIVES = 6  # the image queue's maxReceiveCount in template.yaml
 
@@ -220,7 +220,7 @@ def run_ingest_queue(aws: Any) -> int:
     ):
         for message in messages:
             event = {"Records": [{"messageId": message["MessageId"], "body": message["Body"]}]}
-            handler(event, FakeContext())
+            handler(event, LongContext())
             aws.sqs.delete_message(QueueUrl=aws.ingest_url, ReceiptHandle=message["ReceiptHandle"])
             ran += 1
     return ran

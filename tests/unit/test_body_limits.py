@@ -5,7 +5,6 @@ and `POST /api/uploads`. The body path takes up to MAX_IMAGES_PER_JOB images (50
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +14,11 @@ import pytest
 import requests
 
 from local_stack.api_gateway import MAX_PAYLOAD_BYTES, ApiGateway
-from local_stack.model import StackModel
-from local_stack.runtime import Invocation, LogSink
 from local_stack.template import load_template
 from retail_pulse.api.resolver import UPLOAD_HINT
 from retail_pulse.settings import Settings, get_settings
 from tests.support.events import api_event
+from tests.support.front_door import Recorder, front_door, template_model
 from tests.support.handlers import FakeContext, load_handler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,32 +26,11 @@ TEMPLATE = load_template(ROOT / "template.yaml")
 GLOBALS = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, function: str, event: dict[str, Any]) -> Invocation:
-        self.calls += 1
-        return Invocation("req-1", True, {"statusCode": 201, "body": "{}"})
-
-
 @pytest.fixture(scope="module")
-def front_door() -> Iterator[tuple[ApiGateway, Recorder]]:
-    model = StackModel(ROOT / "template.yaml")
-    for queue in model.queues:
-        model.set_queue_url(queue.logical_id, f"http://127.0.0.1/{queue.name}")
-    recorder = Recorder()
-    api = ApiGateway(
-        [route for spec in model.functions() for route in spec.api_routes],
-        recorder,
-        LogSink(io.StringIO()),
-        port=0,
-        gateway_response_headers=model.gateway_response_headers(),
-        gateway_response_bodies=model.gateway_response_bodies(),
-    )
-    api.start()
-    yield api, recorder
-    api.stop()
+def local_front_door() -> Iterator[tuple[ApiGateway, Recorder]]:
+    recorder = Recorder(status_code=201)
+    with front_door(template_model(), recorder) as api:
+        yield api, recorder
 
 
 def test_the_body_path_takes_50000_images_by_default_in_the_template_too() -> None:
@@ -74,9 +51,9 @@ def test_api_gateways_own_413_names_the_body_limit_and_the_upload_path() -> None
 
 
 def test_the_local_front_door_answers_a_body_over_10_mb_as_the_template_says(
-    front_door: tuple[ApiGateway, Recorder],
+    local_front_door: tuple[ApiGateway, Recorder],
 ) -> None:
-    api, recorder = front_door
+    api, recorder = local_front_door
     response = requests.post(
         api.url + "/api/submit/", data=b"x" * (MAX_PAYLOAD_BYTES + 1), timeout=60
     )

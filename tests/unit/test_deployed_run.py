@@ -1,5 +1,6 @@
 """The deployed run's clean-up (what it leaves in the temporary folder, and that it does not
-wait for it) and the command it runs beside its tests."""
+wait for it), the command it runs beside its tests, and the botocore models it leaves out of
+the built layer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from deployed.run import Beside, remove_in_background, wait_for
+from deployed.run import (
+    TEMPLATE,
+    Beside,
+    remove_in_background,
+    services_the_functions_may_call,
+    trim_botocore_models,
+    wait_for,
+)
+from local_stack.sam import translated
 
 
 def test_a_work_folder_is_deleted_by_a_process_of_its_own(tmp_path: Path) -> None:
@@ -57,3 +66,44 @@ def test_stopping_the_command_beside_stops_what_it_started(tmp_path: Path) -> No
         return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
     wait_for("the grandchild gone", gone, timeout_s=30)
+
+
+def test_the_models_kept_are_those_of_the_services_the_roles_allow() -> None:
+    template = translated(TEMPLATE)
+
+    # Inline policies: the service's own data; managed: Lambda's logs and X-Ray.
+    assert services_the_functions_may_call(template) == {
+        "dynamodb",
+        "sqs",
+        "s3",
+        "events",
+        "secretsmanager",
+        "logs",
+        "xray",
+    }
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        {"ManagedPolicyArns": ["arn:aws:iam::aws:policy/AmazonS3FullAccess"]},
+        {"Policies": [{"PolicyDocument": {"Statement": [{"Effect": "Allow", "Action": "*"}]}}]},
+    ],
+    ids=["a managed policy not named", "any action"],
+)
+def test_a_role_that_may_call_what_is_not_known_trims_nothing(role: dict[str, object]) -> None:
+    template = {"Resources": {"Role": {"Type": "AWS::IAM::Role", "Properties": role}}}
+
+    assert services_the_functions_may_call(template) is None
+
+
+def test_trimming_leaves_the_allowed_models_and_botocores_own_files(tmp_path: Path) -> None:
+    data = tmp_path / "CommonLayer" / "python" / "botocore" / "data"
+    for model in ("dynamodb/2012-08-10", "ec2/2016-11-15", "sqs/2012-11-05"):
+        (data / model).mkdir(parents=True)
+        (data / model / "service-2.json.gz").write_bytes(b"{}")
+    (data / "endpoints.json.gz").write_bytes(b"{}")
+
+    assert trim_botocore_models(tmp_path, {"dynamodb", "sqs", "xray"}) == ["dynamodb", "sqs"]
+    assert sorted(p.name for p in data.iterdir()) == ["dynamodb", "endpoints.json.gz", "sqs"]
+    assert trim_botocore_models(tmp_path, None) is None

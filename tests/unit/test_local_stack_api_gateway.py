@@ -6,7 +6,6 @@ template's routes and usage plan."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,9 @@ import requests
 
 from local_stack.api_gateway import MAX_PAYLOAD_BYTES, ApiGateway, KeyThrottle
 from local_stack.model import StackModel
-from local_stack.runtime import Invocation, LogSink
 from retail_pulse.api.models import GatewayMessageBody
 from retail_pulse.api.openapi import gateway_responses
+from tests.support.front_door import Recorder, front_door, template_model
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "gateway-test-key-0123456789"
@@ -35,21 +34,9 @@ class Clock:
         return self.now
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, function: str, event: dict[str, Any]) -> Invocation:
-        self.calls += 1
-        return Invocation("req-1", True, {"statusCode": 200, "body": "{}"})
-
-
 @pytest.fixture(scope="module")
 def model() -> StackModel:
-    model = StackModel(ROOT / "template.yaml")
-    for queue in model.queues:  # what the stack learns when it creates them
-        model.set_queue_url(queue.logical_id, f"http://127.0.0.1/{queue.name}")
-    return model
+    return template_model()
 
 
 @pytest.fixture
@@ -58,18 +45,13 @@ def gateway(model: StackModel) -> Iterator[tuple[ApiGateway, Recorder, Clock]]:
     assert throttle is not None, "the template's usage plan has no Throttle"
     clock = Clock()
     recorder = Recorder()
-    api = ApiGateway(
-        [route for spec in model.functions() for route in spec.api_routes],
+    with front_door(
+        model,
         recorder,
-        LogSink(io.StringIO()),
-        port=0,
         api_keys={KEY: "acme", "other-key-0123456789": "globex"},
-        gateway_response_headers=model.gateway_response_headers(),
         throttle=KeyThrottle(*throttle, clock=clock),
-    )
-    api.start()
-    yield api, recorder, clock
-    api.stop()
+    ) as api:
+        yield api, recorder, clock
 
 
 def documented() -> list[tuple[str, str, int]]:

@@ -28,7 +28,7 @@ from retail_pulse.data.models import (
     connection,
 )
 from retail_pulse.data.ranges import index_ranges, parse_index_ranges
-from retail_pulse.data.transactions import write_if
+from retail_pulse.data.transactions import update_item_if, write_if
 from retail_pulse.domain import (
     Image,
     ImageResult,
@@ -228,20 +228,15 @@ def _close_filing(
         clauses.append("REMOVE #filing")
     expression = " ".join(clauses)
     optional: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
-    try:
-        connection().client.update_item(
-            TableName=get_settings().jobs_table,
-            Key={"job_id": {"S": job_id}},
-            UpdateExpression=expression,
-            ConditionExpression="attribute_exists(#filing)",
-            ExpressionAttributeNames=names,
-            **optional,
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return update_item_if(
+        connection().client,
+        TableName=get_settings().jobs_table,
+        Key={"job_id": {"S": job_id}},
+        UpdateExpression=expression,
+        ConditionExpression="attribute_exists(#filing)",
+        ExpressionAttributeNames=names,
+        **optional,
+    )
 
 
 def _filing_gone(job_id: str, filing_id: str, tally: Tally, residual: Sequence[int]) -> None:

@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
@@ -32,7 +31,7 @@ from retail_pulse.data.models import (
     ongoing_shard,
 )
 from retail_pulse.data.record_keys import expiry, listed_as, status_partition
-from retail_pulse.data.transactions import update_if
+from retail_pulse.data.transactions import update_if, update_item_if
 from retail_pulse.domain import DEFAULT_TENANT, Image, Job
 from retail_pulse.failure_summary import FailedImage, FailureSummary
 from retail_pulse.settings import get_settings
@@ -340,20 +339,15 @@ def _remove_if_transition(job: Job, attributes: Sequence[str], pending: bool | N
     if pending is False:
         conditions.append("attribute_not_exists(event_pending)")
     optional: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
-    try:
-        connection().client.update_item(
-            TableName=get_settings().jobs_table,
-            Key={"job_id": {"S": job.job_id}},
-            UpdateExpression="REMOVE " + ", ".join(names),
-            ConditionExpression="attribute_exists(job_id) AND " + " AND ".join(conditions),
-            ExpressionAttributeNames=names,
-            **optional,
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return update_item_if(
+        connection().client,
+        TableName=get_settings().jobs_table,
+        Key={"job_id": {"S": job.job_id}},
+        UpdateExpression="REMOVE " + ", ".join(names),
+        ConditionExpression="attribute_exists(job_id) AND " + " AND ".join(conditions),
+        ExpressionAttributeNames=names,
+        **optional,
+    )
 
 
 def event_failed(job: Job, retry_at: datetime) -> int | None:

@@ -20,13 +20,12 @@ from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from typing import Any, cast
 
-from botocore.exceptions import ClientError
-
 from retail_pulse.data.filing import _RECOUNT_DUE
 from retail_pulse.data.image_records import Tally
 from retail_pulse.data.jobs import _raw_job
 from retail_pulse.data.models import FILING_PREFIX, PENDING, ImageRecord, connection
 from retail_pulse.data.ranges import parse_index_ranges
+from retail_pulse.data.transactions import update_item_if
 from retail_pulse.domain import ImageState
 from retail_pulse.settings import get_settings
 
@@ -183,17 +182,12 @@ def _update(
     names: dict[str, str] | None = None,
 ) -> bool:
     """One conditional update of the job's item; False if its condition failed."""
-    try:
-        connection().client.update_item(
-            TableName=get_settings().jobs_table,
-            Key={"job_id": {"S": job_id}},
-            UpdateExpression=expression,
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#of": _OF, **(names or {})},
-            ExpressionAttributeValues=values,
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return update_item_if(
+        connection().client,
+        TableName=get_settings().jobs_table,
+        Key={"job_id": {"S": job_id}},
+        UpdateExpression=expression,
+        ConditionExpression=condition,
+        ExpressionAttributeNames={"#of": _OF, **(names or {})},
+        ExpressionAttributeValues=values,
+    )

@@ -1,14 +1,15 @@
 """The one way this package writes several items at once, and its one retry policy; and
-the one conditional single-item update that tells "its condition no longer held" apart (and
-its twin that reads nothing back)."""
+the one conditional single-item update that tells "its condition no longer held" apart (its
+twin that reads nothing back, and its low-level form for expressions PynamoDB cannot say)."""
 
 from __future__ import annotations
 
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
 from pynamodb.connection import Connection
 from pynamodb.constants import NONE
 from pynamodb.exceptions import TransactWriteError, UpdateError
@@ -73,6 +74,19 @@ def update_if(record: Model, actions: list[Action], condition: Condition) -> boo
         record.update(actions=actions, condition=condition)
     except UpdateError as error:
         if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def update_item_if(client: Any, **request: Any) -> bool:
+    """One conditional UpdateItem through a low-level DynamoDB `client` (for expressions on
+    map attributes and names PynamoDB's actions cannot say); False when its condition no
+    longer holds."""
+    try:
+        client.update_item(**request)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return False
         raise
     return True
