@@ -119,14 +119,14 @@ test: java venvs
 	$(MAKE) --no-print-directory test-e2e
 
 # Each end-to-end test once: the whole suite against the template deployed onto MiniStack, and
-# on the local stack those of what only it has (marked local_stack), beside the deployed
-# stack's tests once it is up (those leave about one core idle, waiting on deadlines). Without
-# python3.13 the whole suite runs on the local stack.
+# on the local stack those of what only it has (marked local_stack), with those that need no
+# stack (stackless), beside the deployed stack's tests once it is up (those leave about one
+# core idle, waiting on deadlines). Without python3.13 the whole suite runs on the local stack.
 test-e2e: install ministack java
 ifeq ($(PYTHON313),)
 	$(PY) -m pytest -m e2e
 else
-	$(MAKE) --no-print-directory test-deployed DEPLOYED_ARGS="--beside '$(PY) -m pytest -m \"e2e and local_stack\"'"
+	$(MAKE) --no-print-directory test-deployed DEPLOYED_ARGS="--beside '$(PY) -m pytest -m \"e2e and (local_stack or stackless)\"'"
 endif
 
 # The whole end-to-end suite on the local stack (make test runs most of it on MiniStack).

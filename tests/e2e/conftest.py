@@ -13,8 +13,9 @@ template deployed onto MiniStack (`make test-deployed`), so that the same tests 
 
 A test that needs what only the local stack has (its EMF totals, fair-queue order, its console)
 is marked `@pytest.mark.local_stack("why")`: on the deployed stack it is skipped with that reason.
-`make test` runs those on the local stack and the whole suite on the deployed template, so each
-test runs once; `make test-e2e-local` runs the whole suite on the local stack.
+A test that needs no stack (the client's install) is marked `stackless`, and skipped there too.
+`make test` runs those on the local stack, beside the whole suite on the deployed template, so
+each test runs once; `make test-e2e-local` runs the whole suite on the local stack.
 """
 
 from __future__ import annotations
@@ -156,10 +157,18 @@ def visit(urls: list[str], store_id: str = STORE) -> dict[str, Any]:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A `local_stack` test is skipped, with its reason, when the stack is the deployed one."""
+    """A `local_stack` test is skipped, with its reason, when the stack is the deployed one;
+    so is a `stackless` one, which `make test` runs beside the deployed stack's tests."""
+    if not os.environ.get(STATE_ENV):
+        return
     marker = item.get_closest_marker("local_stack")
-    if marker is not None and os.environ.get(STATE_ENV):
+    if marker is not None:
         pytest.skip(f"local stack only: {marker.args[0] if marker.args else 'see the test'}")
+    if item.get_closest_marker("stackless") is not None:
+        pytest.skip(
+            "needs no stack: run beside these tests, with the local stack's "
+            '(pytest -m "e2e and (local_stack or stackless)")'
+        )
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ index the machine is configured with, in a virtualenv that sees no other site-pa
 so a dependency the client forgot to declare (or one of the service's it must not need)
 shows up here. That takes about 15 s and the network, so the test is marked e2e: `make
 test` runs it in its end-to-end phase, the quick unit run (`make test-fast`) does not. It
-needs no local stack. (A wheelhouse made from .venv would avoid the network, but .venv
+needs no stack (marked stackless): `make test` runs it once, beside the deployed stack's
+tests, with the local stack's own. (A wheelhouse made from .venv would avoid the network, but .venv
 has no setuptools the client's build needs, and installing with --no-build-isolation or
 extra site-packages would hide exactly what this test is for.)
 """
@@ -27,7 +28,7 @@ import typer
 
 from retail_pulse_client.cli import app
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.stackless]
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
 # What the service needs and the client must not bring along.

@@ -13,7 +13,10 @@ import requests
 
 from tests.e2e.conftest import Stack, _local_stack, visit
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.local_stack("two API keys are LOCAL_API_KEYS, a local stack setting"),
+]
 
 KEYS = {"acme": "key-of-acme-0123456789", "globex": "key-of-globex-0123456789"}
 BIG, SMALL = 5_000, 10
