@@ -743,7 +743,8 @@ def run_tests(state_path: Path, pytest_args: Sequence[str]) -> int:
 class Beside:
     """A command run beside the deployed stack's tests: the stack's build, deploy and warm-up
     take both cores, its tests about one (waiting on deadlines, visibility timeouts and
-    trickling hosts), so `make test` runs the local stack's own e2e tests in the other."""
+    trickling hosts), so the local stack's own e2e tests can run in the other (not in `make
+    test`: the local stack's flood test once starved MiniStack past a 60 s bound)."""
 
     command: str
     process: subprocess.Popen[bytes]

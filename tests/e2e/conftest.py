@@ -14,7 +14,7 @@ template deployed onto MiniStack (`make test-deployed`), so that the same tests 
 A test that needs what only the local stack has (its EMF totals, fair-queue order, its console)
 is marked `@pytest.mark.local_stack("why")`: on the deployed stack it is skipped with that reason.
 A test that needs no stack (the client's install) is marked `stackless`, and skipped there too.
-`make test` runs those on the local stack, beside the whole suite on the deployed template, so
+`make test` runs those on the local stack, and the whole suite on the deployed template, so
 each test runs once; `make test-e2e-local` runs the whole suite on the local stack.
 """
 
@@ -158,7 +158,7 @@ def visit(urls: list[str], store_id: str = STORE) -> dict[str, Any]:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A `local_stack` test is skipped, with its reason, when the stack is the deployed one;
-    so is a `stackless` one, which `make test` runs beside the deployed stack's tests."""
+    so is a `stackless` one, which `make test` runs with the local stack's."""
     if not os.environ.get(STATE_ENV):
         return
     marker = item.get_closest_marker("local_stack")
@@ -166,7 +166,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"local stack only: {marker.args[0] if marker.args else 'see the test'}")
     if item.get_closest_marker("stackless") is not None:
         pytest.skip(
-            "needs no stack: run beside these tests, with the local stack's "
+            "needs no stack: run with the local stack's e2e tests "
             '(pytest -m "e2e and (local_stack or stackless)")'
         )
 

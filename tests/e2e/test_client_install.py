@@ -6,8 +6,8 @@ index the machine is configured with, in a virtualenv that sees no other site-pa
 so a dependency the client forgot to declare (or one of the service's it must not need)
 shows up here. That takes about 15 s and the network, so the test is marked e2e: `make
 test` runs it in its end-to-end phase, the quick unit run (`make test-fast`) does not. It
-needs no stack (marked stackless): `make test` runs it once, beside the deployed stack's
-tests, with the local stack's own. (A wheelhouse made from .venv would avoid the network, but .venv
+needs no stack (marked stackless): `make test` runs it once, with the local stack's own
+e2e tests. (A wheelhouse made from .venv would avoid the network, but .venv
 has no setuptools the client's build needs, and installing with --no-build-isolation or
 extra site-packages would hide exactly what this test is for.)
 """
